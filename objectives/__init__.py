@@ -1,0 +1,54 @@
+"""dkd-tune's science: data, partitions, models, divergences, the federation bundle, one-round KD.
+
+A KD trial from Python, with no database::
+
+    from objectives import load_config, prepare_federation, run_trial
+    bundle = prepare_federation(load_config("studies/fashion-mnist.toml"))
+    result = run_trial(bundle, student=0, teachers=[1], temperature=4.0, alpha=0.7)
+    print(result.gain)
+
+This package never imports the tuner or optuna; the tuner calls only what is exported here.
+"""
+
+from .bundle import FederationBundle, bundle_path, load_bundle, prepare_federation
+from .config import KDRecipe, StudyConfig, TrainRecipe, apply_overrides, load_config, parse_config
+from .data import Dataset, load_dataset
+from .divergences import AGGREGATIONS, DIVERGENCES, get_divergence, kd_loss
+from .errors import (
+    ConfigError,
+    DataError,
+    DkdError,
+    FederationError,
+    NonFiniteLoss,
+    TrialError,
+)
+from .trial import TRANSFER_SETS, EvalPoint, TrialResult, run_trial
+
+__all__ = [
+    "AGGREGATIONS",
+    "DIVERGENCES",
+    "TRANSFER_SETS",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "DkdError",
+    "EvalPoint",
+    "FederationBundle",
+    "FederationError",
+    "KDRecipe",
+    "NonFiniteLoss",
+    "StudyConfig",
+    "TrainRecipe",
+    "TrialError",
+    "TrialResult",
+    "apply_overrides",
+    "bundle_path",
+    "get_divergence",
+    "kd_loss",
+    "load_bundle",
+    "load_config",
+    "load_dataset",
+    "parse_config",
+    "prepare_federation",
+    "run_trial",
+]

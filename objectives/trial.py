@@ -1,0 +1,238 @@
+"""One-round KD: a copy of the student learns from cached teacher logits; one call, no database.
+
+Per step the loss is DESIGN §3's  α·T²·D(p_t(x_u), p_s(x_u)) + (1 − α)·CE(y_l, z_s(x_l)).  The
+teachers' soft targets for the whole transfer set are computed once per trial from the bundle's
+cached logits, so a step costs the student's forward and backward only. A term whose weight is
+zero (α = 0 or α = 1) is not computed at all: it could only have moved BatchNorm statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .bundle import FederationBundle
+from .config import KDRecipe
+from .divergences import AGGREGATIONS, get_divergence, kd_term, teacher_target
+from .errors import NonFiniteLoss, TrialError
+from .train import accuracies, batches, lr_at, make_optimizer, predict
+
+TRANSFER_SETS = ("public", "public+self", "local")
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """An evaluation inside the round, handed to ``on_eval`` (the tuner prunes from it).
+
+    ``index`` runs 1..k; the last point is the end of the round and is measured on the full test
+    split, earlier ones on the recipe's ``eval_subset`` (so ``gain`` there is an estimate).
+    """
+
+    index: int
+    points: int
+    step: int
+    accuracy: float
+    gain: float
+    final: bool
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one round gives: accuracies in %, gain and forgetting in percentage points."""
+
+    student: int
+    teachers: tuple[int, ...]
+    accuracy_before: float
+    accuracy_after: float
+    gain: float
+    local_accuracy_before: float
+    local_accuracy_after: float
+    forgetting: float
+    seconds: float
+    steps: int
+    device: str
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["teachers"] = list(self.teachers)
+        return out
+
+
+def _check_args(
+    bundle: FederationBundle,
+    student: int,
+    teachers: Sequence[int],
+    temperature: float,
+    alpha: float,
+    transfer_set: str,
+    aggregation: str,
+) -> None:
+    n = bundle.participants
+    if not 0 <= student < n:
+        raise TrialError(f"student {student} is not a participant: choose 0..{n - 1}")
+    if not teachers:
+        raise TrialError("no teacher given: pass at least one participant as teacher")
+    for t in teachers:
+        if not 0 <= t < n:
+            raise TrialError(f"teacher {t} is not a participant: choose 0..{n - 1}")
+        if t == student:
+            raise TrialError(f"participant {student} cannot be its own teacher: drop it from teachers")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise TrialError(f"temperature {temperature} must be a finite number > 0")
+    if not 0.0 <= alpha <= 1.0:
+        raise TrialError(f"alpha {alpha} must lie in [0, 1]")
+    if transfer_set not in TRANSFER_SETS:
+        raise TrialError(f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}")
+    if aggregation not in AGGREGATIONS:
+        raise TrialError(f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
+
+
+def eval_subset(bundle: FederationBundle, size: int) -> torch.Tensor:
+    """The fixed test indices used at intermediate evaluation points (same for every trial)."""
+    n = len(bundle.dataset.test_y)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[: min(size, n)].sort().values
+
+
+def run_trial(
+    bundle: FederationBundle,
+    student: int,
+    teachers: Sequence[int],
+    *,
+    temperature: float = 1.0,
+    alpha: float = 0.5,
+    divergence: str = "kl",
+    transfer_set: str = "public",
+    aggregation: str = "avg",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    on_eval: Callable[[EvalPoint], None] | None = None,
+    recipe: KDRecipe | None = None,
+) -> TrialResult:
+    """Run one round of KD for ``student`` from ``teachers`` and report the accuracy change.
+
+    ``transfer_set``: ``public`` (the held-out split), ``public+self`` (public inputs, the student's
+    own pre-KD logits as one more teacher) or ``local`` (the student's own training data, whose
+    labelled batch then doubles as the transfer batch). ``aggregation`` (``avg``/``sum``) combines
+    several teachers. ``on_eval`` is called at ``recipe.eval_points`` points; an exception it raises
+    (e.g. optuna.TrialPruned) ends the trial and propagates. Raises NonFiniteLoss if the loss turns
+    NaN or infinite. Same seed and inputs on the CPU give the same result.
+    """
+    _check_args(bundle, student, teachers, temperature, alpha, transfer_set, aggregation)
+    div = get_divergence(divergence)
+    recipe = recipe or bundle.config.kd
+    started = time.perf_counter()
+    device = torch.device(device)
+    data = bundle.on(device)
+
+    local_idx = data.participants[student]
+    x_local, y_local = data.train_x[local_idx], data.train_y[local_idx]
+    sources = list(teachers) + ([student] if transfer_set == "public+self" else [])
+    transfer_idx = local_idx if transfer_set == "local" else data.public
+    # The teachers' soft targets over the whole transfer set, once: [K', n_transfer, classes].
+    targets = teacher_target(data.train_logits[sources][:, transfer_idx], temperature, aggregation)
+    x_transfer = x_local if transfer_set == "local" else data.train_x[transfer_idx]
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = bundle.model(student, device)
+        model.train()
+        opt = make_optimizer(model.parameters(), recipe)
+        steps_per_epoch = math.ceil(len(x_transfer) / recipe.batch_size)
+        total = recipe.epochs * steps_per_epoch
+        points = min(recipe.eval_points, total)
+        eval_at = {math.ceil(total * i / points): i for i in range(1, points + 1)}
+
+        subset = eval_subset(bundle, recipe.eval_subset).to(device)
+        before_subset = 100.0 * (
+            bundle.test_logits[student][subset.cpu()].argmax(1) == bundle.dataset.test_y[subset.cpu()]
+        ).double().mean().item()
+        local_stream = _local_batches(len(x_local), recipe.batch_size, gen, device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        final_logits = None
+        step = 0
+        for _ in range(recipe.epochs):
+            for idx in batches(len(x_transfer), recipe.batch_size, gen, device):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(recipe, step, total)
+                loss = _step_loss(
+                    model, x_transfer, targets, idx, x_local, y_local, local_stream,
+                    transfer_set, alpha, temperature, div,
+                )
+                nonfinite |= ~torch.isfinite(loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if step not in eval_at:
+                    continue
+                if bool(nonfinite):
+                    raise NonFiniteLoss(
+                        f"the KD loss became NaN or infinite by step {step} of {total} "
+                        f"(T={temperature}, alpha={alpha}, {divergence}, {transfer_set})"
+                    )
+                index = eval_at[step]
+                final = index == points
+                if final:
+                    final_logits = predict(model, data.test_x, recipe.eval_batch_size)
+                    acc, _ = accuracies(final_logits, data.test_y, bundle.label_distribution[student])
+                    before = float(bundle.accuracy[student])
+                else:
+                    sub_logits = predict(model, data.test_x[subset], recipe.eval_batch_size)
+                    acc = 100.0 * (sub_logits.argmax(1) == data.test_y[subset]).double().mean().item()
+                    before = before_subset
+                if on_eval is not None:
+                    on_eval(EvalPoint(index, points, step, acc, acc - before, final))
+
+    assert final_logits is not None  # the last step is always an evaluation point
+    acc_after, local_after = accuracies(final_logits, data.test_y, bundle.label_distribution[student])
+    acc_before = float(bundle.accuracy[student])
+    local_before = float(bundle.local_accuracy[student])
+    return TrialResult(
+        student=student,
+        teachers=tuple(teachers),
+        accuracy_before=acc_before,
+        accuracy_after=acc_after,
+        gain=acc_after - acc_before,
+        local_accuracy_before=local_before,
+        local_accuracy_after=local_after,
+        forgetting=local_before - local_after,
+        seconds=time.perf_counter() - started,
+        steps=total,
+        device=str(device),
+    )
+
+
+def _local_batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device):
+    """Endless shuffled passes over the student's local data (public transfer sets draw one local
+    batch per transfer batch, and the two sets differ in size)."""
+    while True:
+        yield from batches(n, batch_size, gen, device)
+
+
+def _step_loss(
+    model, x_transfer, targets, idx, x_local, y_local, local_stream,
+    transfer_set, alpha, temperature, div,
+):  # fmt: skip
+    """The loss of one step (DESIGN §3); each term is skipped when its weight is zero."""
+    if transfer_set == "local":
+        logits = model(x_local[idx])
+        loss = 0.0
+        if alpha > 0:
+            loss = alpha * kd_term(targets[:, idx], logits, temperature, div)
+        if alpha < 1:
+            loss = loss + (1 - alpha) * F.cross_entropy(logits, y_local[idx])
+        return loss
+    loss = 0.0
+    if alpha > 0:
+        student_logits = model(x_transfer[idx])
+        loss = alpha * kd_term(targets[:, idx], student_logits, temperature, div)
+    if alpha < 1:
+        lidx = next(local_stream)
+        loss = loss + (1 - alpha) * F.cross_entropy(model(x_local[lidx]), y_local[lidx])
+    return loss
