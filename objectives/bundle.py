@@ -56,7 +56,9 @@ class FederationBundle:
     dataset: Dataset
     partition: Partition
     states: list[dict[str, Tensor]]
-    train_logits: Tensor  # every participant's logits on the whole training split (public + all locals)
+    train_logits: (
+        Tensor  # every participant's logits on the whole training split (public + all locals)
+    )
     test_logits: Tensor  # [participants, n_test, classes]
     label_distribution: Tensor  # [participants, classes], float64
     accuracy: Tensor  # [participants] global test accuracy before KD, %
@@ -209,7 +211,8 @@ def load_bundle(path: str | Path, config: StudyConfig) -> FederationBundle:
     if meta.get("hash") != config.federation_hash:
         raise FederationError(
             f"bundle {path} has federation hash {meta.get('hash')} but the config gives "
-            f"{config.federation_hash}: point at the bundle of this config or run 'dkd-tune prepare'"
+            f"{config.federation_hash}: point at the bundle of this config "
+            "or run 'dkd-tune prepare'"
         )
     ds = load_dataset(config.data)
     if meta.get("dataset_fingerprint") != ds.fingerprint:

@@ -50,7 +50,7 @@ def _positive() -> dict[str, Any]:
 
 
 def parse_partition(spec: str) -> tuple[str, float]:
-    """``iid`` → ("iid", 0); ``dirichlet:0.5`` → ("dirichlet", 0.5); ``shards:2`` → ("shards", 2)."""
+    """Parse a partition spec: ``iid``, ``dirichlet:0.5`` or ``shards:2`` → (kind, argument)."""
     kind, _, arg = spec.partition(":")
     try:
         if kind == "iid" and not arg:
@@ -214,7 +214,9 @@ def _build_section(source: str, section: str, cls: type, raw: Any) -> Any:
             )
         spec = fields[key]
         where = f"{source}: [{section}].{key}"
-        value = _typed(where, value, {"int": int, "float": float, "str": str, "bool": bool}[spec.type])
+        value = _typed(
+            where, value, {"int": int, "float": float, "str": str, "bool": bool}[spec.type]
+        )
         check = spec.metadata.get("check")
         ok = True
         try:

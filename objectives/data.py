@@ -85,7 +85,7 @@ def _read_idx(path: Path) -> np.ndarray:
     data = np.frombuffer(blob, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise DataError(f"{path} is truncated ({data.size} of {int(np.prod(dims))} bytes)")
-    return data.reshape(dims)
+    return data.reshape(dims).copy()  # frombuffer is read-only; torch wants writable memory
 
 
 def _find_fashion_mnist(root: Path) -> dict[str, Path]:
@@ -102,7 +102,8 @@ def _find_fashion_mnist(root: Path) -> dict[str, Path]:
     expected = ", ".join(f"{s}.gz" for s in FASHION_MNIST_FILES.values())
     raise DataError(
         f"Fashion-MNIST not found: expected {expected} in {root}; install them with "
-        "'sudo apt-get install dataset-fashion-mnist', or set [data].root to a folder holding them, "
+        "'sudo apt-get install dataset-fashion-mnist', or set [data].root to a folder that "
+        "holds them, "
         "or [data].download = true on a machine with internet"
     )
 

@@ -84,16 +84,18 @@ def get_divergence(name: str) -> Divergence:
 def teacher_target(teacher_logits: Tensor, temperature: float, aggregation: str) -> Tensor:
     """Soft targets of K teachers at temperature T as log-probabilities.
 
-    ``teacher_logits`` is ``[K, batch, classes]``. ``avg`` returns ``[1, batch, classes]``: the log of
-    the mean of the K softmaxes (logsumexp keeps it finite). ``sum`` returns ``[K, batch, classes]``,
-    one target per teacher. With K = 1 both are the same.
+    ``teacher_logits`` is ``[K, batch, classes]``. ``avg`` returns ``[1, batch, classes]``: the log
+    of the mean of the K softmaxes (logsumexp keeps it finite). ``sum`` returns
+    ``[K, batch, classes]``, one target per teacher. With K = 1 both are the same.
     """
     log_t = torch.log_softmax(teacher_logits.double() / temperature, dim=-1)
     if aggregation == "avg":
         return (torch.logsumexp(log_t, dim=0) - math.log(log_t.shape[0])).unsqueeze(0)
     if aggregation == "sum":
         return log_t
-    raise ConfigError(f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
+    raise ConfigError(
+        f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}"
+    )
 
 
 def kd_term(
@@ -117,7 +119,9 @@ def kd_loss(
     aggregation: str = "avg",
 ) -> Tensor:
     """Convenience for one batch: T² · mean D(teachers' soft targets, student) from raw logits."""
-    stacked = teacher_logits if isinstance(teacher_logits, Tensor) else torch.stack(list(teacher_logits))
+    stacked = (
+        teacher_logits if isinstance(teacher_logits, Tensor) else torch.stack(list(teacher_logits))
+    )
     if stacked.dim() == 2:
         stacked = stacked.unsqueeze(0)
     target = teacher_target(stacked, temperature, aggregation)

@@ -27,11 +27,15 @@ class Partition:
 
     def label_distribution(self, labels: Tensor, classes: int) -> Tensor:
         """[participants, classes] share of each label in each participant's local data."""
-        counts = torch.stack([torch.bincount(labels[i], minlength=classes) for i in self.participants])
+        counts = torch.stack(
+            [torch.bincount(labels[i], minlength=classes) for i in self.participants]
+        )
         return counts.double() / counts.sum(1, keepdim=True)
 
 
-def _dirichlet(labels: np.ndarray, n: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
+def _dirichlet(
+    labels: np.ndarray, n: int, alpha: float, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Per class, split its samples among participants in Dirichlet(alpha)-drawn proportions."""
     parts: list[list[np.ndarray]] = [[] for _ in range(n)]
     for c in np.unique(labels):

@@ -36,7 +36,9 @@ def lr_at(recipe: TrainRecipe, step: int, total: int) -> float:
     return recipe.lr
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[Tensor]:
+def batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[Tensor]:
     """Index batches of one shuffled pass over ``n`` items (the last batch may be short)."""
     order = torch.randperm(n, generator=generator).to(device)
     yield from order.split(batch_size)

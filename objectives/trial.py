@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .bundle import FederationBundle
 from .config import KDRecipe
-from .divergences import AGGREGATIONS, get_divergence, kd_term, teacher_target
+from .divergences import AGGREGATIONS, Divergence, get_divergence, kd_term, teacher_target
 from .errors import NonFiniteLoss, TrialError
 from .train import accuracies, batches, lr_at, make_optimizer, predict
 
@@ -81,21 +81,29 @@ def _check_args(
         if not 0 <= t < n:
             raise TrialError(f"teacher {t} is not a participant: choose 0..{n - 1}")
         if t == student:
-            raise TrialError(f"participant {student} cannot be its own teacher: drop it from teachers")
+            raise TrialError(
+                f"participant {student} cannot be its own teacher: drop it from teachers"
+            )
     if not (temperature > 0 and math.isfinite(temperature)):
         raise TrialError(f"temperature {temperature} must be a finite number > 0")
     if not 0.0 <= alpha <= 1.0:
         raise TrialError(f"alpha {alpha} must lie in [0, 1]")
     if transfer_set not in TRANSFER_SETS:
-        raise TrialError(f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}")
+        raise TrialError(
+            f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}"
+        )
     if aggregation not in AGGREGATIONS:
-        raise TrialError(f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
+        raise TrialError(
+            f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}"
+        )
 
 
 def eval_subset(bundle: FederationBundle, size: int) -> torch.Tensor:
     """The fixed test indices used at intermediate evaluation points (same for every trial)."""
     n = len(bundle.dataset.test_y)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[: min(size, n)].sort().values
+    return (
+        torch.randperm(n, generator=torch.Generator().manual_seed(0))[: min(size, n)].sort().values
+    )
 
 
 def run_trial(
@@ -136,6 +144,7 @@ def run_trial(
     # The teachers' soft targets over the whole transfer set, once: [K', n_transfer, classes].
     targets = teacher_target(data.train_logits[sources][:, transfer_idx], temperature, aggregation)
     x_transfer = x_local if transfer_set == "local" else data.train_x[transfer_idx]
+    evaluate = _Evaluator(bundle, student, data, recipe)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -143,27 +152,22 @@ def run_trial(
         model = bundle.model(student, device)
         model.train()
         opt = make_optimizer(model.parameters(), recipe)
-        steps_per_epoch = math.ceil(len(x_transfer) / recipe.batch_size)
-        total = recipe.epochs * steps_per_epoch
+        step_loss = StepLoss(
+            x_transfer, targets, x_local, y_local,
+            _local_batches(len(x_local), recipe.batch_size, gen, device),
+            transfer_set, alpha, temperature, div,
+        )  # fmt: skip
+        total = recipe.epochs * math.ceil(len(x_transfer) / recipe.batch_size)
         points = min(recipe.eval_points, total)
         eval_at = {math.ceil(total * i / points): i for i in range(1, points + 1)}
-
-        subset = eval_subset(bundle, recipe.eval_subset).to(device)
-        before_subset = 100.0 * (
-            bundle.test_logits[student][subset.cpu()].argmax(1) == bundle.dataset.test_y[subset.cpu()]
-        ).double().mean().item()
-        local_stream = _local_batches(len(x_local), recipe.batch_size, gen, device)
+        # Checked only at evaluation points: a per-step check would sync the GPU every step.
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        final_logits = None
         step = 0
         for _ in range(recipe.epochs):
             for idx in batches(len(x_transfer), recipe.batch_size, gen, device):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(recipe, step, total)
-                loss = _step_loss(
-                    model, x_transfer, targets, idx, x_local, y_local, local_stream,
-                    transfer_set, alpha, temperature, div,
-                )
+                loss = step_loss(model, idx)
                 nonfinite |= ~torch.isfinite(loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -176,23 +180,13 @@ def run_trial(
                         f"the KD loss became NaN or infinite by step {step} of {total} "
                         f"(T={temperature}, alpha={alpha}, {divergence}, {transfer_set})"
                     )
-                index = eval_at[step]
-                final = index == points
-                if final:
-                    final_logits = predict(model, data.test_x, recipe.eval_batch_size)
-                    acc, _ = accuracies(final_logits, data.test_y, bundle.label_distribution[student])
-                    before = float(bundle.accuracy[student])
-                else:
-                    sub_logits = predict(model, data.test_x[subset], recipe.eval_batch_size)
-                    acc = 100.0 * (sub_logits.argmax(1) == data.test_y[subset]).double().mean().item()
-                    before = before_subset
+                point = evaluate(model, eval_at[step], points, step)
                 if on_eval is not None:
-                    on_eval(EvalPoint(index, points, step, acc, acc - before, final))
+                    on_eval(point)
 
-    assert final_logits is not None  # the last step is always an evaluation point
-    acc_after, local_after = accuracies(final_logits, data.test_y, bundle.label_distribution[student])
     acc_before = float(bundle.accuracy[student])
     local_before = float(bundle.local_accuracy[student])
+    acc_after, local_after = evaluate.final
     return TrialResult(
         student=student,
         teachers=tuple(teachers),
@@ -208,6 +202,34 @@ def run_trial(
     )
 
 
+class _Evaluator:
+    """Evaluation points of one round: the last on the full test split (global and local
+    accuracy), earlier ones on the fixed ``eval_subset`` against the cached pre-KD accuracy
+    there."""
+
+    def __init__(self, bundle: FederationBundle, student: int, data, recipe: KDRecipe):
+        self.data, self.batch = data, recipe.eval_batch_size
+        self.label_distribution = bundle.label_distribution[student]
+        self.accuracy_before = float(bundle.accuracy[student])
+        subset = eval_subset(bundle, recipe.eval_subset)
+        hits = bundle.test_logits[student][subset].argmax(1) == bundle.dataset.test_y[subset]
+        self.subset_before = 100.0 * hits.double().mean().item()
+        subset = subset.to(data.test_x.device)
+        self.x_subset, self.y_subset = data.test_x[subset], data.test_y[subset]
+        self.final: tuple[float, float] | None = None
+
+    def __call__(self, model: torch.nn.Module, index: int, points: int, step: int) -> EvalPoint:
+        if index == points:
+            logits = predict(model, self.data.test_x, self.batch)
+            self.final = accuracies(logits, self.data.test_y, self.label_distribution)
+            acc, before = self.final[0], self.accuracy_before
+        else:
+            logits = predict(model, self.x_subset, self.batch)
+            acc = 100.0 * (logits.argmax(1) == self.y_subset).double().mean().item()
+            before = self.subset_before
+        return EvalPoint(index, points, step, acc, acc - before, index == points)
+
+
 def _local_batches(n: int, batch_size: int, gen: torch.Generator, device: torch.device):
     """Endless shuffled passes over the student's local data (public transfer sets draw one local
     batch per transfer batch, and the two sets differ in size)."""
@@ -215,24 +237,38 @@ def _local_batches(n: int, batch_size: int, gen: torch.Generator, device: torch.
         yield from batches(n, batch_size, gen, device)
 
 
-def _step_loss(
-    model, x_transfer, targets, idx, x_local, y_local, local_stream,
-    transfer_set, alpha, temperature, div,
-):  # fmt: skip
-    """The loss of one step (DESIGN §3); each term is skipped when its weight is zero."""
-    if transfer_set == "local":
-        logits = model(x_local[idx])
-        loss = 0.0
-        if alpha > 0:
-            loss = alpha * kd_term(targets[:, idx], logits, temperature, div)
-        if alpha < 1:
-            loss = loss + (1 - alpha) * F.cross_entropy(logits, y_local[idx])
+@dataclass
+class StepLoss:
+    """The loss of one step (DESIGN §3) for a transfer batch ``idx``; a zero-weight term is skipped.
+
+    With transfer set ``local`` the transfer batch is the local batch (one forward, both terms);
+    otherwise each step also takes the next batch of the student's local data for the CE term.
+    """
+
+    x_transfer: torch.Tensor
+    targets: torch.Tensor  # [K', n_transfer, classes] log soft targets (float64)
+    x_local: torch.Tensor
+    y_local: torch.Tensor
+    local_stream: Iterator[torch.Tensor]
+    transfer_set: str
+    alpha: float
+    temperature: float
+    divergence: Divergence
+
+    def __call__(self, model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        a, t = self.alpha, self.temperature
+        loss = torch.zeros((), device=idx.device)
+        if self.transfer_set == "local":
+            logits = model(self.x_local[idx])
+            if a > 0:
+                loss = loss + a * kd_term(self.targets[:, idx], logits, t, self.divergence)
+            if a < 1:
+                loss = loss + (1 - a) * F.cross_entropy(logits, self.y_local[idx])
+            return loss
+        if a > 0:
+            logits = model(self.x_transfer[idx])
+            loss = loss + a * kd_term(self.targets[:, idx], logits, t, self.divergence)
+        if a < 1:
+            lidx = next(self.local_stream)
+            loss = loss + (1 - a) * F.cross_entropy(model(self.x_local[lidx]), self.y_local[lidx])
         return loss
-    loss = 0.0
-    if alpha > 0:
-        student_logits = model(x_transfer[idx])
-        loss = alpha * kd_term(targets[:, idx], student_logits, temperature, div)
-    if alpha < 1:
-        lidx = next(local_stream)
-        loss = loss + (1 - alpha) * F.cross_entropy(model(x_local[lidx]), y_local[lidx])
-    return loss

@@ -54,7 +54,9 @@ def test_matches_float64_reference(name, temperature):
     zs[:32] = zt[:32] + 0.05 * temperature * torch.randn(32, 10, generator=gen)
     target = teacher_target(zt.unsqueeze(0), temperature, "avg")
     for row in range(zt.shape[0]):
-        got = kd_term(target[:, row : row + 1], zs[row : row + 1], temperature, get_divergence(name))
+        got = kd_term(
+            target[:, row : row + 1], zs[row : row + 1], temperature, get_divergence(name)
+        )
         q = torch.softmax(zt[row].double() / temperature, -1)
         p = torch.softmax(zs[row].double() / temperature, -1)
         ref = temperature**2 * _ref(name, q, p)

@@ -1,0 +1,35 @@
+"""A tiny synthetic federation, built once per test session (about a second on a CPU)."""
+
+import pytest
+
+from objectives import parse_config, prepare_federation
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"dataset": "synthetic", "train_size": 1200, "test_size": 400},
+    "federation": {
+        "participants": 3,
+        "partition": "dirichlet:0.5",
+        "public_size": 300,
+        "min_size": 50,
+    },
+    "pretrain": {"epochs": 3, "batch_size": 32},
+    "kd": {"batch_size": 32, "eval_points": 3, "eval_subset": 200},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_raw():
+    """The raw config dict, for tests that derive a changed federation from it."""
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return parse_config(TINY, source="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_config, tmp_path_factory):
+    return prepare_federation(tiny_config, tmp_path_factory.mktemp("bundles"))
