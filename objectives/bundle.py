@@ -44,6 +44,7 @@ class DeviceTensors:
     test_y: Tensor
     train_logits: Tensor  # [participants, n_train, classes]
     public: Tensor
+    public_x: Tensor  # the public split's inputs, gathered once (every public trial uses them)
     participants: tuple[Tensor, ...]
 
 
@@ -83,13 +84,15 @@ class FederationBundle:
         key = str(torch.device(device))
         if key not in self._on:
             ds = self.dataset
+            public = self.partition.public.to(device)
             self._on[key] = DeviceTensors(
                 train_x=ds.train_x.to(device),
                 train_y=ds.train_y.to(device),
                 test_x=ds.test_x.to(device),
                 test_y=ds.test_y.to(device),
                 train_logits=self.train_logits.to(device),
-                public=self.partition.public.to(device),
+                public=public,
+                public_x=ds.train_x.to(device)[public],
                 participants=tuple(p.to(device) for p in self.partition.participants),
             )
         return self._on[key]
@@ -246,8 +249,15 @@ def prepare_federation(
     path = bundle_path(config, directory)
     if (path / "meta.json").is_file():
         return load_bundle(path, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.parent / f".{path.name}.lock", "w")  # noqa: SIM115 (held across the build)
+    except OSError as exc:
+        raise FederationError(
+            f"cannot write bundles to {path.parent} ({exc.strerror}): pass a writable folder "
+            f"(--bundles or ${BUNDLE_DIR_ENV})"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (path / "meta.json").is_file():
             return load_bundle(path, config)

@@ -63,6 +63,24 @@ class TrialResult:
         return out
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``cpu`` or an existing ``cuda:N``; anything else is a TrialError that says what exists."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise TrialError(f"bad device {device!r}: write cpu or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (dev.index or 0) >= count:
+            have = f"cuda:0..cuda:{count - 1}" if count else "no CUDA device"
+            raise TrialError(
+                f"device {device} does not exist here ({have}): use cpu or one of those"
+            )
+    elif dev.type != "cpu":
+        raise TrialError(f"unsupported device {device!r}: write cpu or cuda:N")
+    return dev
+
+
 def _check_args(
     bundle: FederationBundle,
     student: int,
@@ -134,7 +152,7 @@ def run_trial(
     div = get_divergence(divergence)
     recipe = recipe or bundle.config.kd
     started = time.perf_counter()
-    device = torch.device(device)
+    device = check_device(device)
     data = bundle.on(device)
 
     local_idx = data.participants[student]
@@ -143,7 +161,7 @@ def run_trial(
     transfer_idx = local_idx if transfer_set == "local" else data.public
     # The teachers' soft targets over the whole transfer set, once: [K', n_transfer, classes].
     targets = teacher_target(data.train_logits[sources][:, transfer_idx], temperature, aggregation)
-    x_transfer = x_local if transfer_set == "local" else data.train_x[transfer_idx]
+    x_transfer = x_local if transfer_set == "local" else data.public_x
     evaluate = _Evaluator(bundle, student, data, recipe)
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -68,3 +68,10 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch, tiny_raw):
     with pytest.raises(RuntimeError):
         prepare_federation(cfg, tmp_path)
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_unwritable_bundle_folder_is_a_clear_error(tiny_raw, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(FederationError, match="cannot write bundles"):
+        prepare_federation(parse_config({**tiny_raw, "seed": 9}), blocker / "bundles")

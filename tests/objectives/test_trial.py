@@ -182,3 +182,11 @@ def test_exploding_loss_is_reported(tiny_bundle):
 def test_bad_arguments(tiny_bundle, kwargs, message):
     with pytest.raises(TrialError, match=message):
         run_trial(tiny_bundle, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_missing_cuda_device_is_a_clear_error(tiny_bundle):
+    with pytest.raises(TrialError, match="does not exist"):
+        run_trial(tiny_bundle, 0, [1], device="cuda:0")
+    with pytest.raises(TrialError, match="cpu or cuda:N"):
+        run_trial(tiny_bundle, 0, [1], device="tpu")
