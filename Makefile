@@ -35,5 +35,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Benchmarks are not part of `make test`: they print ratios, they assert nothing.
+bench: install
+	$(PY) bench/trial_throughput.py --repeats 5
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache test-output
