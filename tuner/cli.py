@@ -1,0 +1,327 @@
+"""The ``dkd-tune`` command: a table of small commands over the tuner's library calls.
+
+``dkd-tune [options]`` runs a tuning; ``prepare``, ``status``, ``export`` and ``worker`` are
+subcommands. Any error a user can fix (a DkdError, or a bad flag) is one line on stderr and exit
+code 2, with no traceback; a run that ends with pairs it gave up on exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from objectives import DkdError
+
+from .errors import RunError, UsageError
+from .options import DEFAULT_CONFIG, PRUNERS, SAMPLERS, TuneOptions
+from .storage import DEFAULT_STORAGE
+
+PROG = "dkd-tune"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (argparse prints the usage block first by default)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _parser(prog: str, description: str, examples: str) -> _Parser:
+    return _Parser(
+        prog=prog,
+        description=description,
+        epilog=f"examples:\n{examples}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"study config (TOML); default {DEFAULT_CONFIG}",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set kd.lr=0.02 (repeatable)",
+    )
+    p.add_argument(
+        "--bundles",
+        default=None,
+        metavar="DIR",
+        help="folder of federation bundles (default $DKD_TUNE_BUNDLES or ./bundles)",
+    )
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        metavar="URL",
+        help=f"SQLAlchemy URL of the study database; default {DEFAULT_STORAGE}",
+    )
+
+
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers", type=_whole, default=1, metavar="N", help="worker processes (default 1)"
+    )
+    p.add_argument(
+        "--devices",
+        default="auto",
+        metavar="LIST",
+        help="auto | cpu | cuda:0,cuda:1 — worker i uses device i mod len (default auto)",
+    )
+    p.add_argument(
+        "--progress",
+        default="auto",
+        choices=("auto", "live", "log", "quiet"),
+        help="live line on a terminal, log lines otherwise (default auto)",
+    )
+
+
+def _tune_parser() -> _Parser:
+    p = _parser(
+        PROG,
+        "Tune one-round KD between federation participants: one Optuna study per pair, every "
+        "trial stored in the database.\n\ncommands: prepare, status, export, worker "
+        f"(see {PROG} COMMAND --help); without a command, run a tuning.",
+        f"  {PROG} --pairs all --trials 200\n"
+        f"  {PROG} --pairs 0-1,2-5 --trials 30 --workers 2 --pruner hyperband\n"
+        f"  {PROG} --config studies/cifar10-resnet18.toml --devices cuda:0,cuda:1 --workers 4 \\\n"
+        "      --storage postgresql+psycopg://user:pw@db-host/dkd\n"
+        f"  {PROG} --set kd.lr=0.02 --set name=fashion-mnist-lr02 --trials 50",
+    )
+    _add_config(p)
+    _add_storage(p)
+    p.add_argument(
+        "--pairs", default="all", metavar="SPEC", help="all, or pairs like 0-1,2-5 (default all)"
+    )
+    p.add_argument(
+        "--trials",
+        type=_whole,
+        default=20,
+        metavar="N",
+        help="finished trials per pair study in total, counted in the database "
+        "(a rerun tops up to N; default 20)",
+    )
+    _add_workers(p)
+    p.add_argument(
+        "--sampler", default="tpe", metavar="|".join(SAMPLERS), help="Optuna sampler (default tpe)"
+    )
+    p.add_argument(
+        "--pruner",
+        default="median",
+        metavar="|".join(PRUNERS),
+        help="prune on the evaluation points inside the KD round (default median)",
+    )
+    p.add_argument("--seed", type=_whole, default=0, help="sampler and trial seed (default 0)")
+    p.add_argument(
+        "--retries",
+        type=_whole,
+        default=2,
+        metavar="R",
+        help="extra attempts for a failed trial's configuration (default 2)",
+    )
+    return p
+
+
+def cmd_tune(argv: Sequence[str]) -> int:
+    from .export import pair_rows, status_table
+    from .run import tune
+    from .storage import get_storage
+
+    a = _tune_parser().parse_args(argv)
+    opts = TuneOptions(
+        config=a.config,
+        storage=a.storage,
+        pairs=a.pairs,
+        trials=a.trials,
+        workers=a.workers,
+        devices=a.devices,
+        sampler=a.sampler,
+        pruner=a.pruner,
+        seed=a.seed,
+        overrides=a.overrides,
+        bundles=a.bundles,
+        retries=a.retries,
+        progress=a.progress,
+    )
+    summary = tune(opts, say=_say)
+    rate = summary.finished / max(summary.seconds / 60, 1e-9)
+    print(
+        f"run finished: {summary.finished} trials in {summary.seconds:.1f}s "
+        f"({rate:.1f} trials/min, {opts.workers} worker(s))"
+    )
+    rows = [r for r in pair_rows(get_storage(opts.storage)) if r["study"] in summary.studies]
+    print(status_table(rows), end="")
+    return 0
+
+
+def cmd_prepare(argv: Sequence[str]) -> int:
+    from .run import prepare
+
+    p = _parser(
+        f"{PROG} prepare",
+        "Build the federation bundle (partitions, pre-trained "
+        "participants, cached logits) once; later runs load it.",
+        f"  {PROG} prepare\n  {PROG} prepare --config studies/cifar10-resnet18.toml "
+        "--devices cuda:0\n  DKD_TUNE_BUNDLES=/data/bundles {PROG} prepare",
+    )
+    _add_config(p)
+    p.add_argument("--devices", default="auto", help="device to pre-train on (first one used)")
+    a = p.parse_args(argv)
+    opts = TuneOptions(config=a.config, overrides=a.overrides, bundles=a.bundles, devices=a.devices)
+    for row in prepare(opts, say=_say):
+        print(
+            f"participant {row['participant']}: {row['samples']} samples, accuracy "
+            f"{row['accuracy']:.2f}%, local accuracy {row['local_accuracy']:.2f}%"
+        )
+    return 0
+
+
+def _federation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--federation",
+        default=None,
+        metavar="NAME",
+        help="only this federation's studies (default: all in the storage)",
+    )
+
+
+def cmd_status(argv: Sequence[str]) -> int:
+    from .export import pair_rows, status_table
+    from .storage import check_storage, get_storage
+
+    p = _parser(
+        f"{PROG} status",
+        "Per pair: finished/running/failed/pruned trials, best gain, "
+        "default gain and the best configuration.",
+        f"  {PROG} status\n  {PROG} status --storage sqlite:///runs/fm.db "
+        "--federation fashion-mnist-n10",
+    )
+    _add_storage(p)
+    _federation_arg(p)
+    a = p.parse_args(argv)
+    _existing(a.storage)
+    check_storage(a.storage)
+    print(status_table(pair_rows(get_storage(a.storage), a.federation)), end="")
+    return 0
+
+
+def cmd_export(argv: Sequence[str]) -> int:
+    from .export import FORMATS, pair_rows, render
+    from .storage import check_storage, get_storage
+
+    p = _parser(
+        f"{PROG} export",
+        "Export the best configuration per pair with its gain, the "
+        "default's gain and the improvement.",
+        f"  {PROG} export --format csv --out best.csv\n  {PROG} export --format json "
+        "| jq '.[] | {pair, improvement}'",
+    )
+    _add_storage(p)
+    _federation_arg(p)
+    p.add_argument("--format", default="json", choices=FORMATS, help="json (default) or csv")
+    p.add_argument("--out", default="-", metavar="FILE", help="output file (default stdout)")
+    a = p.parse_args(argv)
+    _existing(a.storage)
+    check_storage(a.storage)
+    text = render(pair_rows(get_storage(a.storage), a.federation), a.format)
+    if a.out == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(a.out).write_text(text)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write --out {a.out} ({exc.strerror}): pick a writable path"
+            ) from None
+        print(f"wrote {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_worker(argv: Sequence[str]) -> int:
+    from .run import join
+
+    p = _parser(
+        f"{PROG} worker",
+        "Join a run recorded in the storage with more workers (here or "
+        "on another machine); stops when every pair has its budget.",
+        f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd --workers 2\n"
+        f"  {PROG} worker --federation fashion-mnist-n10 --devices cuda:1",
+    )
+    _add_storage(p)
+    _federation_arg(p)
+    _add_workers(p)
+    p.add_argument("--bundles", default=None, metavar="DIR", help="folder of federation bundles")
+    a = p.parse_args(argv)
+    _existing(a.storage)
+    opts = TuneOptions(
+        storage=a.storage,
+        workers=a.workers,
+        devices=a.devices,
+        bundles=a.bundles,
+        progress=a.progress,
+    )
+    summary = join(opts, a.federation, say=_say)
+    print(f"worker finished: {summary.finished} trials in {summary.seconds:.1f}s")
+    return 0
+
+
+def _existing(url: str) -> None:
+    """Read-only commands must not create an empty database where the user mistyped a path."""
+    from .storage import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except Exception:
+        return  # check_storage gives the one-line message
+    if path is not None and not path.exists():
+        raise UsageError(f"no database at {path}: run {PROG} first or pass --storage")
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "prepare": cmd_prepare,
+    "status": cmd_status,
+    "export": cmd_export,
+    "worker": cmd_worker,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = COMMANDS.get(args[0]) if args else None
+    try:
+        return command(args[1:]) if command else cmd_tune(args)
+    except RunError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except DkdError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

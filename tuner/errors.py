@@ -1,0 +1,21 @@
+"""The tuner's user-facing errors: one line that says what is wrong and how to fix it.
+
+They derive from ``objectives.DkdError`` so the CLI handles every error of both packages the same
+way: print the message on stderr, exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+from objectives import DkdError
+
+
+class UsageError(DkdError):
+    """A command-line value or a [search] field is malformed or out of range."""
+
+
+class StorageError(DkdError):
+    """The storage URL cannot be opened, or what it holds conflicts with this run."""
+
+
+class RunError(DkdError):
+    """A run ended without reaching its budget (e.g. a pair whose trials keep failing)."""

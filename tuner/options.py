@@ -1,0 +1,130 @@
+"""What a tuning run is asked to do, validated before anything is created.
+
+The CLI fills :class:`TuneOptions`; tests and Python users build it directly. Every check here is
+pure (no database, no files written), so bad input can always be refused with one line and
+nothing changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import UsageError
+from .storage import DEFAULT_STORAGE
+
+DEFAULT_CONFIG = "studies/fashion-mnist.toml"
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("none", "median", "hyperband")
+
+Pair = tuple[int, int]
+
+
+@dataclass
+class TuneOptions:
+    """One tuning run; the CLI's flags map one to one onto these fields."""
+
+    config: str = DEFAULT_CONFIG
+    storage: str = DEFAULT_STORAGE
+    pairs: str = "all"
+    trials: int = 20
+    workers: int = 1
+    devices: str = "auto"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)
+    bundles: str | None = None  # None: $DKD_TUNE_BUNDLES or ./bundles
+    retries: int = 2  # extra attempts for a failed trial's configuration
+    progress: str = "auto"  # auto (live line on a TTY) | live | log | quiet
+
+
+def check_options(opts: TuneOptions) -> None:
+    """The checks that need neither the config nor the storage."""
+    if not isinstance(opts.trials, int) or opts.trials < 1:
+        raise UsageError(f"--trials {opts.trials} must be a whole number >= 1, e.g. --trials 20")
+    if not isinstance(opts.workers, int) or opts.workers < 1:
+        raise UsageError(f"--workers {opts.workers} must be a whole number >= 1")
+    if opts.retries < 0:
+        raise UsageError(f"--retries {opts.retries} must be >= 0")
+    if opts.sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {opts.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if opts.pruner not in PRUNERS:
+        raise UsageError(f"unknown pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
+    if opts.progress not in ("auto", "live", "log", "quiet"):
+        raise UsageError(f"unknown progress mode {opts.progress!r}: auto, live, log or quiet")
+
+
+_PAIR = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_pairs(spec: str, participants: int) -> list[Pair]:
+    """``all`` or ``0-1,2-5``: sorted unordered pairs (a < b), each once, all in range."""
+    if spec.strip() == "all":
+        return [(a, b) for a in range(participants) for b in range(a + 1, participants)]
+    pairs: list[Pair] = []
+    for item in spec.split(","):
+        match = _PAIR.match(item)
+        if not match:
+            raise UsageError(
+                f"bad --pairs item {item.strip()!r}: write all or a-b pairs separated by commas, "
+                "e.g. --pairs 0-1,2-5"
+            )
+        a, b = int(match[1]), int(match[2])
+        for p in (a, b):
+            if p >= participants:
+                raise UsageError(
+                    f"--pairs {item.strip()}: participant {p} does not exist, the federation has "
+                    f"participants 0..{participants - 1}"
+                )
+        if a == b:
+            raise UsageError(
+                f"--pairs {item.strip()}: a participant cannot pair with itself, name two "
+                "different participants"
+            )
+        pair = (min(a, b), max(a, b))
+        if pair not in pairs:
+            pairs.append(pair)
+    return sorted(pairs)
+
+
+def parse_devices(spec: str) -> list[str]:
+    """``auto`` (every GPU, else the CPU), ``cpu`` or ``cuda:0,cuda:1``; each must exist here."""
+    if spec.strip() == "auto":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    devices: list[str] = []
+    for item in (s.strip() for s in spec.split(",")):
+        try:
+            device = torch.device(item)
+        except (RuntimeError, ValueError):
+            raise UsageError(
+                f"unknown device {item!r}: write auto, cpu or cuda:N, e.g. --devices cuda:0,cuda:1"
+            ) from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = device.index or 0
+            if index >= count:
+                have = f"cuda:0..cuda:{count - 1}" if count else "no CUDA device"
+                raise UsageError(
+                    f"device {item} does not exist here ({have}): pass --devices auto or cpu"
+                )
+            devices.append(f"cuda:{index}")
+        elif device.type == "cpu":
+            devices.append("cpu")
+        elif device.type == "mps" and torch.backends.mps.is_available():
+            devices.append("mps")
+        else:
+            raise UsageError(f"device {item} is not available here: pass --devices auto or cpu")
+    return devices
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,168 @@
+"""One Optuna RDBStorage per process and storage URL, shared by every pair study.
+
+SQLite is the zero-setup default; PostgreSQL (or any SQLAlchemy URL) serves many machines with the
+same code. Everything that could fail on a bad URL is checked by :func:`check_storage` *before*
+anything is created, so a typo never leaves an empty database file behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from .errors import StorageError
+
+DEFAULT_STORAGE = "sqlite:///dkd-tune.db"
+#: Seconds a SQLite writer waits for the lock before failing; several workers commit every few
+#: hundred milliseconds, so contention is normal and must not surface as "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 120
+#: Seconds to wait for a database server; an unreachable host must fail fast, not hang.
+CONNECT_TIMEOUT_S = 5
+
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+_LOCK = threading.Lock()
+
+
+def mask(url: str) -> str:
+    """The URL with its password replaced by ***, safe for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even parseable: show nothing that could be a secret
+        return "<unparseable storage URL>"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a sqlite URL; None for other backends or in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def check_storage(url: str) -> None:
+    """Raise StorageError (one line) unless ``url`` can be opened; create nothing on failure.
+
+    SQLite: the folder must exist and be writable (probed with a temporary file, since root
+    ignores permission bits). A server: one connection with a short timeout.
+    """
+    shown = mask(url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StorageError(
+            "--storage is not a database URL: write e.g. sqlite:///dkd-tune.db or "
+            "postgresql+psycopg://user:password@host/db"
+        ) from None
+    path = sqlite_path(url)
+    if parsed.get_backend_name() == "sqlite":
+        if path is None:
+            return
+        if path.exists() and not path.is_file():
+            raise StorageError(f"storage path {path} is not a file: pass --storage sqlite:///FILE")
+        folder = path.parent if str(path.parent) else Path(".")
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".dkd-tune-probe-"):
+                pass
+            if path.exists() and not os.access(path, os.W_OK):
+                raise PermissionError(path)
+        except OSError as exc:
+            raise StorageError(
+                f"storage path {path} is not writable ({exc.__class__.__name__}): pass --storage "
+                "sqlite:///PATH in a folder you can write"
+            ) from None
+        return
+    try:
+        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    except Exception as exc:
+        raise StorageError(
+            f"storage {shown} cannot be used ({_first_line(exc)}): check the URL and that its "
+            "driver is installed"
+        ) from None
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        raise StorageError(
+            f"storage {shown} is unreachable ({_first_line(exc)}): start the database server or "
+            "fix --storage"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def get_storage(url: str = DEFAULT_STORAGE) -> optuna.storages.RDBStorage:
+    """The process's single RDBStorage for ``url`` (one engine and connection pool for all pairs).
+
+    Call :func:`check_storage` first: this creates the database (tables) when it is new.
+    """
+    with _LOCK:
+        if url not in _STORAGES:
+            try:
+                _STORAGES[url] = _open(url)
+            except Exception as exc:
+                raise StorageError(
+                    f"storage {mask(url)} cannot be opened ({_first_line(exc)}): fix --storage"
+                ) from None
+        return _STORAGES[url]
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if backend == "postgresql":
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
+    if backend == "mysql":
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
+    return {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+
+
+# SQLite serialisation. pysqlite runs a SELECT outside any transaction and opens one lazily at
+# the first write, so optuna's "read WAITING, then set RUNNING" can be done by two processes for
+# the same trial (SQLite ignores SELECT ... FOR UPDATE). Beginning every transaction with
+# BEGIN IMMEDIATE takes the write lock up front: read-then-write becomes atomic, and waiting for
+# the lock is covered by the busy timeout instead of failing with "database is locked".
+# Installed only after RDBStorage's own initialisation, which nests two connections' transactions
+# (alembic) and would deadlock on itself under IMMEDIATE; that initialisation is serialised
+# across processes with a lock on the database file instead (see _open).
+def _serialise_sqlite(engine: Engine) -> None:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below is the only one
+
+    def on_begin(conn: sqlalchemy.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+    engine.dispose()  # connections opened during initialisation lack on_connect
+
+
+def _open(url: str) -> optuna.storages.RDBStorage:
+    path = sqlite_path(url)
+    if path is None:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    # Two processes creating a new database at once race in create_all (table exists) and in
+    # optuna's version row; an flock on the file itself (SQLite's own locks are fcntl byte-range
+    # locks, independent of flock on Linux) lets one initialise while the other waits.
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    _serialise_sqlite(storage.engine)
+    return storage

@@ -1,0 +1,135 @@
+"""One Optuna trial of a pair study: claim, suggest, run the one-round KD, record, tell.
+
+Kept apart from the pool so the rules of a single trial (budget claim, pruning, what is stored,
+what a failure means) read in one place. The objective is ``TrialResult.gain``; every trial
+records DESIGN §4's user attrs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from objectives import DkdError, EvalPoint, FederationBundle, run_trial
+
+from .budget import claim_is_within_budget, enqueue_retry
+from .options import Pair
+from .space import SearchSpace
+
+HOST = socket.gethostname()
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed trial, for the worker's log and its failure counter."""
+
+    number: int
+    state: str  # complete | pruned | failed | surplus
+    params: dict[str, Any]
+    gain: float | None = None
+    seconds: float = 0.0
+    reason: str = ""
+
+
+def run_pair_trial(
+    study: optuna.Study,
+    bundle: FederationBundle,
+    space: SearchSpace,
+    pair: Pair,
+    *,
+    budget: int,
+    device: str,
+    seed: int,
+    retries: int,
+) -> Outcome:
+    """Claim one trial of ``study`` and run it to COMPLETE, PRUNED or FAIL."""
+    trial = study.ask()
+    if not claim_is_within_budget(study, trial._trial_id, budget):
+        return _give_back(study, trial)
+    fixed = trial.user_attrs
+    params = space.suggest(trial)
+    a, b = pair
+    student, teacher = (a, b) if params["position"] == "a" else (b, a)
+    trial_seed = seed * 1_000_003 + trial.number  # distinct per trial, reproducible per study
+    for key, value in {
+        "student": student,
+        "teacher": teacher,
+        "device": device,
+        "worker_host": HOST,
+        "worker_pid": os.getpid(),
+        "seed": trial_seed,
+        "attempt": int(fixed.get("attempt", 1)),
+    }.items():
+        trial.set_user_attr(key, value)
+    is_default = "default" in fixed
+
+    def on_eval(point: EvalPoint) -> None:
+        trial.report(point.gain, point.index)
+        # The default trials are the comparison: they always run to the end.
+        if not point.final and not is_default and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at evaluation {point.index}/{point.points}")
+
+    try:
+        result = run_trial(
+            bundle,
+            student,
+            [teacher],
+            temperature=params["temperature"],
+            alpha=params["alpha"],
+            divergence=params["divergence"],
+            transfer_set=params["transfer_set"],
+            aggregation=params.get("aggregation", "avg"),
+            seed=trial_seed,
+            device=device,
+            on_eval=on_eval,
+        )
+    except optuna.TrialPruned as exc:
+        study.tell(trial, state=TrialState.PRUNED)
+        return Outcome(trial.number, "pruned", params, reason=str(exc))
+    except DkdError as exc:  # NonFiniteLoss and the like: this configuration, not the service
+        _fail(study, trial, str(exc), retries)
+        return Outcome(trial.number, "failed", params, reason=str(exc))
+    except BaseException as exc:  # a bug or an interrupt: record it, then let it end the worker
+        _fail(study, trial, f"{exc.__class__.__name__}: {exc}", retries)
+        raise
+    if not math.isfinite(result.gain):
+        _fail(study, trial, f"gain is {result.gain}", retries)
+        return Outcome(trial.number, "failed", params, reason="non-finite gain")
+    record = result.as_dict()
+    for key in (
+        "accuracy_before",
+        "accuracy_after",
+        "local_accuracy_before",
+        "local_accuracy_after",
+        "forgetting",
+        "seconds",
+        "steps",
+    ):
+        trial.set_user_attr(key, record[key])
+    study.tell(trial, result.gain)
+    return Outcome(trial.number, "complete", params, result.gain, result.seconds)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, retries: int) -> None:
+    trial.set_user_attr("fail_reason", reason[:500])
+    study.tell(trial, state=TrialState.FAIL)
+    enqueue_retry(study, study._storage.get_trial(trial._trial_id), retries)
+
+
+def _give_back(study: optuna.Study, trial: optuna.Trial) -> Outcome:
+    """Close a surplus claim. A popped waiting trial (a default or a retry) goes back in the
+    queue with its parameters, so it is not lost to a race."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    trial.set_user_attr("surplus", True)
+    study.tell(trial, state=TrialState.FAIL)
+    fixed = frozen.system_attrs.get("fixed_params")
+    if fixed:
+        attrs = {k: v for k, v in frozen.user_attrs.items() if k != "surplus"}
+        study.enqueue_trial(fixed, user_attrs=attrs)
+    return Outcome(trial.number, "surplus", {})
