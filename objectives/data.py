@@ -43,7 +43,7 @@ class Dataset:
     """A labelled train split (partitioned among participants) and a global test split."""
 
     name: str
-    train_x: Tensor  # float32 [n, channels, size, size], standardised
+    train_x: Tensor  # float32 [n, channels, size, size], standardised, channels_last (see models)
     train_y: Tensor  # int64 [n]
     test_x: Tensor
     test_y: Tensor
@@ -70,7 +70,8 @@ class Dataset:
 def _standardise(images: np.ndarray, name: str) -> Tensor:
     """uint8 [n, c, h, w] → float32 standardised with the dataset's channel statistics."""
     mean, std = (torch.tensor(s).view(1, -1, 1, 1) for s in _STATS[name])
-    return (torch.from_numpy(images).float().div_(255.0) - mean).div_(std).contiguous()
+    x = (torch.from_numpy(images).float().div_(255.0) - mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -172,7 +173,7 @@ def make_synthetic(cfg: DataConfig) -> Dataset:
     def draw(n: int) -> tuple[Tensor, Tensor]:
         y = torch.randint(0, cfg.classes, (n,), generator=gen)
         x = prototypes[y] + 1.5 * torch.randn(n, *shape, generator=gen)
-        return x.contiguous(), y
+        return x.contiguous(memory_format=torch.channels_last), y
 
     train_x, train_y = draw(cfg.train_size)
     test_x, test_y = draw(cfg.test_size)

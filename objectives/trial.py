@@ -164,7 +164,10 @@ def run_trial(
     x_transfer = x_local if transfer_set == "local" else data.public_x
     evaluate = _Evaluator(bundle, student, data, recipe)
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    forked = []  # CUDA devices whose RNG the trial's seeding must not disturb for the caller
+    if device.type == "cuda":
+        forked = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         model = bundle.model(student, device)
