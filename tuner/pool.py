@@ -138,6 +138,7 @@ def work(spec: WorkerSpec) -> WorkerReport:
             device=spec.device,
             seed=spec.seed,
             retries=spec.retries,
+            recipe=spec.config.kd,
         )
         report.outcomes[outcome.state] = report.outcomes.get(outcome.state, 0) + 1
         if outcome.state == "failed":

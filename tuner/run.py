@@ -79,7 +79,7 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
     ids: dict[str, int] = {}
     for pair in p.pairs:
         ids[study_name(p.config.name, pair)] = sid = setup_study(
-            storage, opts.storage, bundle, p.space, pair
+            storage, opts.storage, p.config, bundle, p.space, pair
         )
         record_run(
             storage,

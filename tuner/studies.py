@@ -117,12 +117,16 @@ def check_existing(
 def setup_study(
     storage: optuna.storages.RDBStorage,
     url: str,
+    config: StudyConfig,
     bundle: FederationBundle,
     space: SearchSpace,
     pair: Pair,
 ) -> int:
-    """Create (or join) the pair's study; return its id once its defaults are enqueued."""
-    config = bundle.config
+    """Create (or join) the pair's study; return its id once its defaults are enqueued.
+
+    ``config`` is this run's config: ``bundle.config`` may be an earlier run's with the same
+    federation hash but another KD recipe or search space (bundles are cached per hash).
+    """
     name = study_name(config.name, pair)
     try:
         study_id = storage.create_new_study([StudyDirection.MAXIMIZE], name)
@@ -132,7 +136,7 @@ def setup_study(
         created = False
     attrs = None if created else _wait_ready(storage, study_id)
     if attrs is None:  # we created it, or its creator died before finishing
-        _write_attrs(storage, study_id, bundle, space, pair)
+        _write_attrs(storage, study_id, config, bundle, space, pair)
         _enqueue_defaults(optuna.load_study(study_name=name, storage=storage), space)
         storage.set_study_user_attr(study_id, "ready", True)  # last: releases the waiters
         attrs = storage.get_study_user_attrs(study_id)
@@ -161,6 +165,7 @@ def record_run(
 def _write_attrs(
     storage: optuna.storages.RDBStorage,
     study_id: int,
+    config: StudyConfig,
     bundle: FederationBundle,
     space: SearchSpace,
     pair: Pair,
@@ -168,15 +173,15 @@ def _write_attrs(
     a, b = pair
     attrs = {
         "pair": [a, b],
-        "federation": bundle.config.name,
+        "federation": config.name,
         "federation_hash": bundle.hash,
         "accuracy_a": round(float(bundle.accuracy[a]), 4),
         "accuracy_b": round(float(bundle.accuracy[b]), 4),
         "local_accuracy_a": round(float(bundle.local_accuracy[a]), 4),
         "local_accuracy_b": round(float(bundle.local_accuracy[b]), 4),
-        "kd_recipe": config_record(bundle.config)["kd"],
+        "kd_recipe": config_record(config)["kd"],
         "search": space.to_dict(),
-        "config": config_record(bundle.config),
+        "config": config_record(config),
     }
     for key, value in attrs.items():
         storage.set_study_user_attr(study_id, key, value)

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from objectives import DkdError, EvalPoint, FederationBundle, run_trial
+from objectives import DkdError, EvalPoint, FederationBundle, KDRecipe, run_trial
 
 from .budget import claim_is_within_budget, enqueue_retry
 from .options import Pair
@@ -47,8 +47,13 @@ def run_pair_trial(
     device: str,
     seed: int,
     retries: int,
+    recipe: KDRecipe,
 ) -> Outcome:
-    """Claim one trial of ``study`` and run it to COMPLETE, PRUNED or FAIL."""
+    """Claim one trial of ``study`` and run it to COMPLETE, PRUNED or FAIL.
+
+    ``recipe`` is the run's KD recipe, passed explicitly: the bundle is cached per federation
+    hash, which the KD recipe is not part of, so ``bundle.config.kd`` may be another run's.
+    """
     trial = study.ask()
     if not claim_is_within_budget(study, trial._trial_id, budget):
         return _give_back(study, trial)
@@ -88,6 +93,7 @@ def run_pair_trial(
             seed=trial_seed,
             device=device,
             on_eval=on_eval,
+            recipe=recipe,
         )
     except optuna.TrialPruned as exc:
         study.tell(trial, state=TrialState.PRUNED)
