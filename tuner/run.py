@@ -30,6 +30,7 @@ from .progress import Progress
 from .space import SearchSpace, parse_space
 from .storage import check_storage, get_storage, mask
 from .studies import check_existing, record_run, setup_study, study_name
+from .trials import abandon_running
 
 Say = Callable[[str], None]
 
@@ -162,9 +163,13 @@ def _run(
         log=progress.mode == "log",
     )
     thread, box = run_in_thread(specs)
-    while thread.is_alive():
-        thread.join(timeout=1.0)
-        progress.poll(final=not thread.is_alive())
+    try:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            progress.poll(final=not thread.is_alive())
+    except KeyboardInterrupt:
+        abandon_running("interrupted (Ctrl-C)")  # loky workers see the SIGINT themselves
+        raise
     if "error" in box:
         raise box["error"]
     after = sum(c.finished for c in count_trials(storage, ids.values()).values())

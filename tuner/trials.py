@@ -7,6 +7,7 @@ records DESIGN §4's user attrs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -23,6 +24,9 @@ from .options import Pair
 from .space import SearchSpace
 
 HOST = socket.gethostname()
+#: Trials this process is running (trial id -> study, trial, retries), so an interrupt of the
+#: main thread can close them while the in-process worker thread cannot be interrupted.
+_RUNNING: dict[int, tuple[optuna.Study, optuna.Trial, int]] = {}
 
 
 @dataclass
@@ -57,6 +61,24 @@ def run_pair_trial(
     trial = study.ask()
     if not claim_is_within_budget(study, trial._trial_id, budget):
         return _give_back(study, trial)
+    _RUNNING[trial._trial_id] = (study, trial, retries)
+    try:
+        return _run_claimed(study, trial, bundle, space, pair, device, seed, retries, recipe)
+    finally:
+        _RUNNING.pop(trial._trial_id, None)
+
+
+def _run_claimed(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    bundle: FederationBundle,
+    space: SearchSpace,
+    pair: Pair,
+    device: str,
+    seed: int,
+    retries: int,
+    recipe: KDRecipe,
+) -> Outcome:
     fixed = trial.user_attrs
     params = space.suggest(trial)
     a, b = pair
@@ -120,6 +142,15 @@ def run_pair_trial(
         trial.set_user_attr(key, record[key])
     study.tell(trial, result.gain)
     return Outcome(trial.number, "complete", params, result.gain, result.seconds)
+
+
+def abandon_running(reason: str) -> None:
+    """Mark this process's running trials FAIL (their configuration is retried on the next run)
+    instead of leaving them RUNNING, where they would hold budget forever."""
+    for study, trial, retries in list(_RUNNING.values()):
+        # The worker thread may have finished the trial meanwhile; then there is nothing to do.
+        with contextlib.suppress(Exception):
+            _fail(study, trial, reason, retries)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, retries: int) -> None:
