@@ -151,8 +151,25 @@ def _serialise_sqlite(engine: Engine) -> None:
     engine.dispose()  # connections opened during initialisation lack on_connect
 
 
+#: Key of the PostgreSQL advisory lock held while a process initialises the schema.
+_PG_INIT_LOCK = 0x646B64  # "dkd"
+
+
 def _open(url: str) -> optuna.storages.RDBStorage:
     path = sqlite_path(url)
+    if path is None and make_url(url).get_backend_name() == "postgresql":
+        # Concurrent create_all on a fresh database collides in PostgreSQL's catalog (duplicate
+        # type names): hold a session advisory lock while optuna creates its tables.
+        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_INIT_LOCK})")
+                try:
+                    return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_INIT_LOCK})")
+        finally:
+            engine.dispose()
     if path is None:
         return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     # Two processes creating a new database at once race in create_all (table exists) and in

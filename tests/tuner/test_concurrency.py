@@ -29,8 +29,8 @@ tune(TuneOptions(config=config, bundles=bundles, storage=url, pairs="0-1,0-2", t
 """
 
 
-def test_two_processes_started_together(tiny, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_two_processes_started_together(tiny, tmp_path: Path, backend_url: str) -> None:
+    url = backend_url
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RACER, tiny["config"], tiny["bundles"], url, str(tmp_path), me],
@@ -66,8 +66,8 @@ def test_two_processes_started_together(tiny, tmp_path: Path) -> None:
     assert pids == {p.pid for p in procs}  # both took trials
 
 
-def test_pool_of_worker_processes(opts) -> None:
-    o = opts(pairs="0-1,0-2,1-3", trials=6, workers=2)
+def test_pool_of_worker_processes(opts, backend_url: str) -> None:
+    o = opts(pairs="0-1,0-2,1-3", trials=6, workers=2, storage=backend_url)
     summary = tune(o, say=lambda _m: None)
     assert summary.finished == 18
     pids = set()
