@@ -84,16 +84,16 @@ def check_storage(url: str) -> None:
         engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
     except Exception as exc:
         raise StorageError(
-            f"storage {shown} cannot be used ({_first_line(exc)}): check the URL and that its "
-            "driver is installed"
+            f"storage {shown} cannot be used ({_first_line(exc, url)}): check the URL and that "
+            "its driver is installed"
         ) from None
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as exc:
         raise StorageError(
-            f"storage {shown} is unreachable ({_first_line(exc)}): start the database server or "
-            "fix --storage"
+            f"storage {shown} is unreachable ({_first_line(exc, url)}): start the database "
+            "server or fix --storage"
         ) from None
     finally:
         engine.dispose()
@@ -110,7 +110,7 @@ def get_storage(url: str = DEFAULT_STORAGE) -> optuna.storages.RDBStorage:
                 _STORAGES[url] = _open(url)
             except Exception as exc:
                 raise StorageError(
-                    f"storage {mask(url)} cannot be opened ({_first_line(exc)}): fix --storage"
+                    f"storage {mask(url)} cannot be opened ({_first_line(exc, url)}): fix --storage"
                 ) from None
         return _STORAGES[url]
 
@@ -126,9 +126,19 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {}
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, url: str | None = None) -> str:
+    """The error's first line, with the URL's password blanked should a driver echo it."""
     text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+    line = f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+    password = _password(url) if url else None
+    return line.replace(password, "***") if password else line
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password or None
+    except Exception:
+        return None
 
 
 # SQLite serialisation. pysqlite runs a SELECT outside any transaction and opens one lazily at

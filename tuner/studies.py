@@ -109,6 +109,8 @@ def check_existing(
         attrs = existing[name].user_attrs
         if not attrs.get("ready"):
             attrs = _wait_ready(storage, existing[name]._study_id) or attrs
+        if "federation_hash" not in attrs:
+            continue  # its creator died before writing it: setup_study takes over and checks
         reason = _conflict(name, attrs, config, space, url)
         if reason:
             raise StorageError(reason)
