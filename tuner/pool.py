@@ -75,11 +75,20 @@ def load_bundle_once(
     return _BUNDLES[config.federation_hash]
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """GridSampler that leaves stopping to the budget: its own after_trial calls study.stop()
+    once the grid is covered, which raises outside study.optimize (we ask and tell). Past that
+    point it revisits grid points at random, which the budget then bounds."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # type: ignore[override]
+        return None
+
+
 def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return _GridSampler(space.grid(), seed=seed)
     # constant_liar: running trials count as bad guesses, so parallel workers do not all
     # sample the same promising point.
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)

@@ -120,3 +120,16 @@ def test_changed_federation_refused_and_nothing_written(opts) -> None:
     with pytest.raises(StorageError, match=r"\[kd\] lr"):
         tune(opts(trials=4, overrides=["kd.lr=0.5"]), say=lambda _m: None)
     assert db_digest(opts().storage) == before
+
+
+def test_grid_sampler_past_its_grid_and_hyperband(opts) -> None:
+    """A grid smaller than the budget: the run still ends at the budget, not with an error."""
+    small = [
+        "search.grid_temperature=[1.0, 4.0]", "search.grid_alpha=[0.5]",
+        'search.divergence=["kl"]', 'search.transfer_set=["public"]', 'search.aggregation=["avg"]',
+    ]  # fmt: skip
+    o = opts(trials=8, sampler="grid", pruner="hyperband", overrides=small)
+    tune(o, say=lambda _m: None)
+    trials = trials_of(o.storage, "tiny/0-1")
+    assert finished(trials) == 8  # 2 defaults + 6 grid trials over a 4-point grid
+    assert {t.params["temperature"] for t in trials} == {1.0, 4.0}
