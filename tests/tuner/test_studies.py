@@ -125,9 +125,12 @@ def test_changed_federation_refused_and_nothing_written(opts) -> None:
 def test_grid_sampler_past_its_grid_and_hyperband(opts) -> None:
     """A grid smaller than the budget: the run still ends at the budget, not with an error."""
     small = [
-        "search.grid_temperature=[1.0, 4.0]", "search.grid_alpha=[0.5]",
-        'search.divergence=["kl"]', 'search.transfer_set=["public"]', 'search.aggregation=["avg"]',
-    ]  # fmt: skip
+        "search.grid_temperature=[1.0, 4.0]",
+        "search.grid_alpha=[0.5]",
+        'search.divergence=["kl"]',
+        'search.transfer_set=["public"]',
+        'search.aggregation=["avg"]',
+    ]
     o = opts(trials=8, sampler="grid", pruner="hyperband", overrides=small)
     tune(o, say=lambda _m: None)
     trials = trials_of(o.storage, "tiny/0-1")
