@@ -35,6 +35,17 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# A small real tuning on the embedded default: build the federation, tune four pairs with two
+# workers, show the comparison with the T=1, alpha=0.5 default and export the winners.
+DEMO_DB := sqlite:///demo.db
+demo: install
+	rm -f demo.db demo.db-wal demo.db-shm
+	$(VENV)/bin/dkd-tune prepare
+	$(VENV)/bin/dkd-tune --pairs 0-1,2-3,4-5,6-7 --trials 12 --workers 2 --storage $(DEMO_DB)
+	$(VENV)/bin/dkd-tune status --storage $(DEMO_DB)
+	$(VENV)/bin/dkd-tune export --storage $(DEMO_DB) --format csv --out demo-best.csv
+	@echo "winners per pair: demo-best.csv; browse every trial: $(VENV)/bin/optuna-dashboard $(DEMO_DB)"
+
 # Benchmarks are not part of `make test`: they print ratios, they assert nothing.
 bench: install
 	$(PY) bench/trial_throughput.py --repeats 5

@@ -147,6 +147,9 @@ def run_trial(
     several teachers. ``on_eval`` is called at ``recipe.eval_points`` points; an exception it raises
     (e.g. optuna.TrialPruned) ends the trial and propagates. Raises NonFiniteLoss if the loss turns
     NaN or infinite. Same seed and inputs on the CPU give the same result.
+
+    ``recipe`` defaults to the KD recipe of the config the bundle was built with; since the bundle
+    hash leaves the KD round out, a caller with its own config (the tuner) passes its own.
     """
     _check_args(bundle, student, teachers, temperature, alpha, transfer_set, aggregation)
     div = get_divergence(divergence)
