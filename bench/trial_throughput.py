@@ -66,8 +66,9 @@ def straightforward_trial(bundle, seed: int) -> float:
     subset = eval_subset(bundle, recipe.eval_subset)
     sub_loader = DataLoader(ItemDataset(raw_test[subset], ds.test_y[subset], mean, std), 256)
     test_loader = DataLoader(ItemDataset(raw_test, ds.test_y, mean, std), 256)
-    teacher = bundle.model(TEACHER).eval()
-    student = bundle.model(STUDENT).train()
+    # Research code keeps PyTorch's default NCHW layout (dkd-tune's models are channels_last).
+    teacher = bundle.model(TEACHER).to(memory_format=torch.contiguous_format).eval()
+    student = bundle.model(STUDENT).to(memory_format=torch.contiguous_format).train()
     opt = torch.optim.SGD(
         student.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=True
     )
