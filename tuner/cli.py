@@ -205,7 +205,6 @@ def _federation_arg(p: argparse.ArgumentParser) -> None:
 
 def cmd_status(argv: Sequence[str]) -> int:
     from .export import pair_rows, status_table
-    from .storage import check_storage, get_storage
 
     p = _parser(
         f"{PROG} status",
@@ -217,15 +216,12 @@ def cmd_status(argv: Sequence[str]) -> int:
     _add_storage(p)
     _federation_arg(p)
     a = p.parse_args(argv)
-    _existing(a.storage)
-    check_storage(a.storage)
-    print(status_table(pair_rows(get_storage(a.storage), a.federation)), end="")
+    print(status_table(pair_rows(_existing_storage(a.storage), a.federation)), end="")
     return 0
 
 
 def cmd_export(argv: Sequence[str]) -> int:
     from .export import FORMATS, pair_rows, render
-    from .storage import check_storage, get_storage
 
     p = _parser(
         f"{PROG} export",
@@ -239,9 +235,7 @@ def cmd_export(argv: Sequence[str]) -> int:
     p.add_argument("--format", default="json", choices=FORMATS, help="json (default) or csv")
     p.add_argument("--out", default="-", metavar="FILE", help="output file (default stdout)")
     a = p.parse_args(argv)
-    _existing(a.storage)
-    check_storage(a.storage)
-    text = render(pair_rows(get_storage(a.storage), a.federation), a.format)
+    text = render(pair_rows(_existing_storage(a.storage), a.federation), a.format)
     if a.out == "-":
         sys.stdout.write(text)
     else:
@@ -293,6 +287,15 @@ def _existing(url: str) -> None:
         return  # check_storage gives the one-line message
     if path is not None and not path.exists():
         raise UsageError(f"no database at {path}: run {PROG} first or pass --storage")
+
+
+def _existing_storage(url: str):
+    """The storage of a read-only command: it must exist already and answer."""
+    from .storage import check_storage, get_storage
+
+    _existing(url)
+    check_storage(url)
+    return get_storage(url)
 
 
 def _say(message: str) -> None:
