@@ -22,11 +22,19 @@ from .errors import (
     NonFiniteLoss,
     TrialError,
 )
+from .neighbourhood import (
+    RoundResult,
+    run_federation_round,
+    run_neighbourhood_round,
+    train_neighbourhood_round,
+)
+from .topology import TOPOLOGIES, neighbours
 from .trial import TRANSFER_SETS, EvalPoint, TrialResult, run_trial
 
 __all__ = [
     "AGGREGATIONS",
     "DIVERGENCES",
+    "TOPOLOGIES",
     "TRANSFER_SETS",
     "ConfigError",
     "DataError",
@@ -37,6 +45,7 @@ __all__ = [
     "FederationError",
     "KDRecipe",
     "NonFiniteLoss",
+    "RoundResult",
     "StudyConfig",
     "TrainRecipe",
     "TrialError",
@@ -48,7 +57,11 @@ __all__ = [
     "load_bundle",
     "load_config",
     "load_dataset",
+    "neighbours",
     "parse_config",
     "prepare_federation",
+    "run_federation_round",
+    "run_neighbourhood_round",
     "run_trial",
+    "train_neighbourhood_round",
 ]

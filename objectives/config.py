@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .topology import TOPOLOGIES, neighbours, parse_edges
 
 #: Bump when the bundle's content or layout changes, or when model or training code changes what
 #: pre-training produces, so a bundle built by other code never shares a hash with this one.
@@ -31,6 +32,8 @@ MODELS = ("small-cnn", "resnet18", "small-cnn-2head", "resnet18-2head")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("none", "flip", "crop", "flip-crop")
+#: Transfer sets of the neighbourhood round: the client's own data (the poster's) or public.
+NEIGHBOURHOOD_TRANSFER_SETS = ("local", "public")
 
 
 def _check(predicate: Callable[[Any], bool], rule: str) -> dict[str, Any]:
@@ -138,6 +141,47 @@ class KDRecipe(TrainRecipe):
 
 
 @dataclass(frozen=True)
+class TopologyConfig:
+    """The clients' graph of the neighbourhood mode (objectives.topology); not in the hash: the
+    bundle (pre-training, cached logits) is the same whatever the graph."""
+
+    kind: str = field(default="complete", metadata=_one_of(TOPOLOGIES))
+    edges: tuple[tuple[int, int], ...] = field(
+        default=(), metadata={"parse": lambda v, where: parse_edges(v, where)}
+    )
+
+
+@dataclass(frozen=True)
+class NeighbourhoodConfig:
+    """The two-head KD round of the neighbourhood mode: which inputs its KD term is computed on."""
+
+    transfer_set: str = field(default="local", metadata=_one_of(NEIGHBOURHOOD_TRANSFER_SETS))
+
+
+def _parse_partitions(value: Any, where: str) -> tuple[str, ...]:
+    if not (isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f'{where} must be a non-empty list like ["iid", "dirichlet:0.5"]')
+    for v in value:
+        parse_partition(v)
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where} lists a partition twice: {list(value)!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """``dkd-tune compare``: every divergence × aggregation at this T and α, ``seeds`` times, on
+    one federation per partition (the config's federation with only the partition changed)."""
+
+    temperature: float = field(default=1.0, metadata=_positive())
+    alpha: float = field(default=0.5, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    seeds: int = field(default=3, metadata=_at_least(1))
+    partitions: tuple[str, ...] = field(
+        default=("iid", "dirichlet:0.5"), metadata={"parse": _parse_partitions}
+    )
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study config: the federation (hashed into the bundle key) and the KD recipe."""
 
@@ -148,6 +192,9 @@ class StudyConfig:
     model: ModelConfig = ModelConfig()
     pretrain: TrainRecipe = TrainRecipe()
     kd: KDRecipe = KDRecipe()
+    topology: TopologyConfig = TopologyConfig()
+    neighbourhood: NeighbourhoodConfig = NeighbourhoodConfig()
+    compare: CompareConfig = CompareConfig()
     search: Mapping[str, Any] = field(default_factory=dict)  # the tuner's; not validated here
     source: str = "<defaults>"
 
@@ -169,6 +216,12 @@ class StudyConfig:
         blob = json.dumps(key, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    @property
+    def neighbours(self) -> tuple[tuple[int, ...], ...]:
+        """Each client's neighbours under ``[topology]`` (validated when the config was read)."""
+        t = self.topology
+        return neighbours(t.kind, self.federation.participants, t.edges)
+
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (what a bundle or a study records)."""
         out = dataclasses.asdict(self)
@@ -182,6 +235,9 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "pretrain": TrainRecipe,
     "kd": KDRecipe,
+    "topology": TopologyConfig,
+    "neighbourhood": NeighbourhoodConfig,
+    "compare": CompareConfig,
 }
 _TOP_LEVEL = {"name": str, "seed": int}
 
@@ -216,6 +272,9 @@ def _build_section(source: str, section: str, cls: type, raw: Any) -> Any:
             )
         spec = fields[key]
         where = f"{source}: [{section}].{key}"
+        if "parse" in spec.metadata:  # a list field validates itself
+            values[key] = spec.metadata["parse"](value, where)
+            continue
         value = _typed(
             where, value, {"int": int, "float": float, "str": str, "bool": bool}[spec.type]
         )
@@ -251,7 +310,12 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> StudyConfi
     name = kwargs["name"]
     if not name or any(c in name for c in "/ \t\n"):
         raise ConfigError(f"{source}: name {name!r} must be non-empty without '/' or spaces")
-    return StudyConfig(**kwargs)
+    config = StudyConfig(**kwargs)
+    try:  # the graph needs the number of participants, so it is checked across sections
+        config.neighbours  # noqa: B018
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
 
 
 def _parse_value(text: str) -> Any:
