@@ -1,8 +1,9 @@
 """The ``dkd-tune`` command: a table of small commands over the tuner's library calls.
 
-``dkd-tune [options]`` runs a tuning; ``prepare``, ``status``, ``export`` and ``worker`` are
-subcommands. Any error a user can fix (a DkdError, or a bad flag) is one line on stderr and exit
-code 2, with no traceback; a run that ends with pairs it gave up on exits 1.
+``dkd-tune [options]`` runs a tuning; ``prepare``, ``status``, ``export``, ``worker``,
+``report``, ``confirm`` and ``dashboard`` are subcommands. Any error a user can fix (a DkdError,
+or a bad flag) is one line on stderr and exit code 2, with no traceback; a run that ends with
+pairs it gave up on exits 1.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def _tune_parser() -> _Parser:
     p = _parser(
         PROG,
         "Tune one-round KD between federation participants: one Optuna study per pair, every "
-        "trial stored in the database.\n\ncommands: prepare, status, export, worker "
+        "trial stored in the database.\n\ncommands: prepare, status, export, worker, report, "
+        "confirm, dashboard "
         f"(see {PROG} COMMAND --help); without a command, run a tuning.",
         f"  {PROG} --pairs all --trials 200\n"
         f"  {PROG} --pairs 0-1,2-5 --trials 30 --workers 2 --pruner hyperband\n"
@@ -277,6 +279,139 @@ def cmd_worker(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_report(argv: Sequence[str]) -> int:
+    from .report import DEFAULT_OUT, write_report
+
+    p = _parser(
+        f"{PROG} report",
+        "Write one self-contained HTML page comparing every pair's best configuration with the "
+        "T=1, alpha=0.5 default (heatmaps, ratios, distributions, importances, forgetting).",
+        f"  {PROG} report\n  {PROG} report --storage sqlite:///runs/fm.db --out fm-report.html",
+    )
+    _add_storage(p)
+    _federation_arg(p)
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"default {DEFAULT_OUT}")
+    a = p.parse_args(argv)
+    _existing_storage(a.storage)
+    data = write_report(a.storage, a.out, a.federation)
+    s = data.summary
+    print(
+        f"wrote {a.out}: {s.pairs} pairs, {s.needs_tuning} of {s.compared} need T/alpha other "
+        f"than 1/0.5 beyond noise, {s.confirmed} confirmed"
+    )
+    return 0
+
+
+def cmd_confirm(argv: Sequence[str]) -> int:
+    from .confirm import confirm
+
+    p = _parser(
+        f"{PROG} confirm",
+        "Re-run each pair's best and default configurations with K fresh seeds and store mean "
+        "and std in the study (the report then uses them).",
+        f"  {PROG} confirm --repeats 3\n  {PROG} confirm --storage sqlite:///runs/fm.db "
+        "--pairs 0-1,2-5 --devices cuda:0",
+    )
+    _add_storage(p)
+    _federation_arg(p)
+    p.add_argument("--repeats", type=_whole, default=3, metavar="K", help="seeds (default 3)")
+    p.add_argument("--pairs", default="all", metavar="SPEC", help="all (default) or e.g. 0-1,2-5")
+    p.add_argument("--devices", default="auto", help="device to run on (first one used)")
+    p.add_argument("--bundles", default=None, metavar="DIR", help="folder of federation bundles")
+    p.add_argument("--force", action="store_true", help="re-run pairs already confirmed")
+    a = p.parse_args(argv)
+    _existing(a.storage)
+    outcomes = confirm(
+        a.storage,
+        repeats=a.repeats,
+        federation=a.federation,
+        pairs=a.pairs,
+        devices=a.devices,
+        bundles=a.bundles,
+        force=a.force,
+        say=_say,
+    )
+    states = [o.state for o in outcomes]
+    print(
+        f"confirm finished: {states.count('confirmed')} confirmed, {states.count('skipped')} "
+        f"skipped, {states.count('failed')} failed"
+    )
+    return 1 if "failed" in states else 0
+
+
+def cmd_dashboard(argv: Sequence[str]) -> int:
+    from .dashboard import DEFAULT_HOST, DEFAULT_PORT, serve
+
+    p = _parser(
+        f"{PROG} dashboard",
+        "Serve optuna-dashboard on the storage: every pair study, its trials and its note.",
+        f"  {PROG} dashboard\n  {PROG} dashboard --storage sqlite:///runs/fm.db --port 0",
+    )
+    _add_storage(p)
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    p.add_argument(
+        "--port",
+        type=_whole,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0 takes a free one)",
+    )
+    a = p.parse_args(argv)
+    if not 0 <= a.port <= 65535:
+        raise UsageError(f"--port {a.port} is not a port: use 0..65535")
+    _existing_storage(a.storage)
+    try:
+        serve(a.storage, a.host, a.port, say=_say)
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)
+    return 0
+
+
+COMPARE_CONFIG = "studies/fashion-mnist-n3.toml"
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    from .compare import CompareOptions, run_compare, table
+
+    p = _parser(
+        f"{PROG} compare",
+        "The Molo et al. factorial: every divergence x aggregation at the config's [compare] T "
+        "and alpha, k seeds, on an iid and a non-iid federation of two-head clients; stores each "
+        "round and prints accuracy (mean +- std) and seconds per round. Reruns add only what is "
+        "missing.",
+        f"  {PROG} compare --storage sqlite:///runs/compare.db\n"
+        f"  {PROG} compare --seeds 5 --partitions iid,dirichlet:0.1,dirichlet:0.5\n"
+        f"  {PROG} compare --set compare.temperature=4 --set compare.alpha=0.9 --set name=n3-t4",
+    )
+    _add_config(p)
+    for action in p._actions:  # the two-head default, and a --help that says so
+        if action.dest == "config":
+            action.default = COMPARE_CONFIG
+            action.help = f"study config with a two-head model (TOML); default {COMPARE_CONFIG}"
+    _add_storage(p)
+    p.add_argument(
+        "--seeds", type=_whole, default=None, metavar="K", help="seeds per cell ([compare].seeds)"
+    )
+    p.add_argument(
+        "--partitions",
+        default=None,
+        metavar="LIST",
+        help="federations to compare, e.g. iid,dirichlet:0.5 ([compare].partitions)",
+    )
+    p.add_argument("--devices", default="auto", help="device to run on (first one used)")
+    a = p.parse_args(argv)
+    opts = CompareOptions(
+        config=a.config,
+        storage=a.storage,
+        overrides=a.overrides,
+        bundles=a.bundles,
+        devices=a.devices,
+        seeds=a.seeds,
+        partitions=a.partitions,
+    )
+    print(table(run_compare(opts, say=_say)), end="")
+    return 0
+
+
 def _existing(url: str) -> None:
     """Read-only commands must not create an empty database where the user mistyped a path."""
     from .storage import sqlite_path
@@ -307,6 +442,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "status": cmd_status,
     "export": cmd_export,
     "worker": cmd_worker,
+    "report": cmd_report,
+    "confirm": cmd_confirm,
+    "dashboard": cmd_dashboard,
 }
 
 

@@ -174,6 +174,9 @@ def _run(
         raise box["error"]
     after = sum(c.finished for c in count_trials(storage, ids.values()).values())
     summary = RunSummary(ids, box["reports"], time.monotonic() - started, after - before)
+    from .notes import write_notes  # imports optuna-dashboard: only once a run ends
+
+    write_notes(storage, opts.storage, ids)  # each pair study's dashboard note: default vs best
     gave_up = {n: r for rep in summary.reports for n, r in rep.gave_up.items()}
     if gave_up:
         name, reason = next(iter(gave_up.items()))

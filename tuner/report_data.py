@@ -1,0 +1,437 @@
+"""The numbers of a run's report, read back from the pair studies (the page is ``report.py``).
+
+Per pair: its best configuration, the default (T = 1, α = 0.5, kl, public) for the same student,
+and the trial-to-trial noise the two are compared with; per direction (student ← teacher): the
+default and the best for the heatmaps; pooled over pairs: the Alballa–Canini poster's figures.
+Where ``dkd-tune confirm`` re-ran a pair's best and default with fresh seeds, the means over those
+seeds replace the single tuning trials (the best of many single trials is biased upwards).
+
+Noise: a pair's noise is the sample standard deviation of its default's gain over the confirm
+seeds (same seeds for best and default). A pair without a confirmation uses the root mean square
+of the confirmed pairs' noise; with no pair confirmed at all, ``NOISE_FALLBACK_PP``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .errors import UsageError
+from .export import pair_studies
+from .space import DEFAULT_PARAMS
+from .storage import mask
+
+#: Noise (pp) assumed before any pair is confirmed: the typical standard deviation of the
+#: default's gain over seeds measured on the embedded Fashion-MNIST default (README, "The seed,
+#: reproduced"). Another federation should be confirmed rather than rely on it.
+NOISE_FALLBACK_PP = 1.0
+#: The user attr ``dkd-tune confirm`` writes on a pair study.
+CONFIRM_ATTR = "confirm"
+_EPS = 1e-9
+
+
+def is_default_t_alpha(params: dict[str, Any]) -> bool:
+    """True when a configuration keeps the common defaults T = 1 and α = 0.5."""
+    return (
+        abs(float(params["temperature"]) - DEFAULT_PARAMS["temperature"]) < _EPS
+        and abs(float(params["alpha"]) - DEFAULT_PARAMS["alpha"]) < _EPS
+    )
+
+
+def sample_std(values: Sequence[float]) -> float | None:
+    """Standard deviation with Bessel's correction (None below two values)."""
+    return statistics.stdev(values) if len(values) >= 2 else None
+
+
+def describe(params: dict[str, Any] | None) -> str:
+    """A configuration in one short line, e.g. ``T=0.54 α=0.21 ce public``."""
+    if not params:
+        return "-"
+    text = (
+        f"T={params['temperature']:.3g} α={params['alpha']:.2f} {params['divergence']} "
+        f"{params['transfer_set']}"
+    )
+    return text + (f"/{params['aggregation']}" if "aggregation" in params else "")
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One direction of a pair (student ← teacher): its default and its best gain."""
+
+    student: int
+    teacher: int
+    position: str
+    default_gain: float | None
+    best_gain: float | None
+    best_params: dict[str, Any] | None
+    confirmed: bool  # the gains are means over the confirm seeds
+
+
+@dataclass
+class PairResult:
+    """A pair study's best against the same-student default, with the noise between them."""
+
+    study: str
+    study_id: int
+    pair: tuple[int, int]
+    finished: int
+    complete: int
+    budget: int | None
+    accuracy_before: dict[int, float]  # participant -> test accuracy before KD (%)
+    directions: list[Direction]
+    # The best configuration (None while the study has no complete trial):
+    position: str | None = None
+    student: int | None = None
+    teacher: int | None = None
+    best_trial: int | None = None
+    best_params: dict[str, Any] | None = None
+    best_gain: float | None = None
+    default_gain: float | None = None
+    best_accuracy: float | None = None  # test accuracy after the round (%)
+    default_accuracy: float | None = None
+    best_forgetting: float | None = None
+    default_forgetting: float | None = None
+    best_std: float | None = None  # over the confirm seeds
+    default_std: float | None = None
+    repeats: int = 0  # confirm seeds behind the figures (0: single tuning trials)
+    stale_confirmation: bool = False  # confirmed, but a later run found another best
+    noise: float = NOISE_FALLBACK_PP
+    noise_source: str = "fallback"  # confirm | pooled | fallback
+
+    @property
+    def confirmed(self) -> bool:
+        return self.repeats > 0
+
+    @property
+    def margin(self) -> float | None:
+        """Best gain minus the default's gain for the same student (pp)."""
+        if self.best_gain is None or self.default_gain is None:
+            return None
+        return self.best_gain - self.default_gain
+
+    @property
+    def non_default_t_alpha(self) -> bool:
+        return self.best_params is not None and not is_default_t_alpha(self.best_params)
+
+    @property
+    def beyond_noise(self) -> bool:
+        """The best beats the default by more than the trial-to-trial noise."""
+        return self.margin is not None and self.margin > self.noise
+
+    @property
+    def needs_tuning(self) -> bool:
+        """The poster's criterion: T ≠ 1 or α ≠ 0.5, and better than the default beyond noise."""
+        return self.non_default_t_alpha and self.beyond_noise
+
+    @property
+    def gain_ratio(self) -> float | None:
+        """Best gain / default gain; undefined where the default does not gain (≤ 0)."""
+        if self.best_gain is None or self.default_gain is None or self.default_gain <= 0:
+            return None
+        return self.best_gain / self.default_gain
+
+    @property
+    def accuracy_ratio(self) -> float | None:
+        """Accuracy after the best round / after the default round."""
+        if self.best_accuracy is None or not self.default_accuracy:
+            return None
+        return self.best_accuracy / self.default_accuracy
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """One complete tuning trial, for the forgetting-against-gain scatter."""
+
+    study: str
+    number: int
+    gain: float
+    forgetting: float
+    transfer_set: str
+    divergence: str
+    default: bool
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Mean and median of a per-pair ratio, and how many pairs it is defined for."""
+
+    mean: float | None
+    median: float | None
+    used: int
+    excluded: int
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Ratios:
+        values = list(values)
+        defined = [v for v in values if v is not None]
+        return cls(
+            statistics.fmean(defined) if defined else None,
+            statistics.median(defined) if defined else None,
+            len(defined),
+            len(values) - len(defined),
+        )
+
+
+@dataclass
+class Summary:
+    """The poster's questions, answered over the pairs that have a best and a default."""
+
+    pairs: int  # pair studies in the report
+    compared: int  # of them with both a best and a same-student default
+    trials_min: int
+    trials_max: int
+    budget: int | None
+    needs_tuning: int  # T ≠ 1 or α ≠ 0.5, beating the default beyond noise
+    beyond_noise: int  # any configuration beating the default beyond noise
+    non_default_t_alpha: int
+    better: int  # best > default at all
+    gain_ratio: Ratios
+    accuracy_ratio: Ratios
+    confirmed: int
+    repeats: list[int]
+    stale: int
+    noise_median: float | None
+    noise_sources: dict[str, int]
+
+    @property
+    def share_needing_tuning(self) -> float | None:
+        return self.needs_tuning / self.compared if self.compared else None
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows for one federation's pair studies."""
+
+    storage: str  # masked URL
+    federation: str
+    federation_hash: str
+    participants: int
+    accuracy_before: dict[int, float]
+    pairs: list[PairResult]
+    trials: list[TrialPoint]
+    summary: Summary
+    pooled_noise: float | None  # RMS of the confirmed pairs' noise
+    importances: dict[str, float] = field(default_factory=dict)
+    importance_pairs: int = 0
+
+    @property
+    def compared(self) -> list[PairResult]:
+        return [p for p in self.pairs if p.margin is not None]
+
+
+def collect(
+    storage: optuna.storages.RDBStorage,
+    url: str,
+    federation: str | None = None,
+    importances: bool = True,
+) -> ReportData:
+    """Read one federation's pair studies into a ReportData (raises UsageError if there are
+    none, or several federations and no ``federation``)."""
+    studies = pair_studies(storage, federation)
+    names = sorted({s.user_attrs["federation"] for s in studies})
+    if not names:
+        raise UsageError(
+            f"no dkd-tune pair studies in {mask(url)}"
+            + (f" for federation {federation}" if federation else "")
+            + ": run dkd-tune first or pass --storage"
+        )
+    if len(names) > 1:
+        raise UsageError(
+            f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
+        )
+    accuracy: dict[int, float] = {}
+    pairs, points = [], []
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        pairs.append(pair_result(s, trials))
+        accuracy.update(pairs[-1].accuracy_before)
+        points += [
+            TrialPoint(
+                s.study_name,
+                t.number,
+                float(t.value),
+                float(t.user_attrs["forgetting"]),
+                t.params["transfer_set"],
+                t.params["divergence"],
+                "default" in t.user_attrs,
+            )
+            for t in trials
+            if t.state == TrialState.COMPLETE and "forgetting" in t.user_attrs
+        ]
+    pooled = apply_noise(pairs)
+    first = studies[0].user_attrs
+    participants = int(first.get("config", {}).get("federation", {}).get("participants", 0))
+    data = ReportData(
+        storage=mask(url),
+        federation=names[0],
+        federation_hash=first["federation_hash"],
+        participants=max(participants, *(max(p.pair) + 1 for p in pairs)),
+        accuracy_before=dict(sorted(accuracy.items())),
+        pairs=pairs,
+        trials=points,
+        summary=summarise(pairs),
+        pooled_noise=pooled,
+    )
+    if importances:
+        data.importances, data.importance_pairs = pooled_importances(storage, studies)
+    return data
+
+
+def _complete(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+
+
+def _best(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The highest gain, earliest trial on ties (the rule ``export`` uses)."""
+    return max(trials, key=lambda t: (t.value, -t.number), default=None)
+
+
+def pair_result(study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial]) -> PairResult:
+    """One pair's figures from its trials and, where valid, its confirmation."""
+    attrs = study.user_attrs
+    a, b = attrs["pair"]
+    done = _complete(trials)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    students = {"a": (a, b), "b": (b, a)}
+    defaults = {t.user_attrs["default"]: t for t in done if "default" in t.user_attrs}
+    confirm = attrs.get(CONFIRM_ATTR)
+    best = _best(done)
+    valid = bool(confirm) and best is not None and confirm["best"]["trial"] == best.number
+    result = PairResult(
+        study=study.study_name,
+        study_id=study._study_id,
+        pair=(a, b),
+        finished=finished,
+        complete=len(done),
+        budget=attrs.get("run", {}).get("budget"),
+        accuracy_before={a: float(attrs["accuracy_a"]), b: float(attrs["accuracy_b"])},
+        directions=[],
+        stale_confirmation=bool(confirm) and not valid,
+    )
+    for position, (student, teacher) in students.items():
+        mine = [t for t in done if t.params.get("position") == position]
+        top, default = _best(mine), defaults.get(position)
+        here = valid and confirm["position"] == position
+        result.directions.append(
+            Direction(
+                student,
+                teacher,
+                position,
+                confirm["default"]["gain_mean"] if here else _value(default),
+                confirm["best"]["gain_mean"] if here else _value(top),
+                None if top is None else dict(top.params),
+                here,
+            )
+        )
+    if best is None:
+        return result
+    position = best.params["position"]
+    result.position = position
+    result.student, result.teacher = students[position]
+    result.best_trial, result.best_params = best.number, dict(best.params)
+    if valid:
+        for which in ("best", "default"):
+            runs = confirm[which]
+            setattr(result, f"{which}_gain", statistics.fmean(runs["gain"]))
+            setattr(result, f"{which}_accuracy", statistics.fmean(runs["accuracy_after"]))
+            setattr(result, f"{which}_forgetting", statistics.fmean(runs["forgetting"]))
+            setattr(result, f"{which}_std", sample_std(runs["gain"]))
+        result.repeats = int(confirm["repeats"])
+        return result
+    default = defaults.get(position)
+    result.best_gain = float(best.value)
+    result.best_accuracy = best.user_attrs.get("accuracy_after")
+    result.best_forgetting = best.user_attrs.get("forgetting")
+    if default is not None:
+        result.default_gain = float(default.value)
+        result.default_accuracy = default.user_attrs.get("accuracy_after")
+        result.default_forgetting = default.user_attrs.get("forgetting")
+    return result
+
+
+def _value(trial: FrozenTrial | None) -> float | None:
+    return None if trial is None else float(trial.value)
+
+
+def apply_noise(pairs: Sequence[PairResult]) -> float | None:
+    """Set each pair's noise (module docstring); return the pooled noise (None if none)."""
+    own = [p.default_std for p in pairs if p.confirmed and p.default_std is not None]
+    pooled = math.sqrt(statistics.fmean(v * v for v in own)) if own else None
+    for p in pairs:
+        if p.confirmed and p.default_std is not None:
+            p.noise, p.noise_source = p.default_std, "confirm"
+        elif pooled is not None:
+            p.noise, p.noise_source = pooled, "pooled"
+        else:
+            p.noise, p.noise_source = NOISE_FALLBACK_PP, "fallback"
+    return pooled
+
+
+def summarise(pairs: Sequence[PairResult]) -> Summary:
+    """The pooled figures over the pairs with both a best and a same-student default."""
+    compared = [p for p in pairs if p.margin is not None]
+    finished = [p.finished for p in pairs] or [0]
+    budgets = {p.budget for p in pairs if p.budget is not None}
+    noises = [p.noise for p in compared]
+    return Summary(
+        pairs=len(pairs),
+        compared=len(compared),
+        trials_min=min(finished),
+        trials_max=max(finished),
+        budget=budgets.pop() if len(budgets) == 1 else None,
+        needs_tuning=sum(p.needs_tuning for p in compared),
+        beyond_noise=sum(p.beyond_noise for p in compared),
+        non_default_t_alpha=sum(p.non_default_t_alpha for p in compared),
+        better=sum(p.margin > 0 for p in compared),  # type: ignore[operator]
+        gain_ratio=Ratios.of(p.gain_ratio for p in compared),
+        accuracy_ratio=Ratios.of(p.accuracy_ratio for p in compared),
+        confirmed=sum(p.confirmed for p in pairs),
+        repeats=sorted({p.repeats for p in pairs if p.confirmed}),
+        stale=sum(p.stale_confirmation for p in pairs),
+        noise_median=statistics.median(noises) if noises else None,
+        noise_sources=dict(Counter(p.noise_source for p in compared)),
+    )
+
+
+def best_distribution(pairs: Sequence[PairResult], key: str) -> dict[str, int]:
+    """How many pairs' best configuration has each value of a categorical parameter."""
+    counts = Counter(
+        "n/a" if p.best_params is None else str(p.best_params.get(key, "n/a")) for p in pairs
+    )
+    return dict(sorted(counts.items()))
+
+
+def student_role(pair: PairResult) -> str | None:
+    """Whether the best makes the less or the more accurate member the student."""
+    if pair.student is None or pair.teacher is None:
+        return None
+    mine, theirs = pair.accuracy_before[pair.student], pair.accuracy_before[pair.teacher]
+    return "weaker" if mine < theirs else "stronger" if mine > theirs else "equal"
+
+
+def pooled_importances(
+    storage: optuna.storages.RDBStorage, studies: Sequence[optuna.study.FrozenStudy]
+) -> tuple[dict[str, float], int]:
+    """Optuna's parameter importances (normalised per pair), averaged over the pairs where they
+    can be computed; a parameter a pair never sampled counts 0 there. Returns (means, pairs)."""
+    per_pair: list[dict[str, float]] = []
+    for s in studies:
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        try:
+            values = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):  # too few complete trials, or only one configuration
+            continue
+        if values and all(math.isfinite(v) for v in values.values()):
+            per_pair.append(values)
+    if not per_pair:
+        return {}, 0
+    names = sorted({k for d in per_pair for k in d})
+    means = {k: statistics.fmean(d.get(k, 0.0) for d in per_pair) for k in names}
+    return dict(sorted(means.items(), key=lambda kv: -kv[1])), len(per_pair)
