@@ -4,9 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: install dataset test lint demo bench clean
+.PHONY: install dataset browser test lint demo bench clean
 
-install: $(VENV)/.installed dataset
+install: $(VENV)/.installed dataset browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ dataset:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	else \
 	  echo "no apt-get here: put Fashion-MNIST's four IDX .gz files in a folder and set [data].root"; \
+	fi
+
+# Headless Chromium and its WebDriver for the browser tests (tests/browser), from Debian.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "Chromium: present (/usr/bin/chromium, /usr/bin/chromedriver)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+	  echo "no apt-get here: install Chromium and chromedriver as /usr/bin/chromium and /usr/bin/chromedriver"; \
 	fi
 
 test: install

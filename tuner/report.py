@@ -116,9 +116,9 @@ def _source_note(d: ReportData) -> str:
 
 def _noise_note(d: ReportData) -> str:
     return (
-        "Noise (trial-to-trial): a confirmed pair's noise is the standard deviation of its "
-        "default's gain over the confirm seeds; an unconfirmed pair uses the root mean square of "
-        "the confirmed pairs' noise"
+        "Noise (trial-to-trial): a confirmed pair's noise is the pooled standard deviation of "
+        "its best's and its default's gain over the confirm seeds, √((s_best² + s_default²)/2); "
+        "an unconfirmed pair uses the root mean square of the confirmed pairs' noise"
         + (f" ({d.pooled_noise:.2f} pp here)" if d.pooled_noise is not None else "")
         + f", or {NOISE_FALLBACK_PP:.2f} pp (measured on the embedded Fashion-MNIST default) "
         "while no pair is confirmed."

@@ -6,15 +6,18 @@ default and the best for the heatmaps; pooled over pairs: the Alballa–Canini p
 Where ``dkd-tune confirm`` re-ran a pair's best and default with fresh seeds, the means over those
 seeds replace the single tuning trials (the best of many single trials is biased upwards).
 
-Noise: a pair's noise is the sample standard deviation of its default's gain over the confirm
-seeds (same seeds for best and default). A pair without a confirmation uses the root mean square
-of the confirmed pairs' noise; with no pair confirmed at all, ``NOISE_FALLBACK_PP``.
+Noise (trial-to-trial): a confirmed pair's noise is the pooled sample standard deviation of its
+best's and its default's gain over the confirm seeds, √((s_best² + s_default²) / 2): the spread
+one trial of either has from its seed alone (pooling both doubles the degrees of freedom of a
+k-seed estimate). A pair without a confirmation uses the root mean square of the confirmed pairs'
+noise; with no pair confirmed at all, ``NOISE_FALLBACK_PP``.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -360,13 +363,20 @@ def _value(trial: FrozenTrial | None) -> float | None:
     return None if trial is None else float(trial.value)
 
 
+def own_noise(pair: PairResult) -> float | None:
+    """A confirmed pair's noise: the pooled std of its best's and default's gains over seeds."""
+    if not pair.confirmed or pair.best_std is None or pair.default_std is None:
+        return None
+    return math.sqrt((pair.best_std**2 + pair.default_std**2) / 2)
+
+
 def apply_noise(pairs: Sequence[PairResult]) -> float | None:
     """Set each pair's noise (module docstring); return the pooled noise (None if none)."""
-    own = [p.default_std for p in pairs if p.confirmed and p.default_std is not None]
-    pooled = math.sqrt(statistics.fmean(v * v for v in own)) if own else None
+    own = {id(p): v for p in pairs if (v := own_noise(p)) is not None}
+    pooled = math.sqrt(statistics.fmean(v * v for v in own.values())) if own else None
     for p in pairs:
-        if p.confirmed and p.default_std is not None:
-            p.noise, p.noise_source = p.default_std, "confirm"
+        if id(p) in own:
+            p.noise, p.noise_source = own[id(p)], "confirm"
         elif pooled is not None:
             p.noise, p.noise_source = pooled, "pooled"
         else:
@@ -425,7 +435,11 @@ def pooled_importances(
     for s in studies:
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         try:
-            values = optuna.importance.get_param_importances(study)
+            with warnings.catch_warnings():
+                # PED-ANOVA warns per parameter with few trials per value; the caption says the
+                # importances are per pair and averaged, which is what tempers that.
+                warnings.simplefilter("ignore", UserWarning)
+                values = optuna.importance.get_param_importances(study)
         except (RuntimeError, ValueError):  # too few complete trials, or only one configuration
             continue
         if values and all(math.isfinite(v) for v in values.values()):

@@ -1,0 +1,55 @@
+"""The report file opened in headless Chromium from disk (no server, no network): every figure is
+drawn as SVG with its caption, the bars and heatmap cells are there, and the tables are shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.report import write_report
+
+FIGURES = "figure .js-plotly-plot"
+
+
+def test_report_plots_are_drawn(browser, run_db, shots) -> None:
+    out = run_db["root"] / "report.html"
+    data = write_report(run_db["url"], out)
+    browser.get(out.as_uri())
+    expected = browser.run("return document.querySelectorAll('figure').length;")
+    assert expected >= 7
+    # Each figure's plot has drawn its SVG layers (plotly.js ran from the inline script).
+    browser.wait_for(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".filter(p => p.querySelector('svg.main-svg')).length === arguments[1];",
+        60,
+        FIGURES,
+        expected,
+    )
+    captions = browser.run(
+        "return [...document.querySelectorAll('figure')].map(f => "
+        "f.querySelector('figcaption') ? f.querySelector('figcaption').innerText.trim() : '');"
+    )
+    assert len(captions) == expected and all(len(c) > 20 for c in captions)
+    # One bar per pair for the default and one for the best.
+    bars = browser.run("return document.querySelectorAll('#plot-bars .trace.bars .point').length;")
+    assert bars == 2 * len(data.compared)
+    # Heatmaps: the cell values are written on the cells (texttemplate), one per direction.
+    cells = browser.run(
+        "return [...document.querySelectorAll('#plot-heat-default g.heatmap-label text')]"
+        ".map(t => t.textContent);"
+    )
+    assert len(cells) == 2 * len(data.pairs)
+    shown = sorted(float(c) for c in cells)
+    gains = sorted(d.default_gain for p in data.pairs for d in p.directions)
+    assert shown == pytest.approx(gains, abs=0.051)  # one decimal on the cells
+    text = browser.text()
+    s = data.summary
+    assert f"{s.needs_tuning} of {s.compared}" in text
+    for study in run_db["studies"]:
+        pair = study.split("/")[1]
+        assert browser.run(
+            "return [...document.querySelectorAll('#pairs td')]"
+            ".some(td => td.innerText === arguments[0]);",
+            pair,
+        )
+    browser.full_page_screenshot(shots / "report.png")
+    assert (shots / "report.png").stat().st_size > 10_000

@@ -1,0 +1,179 @@
+"""``dkd-tune confirm``: the best and the default re-run with fresh seeds, stored in the study, used
+by the report and shown in the dashboard note; noise and pooled figures against a float64
+reference."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from optuna_dashboard import get_note
+from tuner_helpers import db_digest, trials_of
+
+from objectives import load_config, prepare_federation, run_trial
+from tuner import TuneOptions, pair_rows, tune
+from tuner.cli import main
+from tuner.confirm import confirm
+from tuner.report_data import CONFIRM_ATTR, collect
+from tuner.storage import get_storage
+
+PAIRS = ("0-1", "1-3", "2-3")
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A finished small run, kept pristine: each test confirms on its own copy."""
+    folder = tmp_path_factory.mktemp("confirm")
+    tune(
+        TuneOptions(
+            config=tiny["config"],
+            bundles=tiny["bundles"],
+            storage=f"sqlite:///{folder / 'run.db'}",
+            pairs=",".join(PAIRS),
+            trials=4,
+            sampler="random",
+            pruner="none",
+            progress="quiet",
+        ),
+        say=lambda _m: None,
+    )
+    return {"db": folder / "run.db", **tiny}
+
+
+@pytest.fixture
+def copy_url(tuned, tmp_path: Path) -> str:
+    """A copy through SQLite's backup API (a WAL database is more than its main file)."""
+    with sqlite3.connect(tuned["db"]) as src, sqlite3.connect(tmp_path / "run.db") as dst:
+        src.backup(dst)
+    return f"sqlite:///{tmp_path / 'run.db'}"
+
+
+def _attrs(url: str, name: str) -> dict:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).user_attrs
+    finally:
+        storage.engine.dispose()
+
+
+def test_a_run_writes_each_pair_a_dashboard_note(tuned) -> None:
+    url = f"sqlite:///{tuned['db']}"
+    rows = {r["study"]: r for r in pair_rows(get_storage(url))}
+    for pair in PAIRS:
+        name = f"tiny/{pair}"
+        note = get_note(optuna.load_study(study_name=name, storage=url))
+        assert note.startswith(f"## Pair {pair} of tiny")
+        row = rows[name]
+        assert f"Student **{row['student']}** learns from teacher **{row['teacher']}**" in note
+        assert f"{row['default_gain']:+.2f}" in note and f"{row['best_gain']:+.2f}" in note
+        assert '"best_params": {' in note and "single tuning trials" in note
+
+
+def test_confirm_stores_reproducible_seed_runs(tuned, copy_url: str) -> None:
+    chosen = PAIRS[:2]  # two pairs are enough here; a third only costs time
+    outcomes = confirm(
+        copy_url, repeats=2, pairs=",".join(chosen), bundles=tuned["bundles"], say=lambda _m: None
+    )
+    assert [o.state for o in outcomes] == ["confirmed"] * 2
+    config = load_config(tuned["config"])
+    bundle = prepare_federation(config, directory=tuned["bundles"])
+    for pair in chosen:
+        name = f"tiny/{pair}"
+        record = _attrs(copy_url, name)[CONFIRM_ATTR]
+        trials = trials_of(copy_url, name)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = max(done, key=lambda t: (t.value, -t.number))
+        assert record["best"]["trial"] == best.number
+        assert record["default"]["params"] == {
+            "temperature": 1.0,
+            "alpha": 0.5,
+            "divergence": "kl",
+            "transfer_set": "public",
+            "position": best.params["position"],
+        }
+        seeds = record["seeds"]
+        assert len(seeds) == len(set(seeds)) == 2
+        assert not set(seeds) & {t.user_attrs.get("seed") for t in trials}  # fresh seeds
+        for which in ("best", "default"):
+            runs = record[which]
+            assert len(runs["gain"]) == 2
+            assert runs["gain_mean"] == pytest.approx(np.mean(runs["gain"]), rel=1e-12)
+            assert runs["gain_std"] == pytest.approx(np.std(runs["gain"], ddof=1), rel=1e-12)
+        # The stored gain is what run_trial gives for that configuration and seed.
+        params = record["best"]["params"]
+        again = run_trial(
+            bundle,
+            record["student"],
+            [record["teacher"]],
+            temperature=params["temperature"],
+            alpha=params["alpha"],
+            divergence=params["divergence"],
+            transfer_set=params["transfer_set"],
+            aggregation=params.get("aggregation", "avg"),
+            seed=seeds[1],
+            recipe=config.kd,
+        )
+        assert again.gain == record["best"]["gain"][1]
+        note = get_note(optuna.load_study(study_name=name, storage=copy_url))
+        assert "over 2 fresh seeds" in note
+
+
+def test_report_uses_confirmed_figures_and_their_noise(tuned, copy_url: str) -> None:
+    confirm(copy_url, repeats=2, pairs="0-1", bundles=tuned["bundles"], say=lambda _m: None)
+    data = collect(get_storage(copy_url), copy_url, importances=False)
+    by = {p.study: p for p in data.pairs}
+    record = _attrs(copy_url, "tiny/0-1")[CONFIRM_ATTR]
+    best, default = (np.array(record[w]["gain"], dtype=np.float64) for w in ("best", "default"))
+    noise = np.sqrt((best.std(ddof=1) ** 2 + default.std(ddof=1) ** 2) / 2)
+    p = by["tiny/0-1"]
+    assert p.confirmed and p.repeats == 2 and p.noise_source == "confirm"
+    assert p.best_gain == pytest.approx(best.mean(), rel=1e-12)
+    assert p.default_gain == pytest.approx(default.mean(), rel=1e-12)
+    assert p.noise == pytest.approx(noise, rel=1e-12)
+    direction = next(d for d in p.directions if d.position == record["position"])
+    assert direction.confirmed and direction.best_gain == p.best_gain
+    # Unconfirmed pairs take the root mean square of the confirmed pairs' noise (one here).
+    for name in ("tiny/1-3", "tiny/2-3"):
+        assert not by[name].confirmed and by[name].noise_source == "pooled"
+        assert by[name].noise == pytest.approx(noise, rel=1e-12)
+    assert data.summary.confirmed == 1 and data.summary.repeats == [2]
+
+
+def test_confirm_skips_what_is_confirmed_and_flags_a_stale_best(tuned, copy_url: str) -> None:
+    confirm(copy_url, repeats=2, pairs="2-3", bundles=tuned["bundles"], say=lambda _m: None)
+    digest = db_digest(copy_url)
+    again = confirm(copy_url, repeats=2, pairs="2-3", bundles=tuned["bundles"], say=print)
+    assert [o.state for o in again] == ["skipped"] and "already confirmed" in again[0].reason
+    assert db_digest(copy_url) == digest
+    # A later run that found another best makes the confirmation stale: it is not used.
+    storage = get_storage(copy_url)
+    study_id = storage.get_study_id_from_name("tiny/2-3")
+    record = storage.get_study_user_attrs(study_id)[CONFIRM_ATTR]
+    storage.set_study_user_attr(study_id, CONFIRM_ATTR, {**record, "best": {"trial": 10_000}})
+    p = next(p for p in collect(storage, copy_url, importances=False).pairs if p.pair == (2, 3))
+    assert p.stale_confirmation and not p.confirmed and p.noise_source == "fallback"
+
+
+def test_confirm_bad_input_changes_nothing(tuned, copy_url: str, capsys) -> None:
+    digest = db_digest(copy_url)
+    base = ["confirm", "--storage", copy_url, "--bundles", tuned["bundles"]]
+    cases = {
+        "one repeat": ([*base, "--repeats", "1"], "gives no spread"),
+        "pair out of range": ([*base, "--pairs", "0-7"], "participant 7 does not exist"),
+        "pair without a study": ([*base, "--pairs", "0-2"], "none of these pairs has a study"),
+        "unknown federation": ([*base, "--federation", "nope"], "for federation nope"),
+        "missing device": ([*base, "--devices", "cuda:5"], "cuda:5 does not exist"),
+        "missing database": (
+            ["confirm", "--storage", f"sqlite:///{Path(tuned['db']).parent / 'typo.db'}"],
+            "no database at",
+        ),
+    }
+    for name, (args, phrase) in cases.items():
+        assert main(args) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and phrase in err and "Traceback" not in err, (name, err)
+    assert db_digest(copy_url) == digest
