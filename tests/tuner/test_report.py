@@ -4,6 +4,7 @@ promises (self-contained, a caption per figure, read-only), and its bad input.""
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,20 @@ def test_help_of_the_new_commands(capsys) -> None:
         assert done.value.code == 0
         text = capsys.readouterr().out
         assert "examples:" in text and f"dkd-tune {command}" in text
+
+
+def test_dashboard_bad_input(run_db, capsys) -> None:
+    """A port out of range or taken is one line and exit 2 (the server is only bound, never
+    served, when it works: the browser tests serve it for real)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = {
+            "port out of range": (["--port", "70000"], "is not a port"),
+            "port taken": (["--port", str(port)], "cannot listen on 127.0.0.1"),
+        }
+        for name, (args, phrase) in cases.items():
+            assert main(["dashboard", "--storage", run_db["url"], *args]) == 2, name
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and phrase in err, (name, err)
