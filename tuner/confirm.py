@@ -219,8 +219,9 @@ def confirm(
             f"{_pm(r['best'])}, default {_pm(r['default'])} pp over {repeats} seeds "
             f"({r['seconds']:.1f}s)"
         )
-    # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may have changed.
-    write_notes(storage, url, [s.study_name for s in studies])
+    if any(o.record for o in outcomes):
+        # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may have changed.
+        write_notes(storage, url, [s.study_name for s in studies])
     return outcomes
 
 

@@ -32,7 +32,7 @@ def run_db(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
             bundles=tiny["bundles"],
             storage=url,
             pairs=",".join(PAIRS),
-            trials=5,
+            trials=4,
             sampler="random",
             pruner="none",
             progress="quiet",
@@ -74,7 +74,7 @@ def test_unconfirmed_figures_match_a_float64_reference(run_db) -> None:
     data = collect(get_storage(run_db["url"]), run_db["url"])
     s = data.summary
     ref = reference(run_db["url"], NOISE_FALLBACK_PP)
-    assert (s.pairs, s.compared, s.trials_min, s.trials_max, s.budget) == (3, 3, 5, 5, 5)
+    assert (s.pairs, s.compared, s.trials_min, s.trials_max, s.budget) == (3, 3, 4, 4, 4)
     assert s.needs_tuning == ref["needs"] and s.better == ref["better"]
     assert s.share_needing_tuning == pytest.approx(ref["needs"] / 3, rel=1e-12)
     assert s.gain_ratio.used == ref["gain_used"]
