@@ -1,0 +1,420 @@
+"""Several one-round KD trials trained at once: one student per trial, their parameters stacked
+along a leading trial dimension and run through one vmapped ``functional_call`` (torch.func).
+
+Where one small student cannot fill a GPU, k students can: each forward is one call on
+``[k, batch, ...]`` (vmap turns a convolution with stacked weights into one grouped convolution),
+each backward one pass, each optimizer step a few elementwise kernels over all trials.
+
+Each trial stays exactly what ``run_trial`` computes with the same arguments and seed: its own
+temperature, α, divergence, transfer set, teachers and aggregation; its own batches drawn from
+its own seeded generator in the same order; its own BatchNorm batch statistics and running
+statistics (the buffers are stacked too, so each trial's BN sees only its own batch, and the
+transfer and local batches of a step stay two forwards, as in ``run_trial``); its own number of
+steps (a finished trial is frozen while the others go on). Only the float rounding of the fused
+kernels differs, so results agree within noise, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, stack_module_state, vmap
+
+from .bundle import DeviceTensors, FederationBundle
+from .config import KDRecipe
+from .divergences import get_divergence, teacher_target
+from .errors import NonFiniteLoss
+from .models import build_model
+from .train import accuracies, batches, lr_at
+from .trial import EvalPoint, TrialResult, _check_args, _local_batches, check_device, eval_subset
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """The arguments of one ``run_trial`` call, for :func:`run_trials`."""
+
+    student: int
+    teachers: tuple[int, ...]
+    temperature: float = 1.0
+    alpha: float = 0.5
+    divergence: str = "kl"
+    transfer_set: str = "public"
+    aggregation: str = "avg"
+    seed: int = 0
+    on_eval: Callable[[EvalPoint], None] | None = None
+
+
+Outcome = TrialResult | Exception
+
+
+def run_trials(
+    bundle: FederationBundle,
+    specs: Sequence[TrialSpec],
+    *,
+    device: str | torch.device = "cpu",
+    recipe: KDRecipe | None = None,
+) -> list[Outcome]:
+    """Run the trials of ``specs`` together; one outcome per spec, in order.
+
+    An outcome is the trial's ``TrialResult``, or the exception that ended that trial alone: a
+    ``TrialError`` for bad arguments, ``NonFiniteLoss``, or whatever its ``on_eval`` raised (the
+    tuner's ``optuna.TrialPruned``); the other trials go on. ``seconds`` of a result is the wall
+    time from the start of the call to the end of that trial (the trials share it). An error of
+    the call itself (a device that does not exist) raises.
+    """
+    started = time.perf_counter()
+    recipe = recipe or bundle.config.kd
+    device = check_device(device)
+    data = bundle.on(device)
+    outcomes: list[Outcome | None] = [None] * len(specs)
+    plans: list[_Plan] = []
+    for i, spec in enumerate(specs):
+        try:
+            plans.append(_Plan.make(i, spec, bundle, data, recipe))
+        except Exception as exc:  # a TrialError/ConfigError of this trial only
+            outcomes[i] = exc
+    if plans:
+        _Batch(bundle, data, recipe, device, plans, outcomes, started).run()
+    return outcomes  # type: ignore[return-value]
+
+
+@dataclass
+class _Plan:
+    """One trial's fixed schedule: its batches in ``run_trial``'s order, its targets, its evals."""
+
+    slot: int  # index into the caller's specs
+    spec: TrialSpec
+    transfer_rows: Tensor  # rows of train_x the transfer set is made of (CPU, int64)
+    local_rows: Tensor  # rows of train_x that are the student's local data (CPU, int64)
+    targets: Tensor  # [K', n_transfer, classes] log soft targets, float64, on the device
+    steps: list[tuple[Tensor, Tensor | None]]  # per step: transfer batch, local batch (or None)
+    eval_at: dict[int, int]  # step -> evaluation index (1..points)
+    points: int
+    lrs: list[float]
+    nonfinite: bool = False
+    done: bool = False
+    row: int = 0  # this trial's index along the stacked dimension
+
+    @property
+    def total(self) -> int:
+        return len(self.steps)
+
+    @property
+    def local(self) -> bool:
+        return self.spec.transfer_set == "local"
+
+    @classmethod
+    def make(
+        cls, slot: int, spec: TrialSpec, bundle: FederationBundle, data: DeviceTensors, recipe
+    ) -> _Plan:
+        s = spec
+        _check_args(
+            bundle, s.student, s.teachers, s.temperature, s.alpha, s.transfer_set, s.aggregation
+        )
+        get_divergence(s.divergence)
+        local_rows = bundle.partition.participants[s.student]
+        transfer_rows = local_rows if s.transfer_set == "local" else bundle.partition.public
+        sources = list(s.teachers) + ([s.student] if s.transfer_set == "public+self" else [])
+        transfer_idx = data.participants[s.student] if s.transfer_set == "local" else data.public
+        logits = data.train_logits[sources][:, transfer_idx]
+        targets = teacher_target(logits, s.temperature, s.aggregation)
+        # Replay run_trial's use of its generator: the transfer permutation of an epoch first,
+        # then a local batch per step only when the step draws one (public sets with α < 1).
+        gen = torch.Generator().manual_seed(s.seed)
+        cpu = torch.device("cpu")
+        local_stream = _local_batches(len(local_rows), recipe.batch_size, gen, cpu)
+        steps: list[tuple[Tensor, Tensor | None]] = []
+        for _ in range(recipe.epochs):
+            for idx in batches(len(transfer_rows), recipe.batch_size, gen, cpu):
+                draws = s.transfer_set != "local" and s.alpha < 1
+                steps.append((idx, next(local_stream) if draws else None))
+        total = len(steps)
+        points = min(recipe.eval_points, total)
+        eval_at = {math.ceil(total * i / points): i for i in range(1, points + 1)}
+        lrs = [lr_at(recipe, step, total) for step in range(total)]
+        return cls(slot, s, transfer_rows, local_rows, targets, steps, eval_at, points, lrs)
+
+
+@dataclass
+class _Member:
+    """One trial's part in one grouped forward: which rows it feeds and which terms it adds."""
+
+    plan: _Plan
+    rows: Tensor  # rows of train_x (CPU)
+    kd_idx: Tensor | None  # indices into the trial's transfer set for the KD term, if any
+    ce: bool
+
+
+@dataclass
+class _Batch:
+    """The stacked students of one ``run_trials`` call and the loop that trains them."""
+
+    bundle: FederationBundle
+    data: DeviceTensors
+    recipe: KDRecipe
+    device: torch.device
+    plans: list[_Plan]
+    outcomes: list
+    started: float
+    _state: dict = field(default_factory=dict)
+
+    def run(self) -> None:
+        b, plans = self.bundle, self.plans
+        for row, plan in enumerate(plans):
+            plan.row = row
+        models = [b.model(p.spec.student, self.device) for p in plans]
+        self.params, self.buffers = stack_module_state(models)
+        ds = b.dataset
+        # A skeleton on the meta device: functional_call only needs the module's structure.
+        self.base = build_model(b.config.model.name, ds.channels, ds.classes, ds.image_size)
+        self.base = self.base.to("meta")
+        self.train_fwd = vmap(self._forward)
+        self.eval_fwd = vmap(self._forward, in_dims=(0, 0, None))
+        self.optimizer = _StackedOptimizer(self.params, self.recipe, len(plans))
+        self.subset = eval_subset(b, self.recipe.eval_subset)
+        self.x_subset = self.data.test_x[self.subset.to(self.device)]
+        self.y_subset = self.data.test_y[self.subset.to(self.device)]
+        for step in range(max(p.total for p in plans)):
+            live = [p for p in plans if not p.done and step < p.total]
+            if not live:
+                break
+            self._train_step(live, step)
+            self._evaluate([p for p in live if step + 1 in p.eval_at], step + 1)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def _forward(self, params: dict, buffers: dict, x: Tensor) -> Tensor:
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def _train_step(self, live: list[_Plan], step: int) -> None:
+        """One optimizer step of every live trial: the transfer forwards (BN sees each trial's
+        transfer batch), then the local forwards, one backward, one stacked update."""
+        self.base.train()
+        first, second = [], []
+        for p in live:
+            idx, lidx = p.steps[step]
+            a = p.spec.alpha
+            if p.local:
+                second.append(_Member(p, p.local_rows[idx], idx if a > 0 else None, a < 1))
+                continue
+            if a > 0:
+                first.append(_Member(p, p.transfer_rows[idx], idx, False))
+            if a < 1:
+                second.append(_Member(p, p.local_rows[lidx], None, True))
+        loss = torch.zeros(len(self.plans), device=self.device)
+        for phase in (first, second):
+            for group in _by_size(phase):
+                rows = torch.tensor([m.plan.row for m in group], device=self.device)
+                loss = loss.index_add(0, rows, self._group_loss(group, rows))
+        live_rows = torch.tensor([p.row for p in live], device=self.device)
+        live_loss = loss[live_rows]
+        bad = (~torch.isfinite(live_loss)).tolist()
+        for p, is_bad in zip(live, bad, strict=True):
+            p.nonfinite |= is_bad
+        self.optimizer.zero_grad()
+        live_loss.sum().backward()
+        lr = torch.zeros(len(self.plans), device=self.device)
+        lr[live_rows] = torch.tensor([p.lrs[step] for p in live], device=self.device)
+        self.optimizer.step(lr, live_rows)
+
+    def _group_loss(self, group: list[_Member], rows: Tensor) -> Tensor:
+        """DESIGN §3's loss of each member of a group whose batches have the same size: one
+        vmapped forward, the terms vectorised over members (a zero-weight term is left out)."""
+        n, size = len(group), len(group[0].rows)
+        xrows = torch.stack([m.rows for m in group]).to(self.device)
+        x = self.data.train_x[xrows.reshape(-1)].unflatten(0, (n, size))
+        params, buffers = self._slice(rows)
+        logits = self.train_fwd(params, buffers, x)  # [n, size, classes]
+        with torch.no_grad():  # BN updated its running statistics on the copy: write them back
+            for name, value in buffers.items():
+                self.buffers[name].index_copy_(0, rows, value)
+        loss = torch.zeros(n, device=self.device)
+        kd_members = [i for i, m in enumerate(group) if m.kd_idx is not None]
+        if kd_members:
+            loss = loss + self._kd(group, kd_members, logits)
+        ce_members = [i for i, m in enumerate(group) if m.ce]
+        if ce_members:
+            y = self.data.train_y[xrows.reshape(-1)].view(n, size)
+            ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            ce = ce.view(n, size).mean(1)
+            weight = torch.tensor([1 - m.plan.spec.alpha for m in group], device=self.device)
+            mask = torch.zeros(n, dtype=torch.bool, device=self.device)
+            mask[ce_members] = True
+            loss = loss + torch.where(mask, weight * ce, 0.0)
+        return loss
+
+    def _kd(self, group: list[_Member], members: list[int], logits: Tensor) -> Tensor:
+        """α·T²·mean D(targets, p_s) for the members with a KD term, grouped by divergence and
+        by teacher count (float64, as ``kd_term``); zero for the others."""
+        n = len(group)
+        out = torch.zeros(n, device=self.device)
+        kinds: dict[tuple[str, int], list[int]] = {}
+        for i in members:
+            spec = group[i].plan.spec
+            kinds.setdefault((spec.divergence, group[i].plan.targets.shape[0]), []).append(i)
+        for (name, _), idx in kinds.items():
+            plans = [group[i].plan for i in idx]
+            temps = torch.tensor(
+                [p.spec.temperature for p in plans], dtype=torch.float64, device=self.device
+            )
+            log_q = torch.stack(
+                [
+                    p.targets[:, group[i].kd_idx.to(self.device)]
+                    for i, p in zip(idx, plans, strict=True)
+                ]
+            )  # [m, K', size, classes]
+            z = logits[idx].double() / temps.view(-1, 1, 1)
+            log_p = torch.log_softmax(z, dim=-1)
+            per_row = get_divergence(name)(log_q, log_p.unsqueeze(1)).sum(1)
+            kd = (temps * temps * per_row.mean(1)).to(torch.float32)
+            alpha = torch.tensor([p.spec.alpha for p in plans], device=self.device)
+            out = out.index_add(0, torch.tensor(idx, device=self.device), alpha * kd)
+        return out
+
+    def _slice(self, rows: Tensor) -> tuple[dict, dict]:
+        """The stacked parameters (all of them without a copy) and a copy of the buffers of
+        ``rows``. Buffers are always copied: autograd keeps the BN buffers a forward used, and
+        the next forward's running-statistics update would otherwise change them in place."""
+        params = self.params
+        if len(rows) != len(self.plans) or bool(
+            (rows != torch.arange(len(rows), device=rows.device)).any()
+        ):
+            params = {k: v.index_select(0, rows) for k, v in self.params.items()}
+        return params, {k: v.index_select(0, rows) for k, v in self.buffers.items()}
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def _evaluate(self, due: list[_Plan], step: int) -> None:
+        """The evaluation points reached at ``step``: one vmapped pass per test set."""
+        if not due:
+            return
+        self.base.eval()
+        final = [p for p in due if p.eval_at[step] == p.points]
+        middle = [p for p in due if p.eval_at[step] != p.points]
+        for plans, x in ((middle, self.x_subset), (final, self.data.test_x)):
+            if not plans:
+                continue
+            logits = self._predict(plans, x)
+            for p, z in zip(plans, logits, strict=True):
+                self._report(p, z, step)
+
+    @torch.no_grad()
+    def _predict(self, plans: list[_Plan], x: Tensor) -> Tensor:
+        rows = torch.tensor([p.row for p in plans], device=self.device)
+        params, buffers = self._slice(rows)
+        chunks = [self.eval_fwd(params, buffers, xb) for xb in x.split(self.recipe.eval_batch_size)]
+        return torch.cat(chunks, dim=1).float()  # [trials, n, classes]
+
+    def _report(self, p: _Plan, logits: Tensor, step: int) -> None:
+        """Build the trial's EvalPoint, hand it to its on_eval, close the trial at the end."""
+        b, s = self.bundle, p.spec
+        index = p.eval_at[step]
+        try:
+            if p.nonfinite:
+                raise NonFiniteLoss(
+                    f"the KD loss became NaN or infinite by step {step} of {p.total} "
+                    f"(T={s.temperature}, alpha={s.alpha}, {s.divergence}, {s.transfer_set})"
+                )
+            if index == p.points:
+                acc, local = accuracies(logits, self.data.test_y, b.label_distribution[s.student])
+                before = float(b.accuracy[s.student])
+            else:
+                acc = 100.0 * (logits.argmax(1) == self.y_subset).double().mean().item()
+                before = self._subset_before(s.student)
+            point = EvalPoint(index, p.points, step, acc, acc - before, index == p.points)
+            if s.on_eval is not None:
+                s.on_eval(point)
+        except Exception as exc:
+            p.done, self.outcomes[p.slot] = True, exc
+            return
+        if index == p.points:
+            acc_before = float(b.accuracy[s.student])
+            local_before = float(b.local_accuracy[s.student])
+            p.done = True
+            self.outcomes[p.slot] = TrialResult(
+                student=s.student,
+                teachers=tuple(s.teachers),
+                accuracy_before=acc_before,
+                accuracy_after=acc,
+                gain=acc - acc_before,
+                local_accuracy_before=local_before,
+                local_accuracy_after=local,
+                forgetting=local_before - local,
+                seconds=time.perf_counter() - self.started,
+                steps=p.total,
+                device=str(self.device),
+            )
+
+    def _subset_before(self, student: int) -> float:
+        """The student's pre-KD accuracy on the evaluation subset (from the cached logits)."""
+        key = ("subset_before", student)
+        if key not in self._state:
+            b = self.bundle
+            hits = b.test_logits[student][self.subset].argmax(1) == b.dataset.test_y[self.subset]
+            self._state[key] = 100.0 * hits.double().mean().item()
+        return self._state[key]
+
+
+def _by_size(members: list[_Member]) -> list[list[_Member]]:
+    """Members grouped by batch size (vmap needs equal shapes; most steps give one group)."""
+    groups: dict[int, list[_Member]] = {}
+    for m in members:
+        groups.setdefault(len(m.rows), []).append(m)
+    return list(groups.values())
+
+
+class _StackedOptimizer:
+    """``make_optimizer``'s SGD (Nesterov when momentum > 0) or Adam over stacked parameters,
+    with a learning rate per trial: a row whose lr is masked out (a finished trial) is left
+    exactly as it was, momentum included. Same update formulas as torch.optim's."""
+
+    def __init__(self, params: dict[str, Tensor], recipe: KDRecipe, trials: int):
+        self.params, self.recipe, self.trials = params, recipe, trials
+        self.state: dict[str, dict[str, Tensor]] = {k: {} for k in params}
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: Tensor, live_rows: Tensor) -> None:
+        r = self.recipe
+        self.steps += 1
+        live = torch.zeros(self.trials, dtype=torch.bool, device=lr.device)
+        live[live_rows] = True
+        for name, p in self.params.items():
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            mask, rate = live.view(shape), lr.view(shape)
+            g = p.grad if r.weight_decay == 0 else p.grad.add(p, alpha=r.weight_decay)
+            st = self.state[name]
+            if r.optimizer == "adam":
+                update = self._adam(st, g, mask)
+            elif r.momentum > 0:
+                buf = st.get("momentum")
+                buf = g.clone() if buf is None else torch.where(mask, buf * r.momentum + g, buf)
+                st["momentum"] = buf
+                update = g.add(buf, alpha=r.momentum)  # Nesterov, as make_optimizer sets it
+            else:
+                update = g
+            p.copy_(torch.where(mask, p - rate * update, p))
+
+    def _adam(self, st: dict[str, Tensor], g: Tensor, mask: Tensor) -> Tensor:
+        # All live trials have taken the same number of steps (they start together and a row
+        # leaves only when its trial ends), so one step count serves every row.
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        m = st.get("exp_avg", torch.zeros_like(g))
+        v = st.get("exp_avg_sq", torch.zeros_like(g))
+        st["exp_avg"] = m = torch.where(mask, m.lerp(g, 1 - beta1), m)
+        st["exp_avg_sq"] = v = torch.where(mask, v * beta2 + (1 - beta2) * g * g, v)
+        bias1 = 1 - beta1**self.steps
+        bias2_sqrt = math.sqrt(1 - beta2**self.steps)
+        return (m / bias1) / (v.sqrt() / bias2_sqrt + eps)
