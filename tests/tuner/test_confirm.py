@@ -177,3 +177,19 @@ def test_confirm_bad_input_changes_nothing(tuned, copy_url: str, capsys) -> None
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and phrase in err and "Traceback" not in err, (name, err)
     assert db_digest(copy_url) == digest
+
+
+def test_confirm_and_report_on_each_backend(backend_url: str, opts, tmp_path: Path) -> None:
+    """The same flow on SQLite and on the PostgreSQL server: run, confirm, report, note."""
+    tune(opts(storage=backend_url, pairs="1-2", trials=3), say=lambda _m: None)
+    options = opts()
+    confirm(backend_url, repeats=2, bundles=options.bundles, say=lambda _m: None)
+    data = collect(get_storage(backend_url), backend_url, importances=False)
+    (p,) = data.pairs
+    record = _attrs(backend_url, "tiny/1-2")[CONFIRM_ATTR]
+    assert p.confirmed and p.best_gain == pytest.approx(np.mean(record["best"]["gain"]))
+    out = tmp_path / "report.html"
+    assert main(["report", "--storage", backend_url, "--out", str(out)]) == 0
+    assert "1 of 1 pairs are confirmed" in out.read_text()
+    note = get_note(optuna.load_study(study_name="tiny/1-2", storage=get_storage(backend_url)))
+    assert "over 2 fresh seeds" in note
