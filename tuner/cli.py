@@ -280,7 +280,7 @@ def cmd_worker(argv: Sequence[str]) -> int:
 
 
 def cmd_report(argv: Sequence[str]) -> int:
-    from .report import DEFAULT_OUT, write_report
+    from .report import DEFAULT_OUT, summary_lines, write_report
 
     p = _parser(
         f"{PROG} report",
@@ -294,11 +294,8 @@ def cmd_report(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     _existing_storage(a.storage)
     data = write_report(a.storage, a.out, a.federation)
-    s = data.summary
-    print(
-        f"wrote {a.out}: {s.pairs} pairs, {s.needs_tuning} of {s.compared} need T/alpha other "
-        f"than 1/0.5 beyond noise, {s.confirmed} confirmed"
-    )
+    print(f"wrote {a.out}")
+    print("\n".join(summary_lines(data)))
     return 0
 
 

@@ -498,6 +498,27 @@ def render(data: ReportData, sections: Sequence[SectionFn] = SECTIONS) -> str:
     )
 
 
+def summary_lines(d: ReportData) -> list[str]:
+    """The headline figures as plain lines (what ``dkd-tune report`` prints)."""
+    s, g, a = d.summary, d.summary.gain_ratio, d.summary.accuracy_ratio
+    share = f" ({s.share_needing_tuning:.0%})" if s.share_needing_tuning is not None else ""
+    trials = f"{s.trials_min}" if s.trials_min == s.trials_max else f"{s.trials_min}-{s.trials_max}"
+    return [
+        f"pairs: {s.pairs}; finished trials per pair: {trials}; confirmed pairs: {s.confirmed}"
+        + (f" ({'/'.join(map(str, s.repeats))} seeds)" if s.repeats else ""),
+        f"best has T != 1 or alpha != 0.5 and beats the default beyond noise: "
+        f"{s.needs_tuning} of {s.compared}{share}",
+        f"best gain / default gain: mean {num(g.mean, '.2f', 'x')}, median "
+        f"{num(g.median, '.2f', 'x')} over {g.used} pairs ({g.excluded} with default gain <= 0 "
+        "left out)",
+        f"best accuracy / default accuracy: mean {num(a.mean, '.4f', 'x')}, median "
+        f"{num(a.median, '.4f', 'x')}",
+        f"noise: median {num(s.noise_median)} pp ("
+        + ", ".join(f"{k}: {v}" for k, v in sorted(s.noise_sources.items()))
+        + ")",
+    ]
+
+
 def write_report(
     url: str, out: str | Path = DEFAULT_OUT, federation: str | None = None
 ) -> ReportData:
