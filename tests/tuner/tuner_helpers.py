@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -10,9 +11,18 @@ import optuna
 
 
 def db_digest(url: str) -> str | None:
-    """Bytes of a SQLite database file (None if absent): 'unchanged' means byte for byte."""
+    """What a SQLite database holds, row for row (None if the file is absent): 'unchanged' means
+    every table has the same rows. Read through SQLite rather than from the file's bytes: in WAL
+    mode a commit lands in the ``-wal`` file, not in the main file, and a checkpoint moves pages
+    without changing what they hold."""
     path = Path(url.removeprefix("sqlite:///"))
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    if not path.exists():
+        return None
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
+    finally:
+        con.close()
 
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
