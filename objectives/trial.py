@@ -23,6 +23,10 @@ from .errors import NonFiniteLoss, TrialError
 from .train import accuracies, batches, lr_at, make_optimizer, predict
 
 TRANSFER_SETS = ("public", "public+self", "local")
+#: ``fp32``, or ``bf16``: the training steps' forward passes under bfloat16 autocast. The KD
+#: term stays float64 (kd_term casts), the CE term float32 (autocast's policy), the weights and
+#: the optimizer float32, the evaluations float32, so only the network's activations lose bits.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,14 @@ def check_device(device: str | torch.device) -> torch.device:
     elif dev.type != "cpu":
         raise TrialError(f"unsupported device {device!r}: write cpu or cuda:N")
     return dev
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """``fp32`` anywhere; ``bf16`` on the CPU and on GPUs that support it (Ampere and later)."""
+    if precision not in PRECISIONS:
+        raise TrialError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrialError(f"{device} has no bfloat16 support: use precision fp32")
 
 
 def _check_args(
@@ -138,6 +150,7 @@ def run_trial(
     device: str | torch.device = "cpu",
     on_eval: Callable[[EvalPoint], None] | None = None,
     recipe: KDRecipe | None = None,
+    precision: str = "fp32",
 ) -> TrialResult:
     """Run one round of KD for ``student`` from ``teachers`` and report the accuracy change.
 
@@ -150,12 +163,14 @@ def run_trial(
 
     ``recipe`` defaults to the KD recipe of the config the bundle was built with; since the bundle
     hash leaves the KD round out, a caller with its own config (the tuner) passes its own.
+    ``precision`` is ``fp32`` (default) or ``bf16`` (see PRECISIONS).
     """
     _check_args(bundle, student, teachers, temperature, alpha, transfer_set, aggregation)
     div = get_divergence(divergence)
     recipe = recipe or bundle.config.kd
     started = time.perf_counter()
     device = check_device(device)
+    check_precision(precision, device)
     data = bundle.on(device)
 
     local_idx = data.participants[student]
@@ -191,7 +206,8 @@ def run_trial(
             for idx in batches(len(x_transfer), recipe.batch_size, gen, device):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(recipe, step, total)
-                loss = step_loss(model, idx)
+                with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                    loss = step_loss(model, idx)
                 nonfinite |= ~torch.isfinite(loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
