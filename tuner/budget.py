@@ -117,11 +117,14 @@ def claim_is_within_budget(study: optuna.Study, trial_id: int, budget: int) -> b
 def enqueue_retry(study: optuna.Study, failed: FrozenTrial, retries: int) -> bool:
     """Enqueue a failed trial's configuration again, if it has attempts left. True if enqueued."""
     attempt = int(failed.user_attrs.get("attempt", 1))
-    if attempt > retries or not failed.params or failed.user_attrs.get("surplus"):
+    # An enqueued trial (a default, a retry) keeps its whole configuration in fixed_params, also
+    # when its worker died before suggesting all of it (a heartbeat found it stale).
+    params = failed.system_attrs.get("fixed_params") or failed.params
+    if attempt > retries or not params or failed.user_attrs.get("surplus"):
         return False
     attrs: dict[str, Any] = {k: failed.user_attrs[k] for k in _CARRIED if k in failed.user_attrs}
     attrs.update(retry_of=failed.number, attempt=attempt + 1)
-    study.enqueue_trial(dict(failed.params), user_attrs=attrs)
+    study.enqueue_trial(dict(params), user_attrs=attrs)
     return True
 
 

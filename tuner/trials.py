@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from objectives import DkdError, EvalPoint, FederationBundle, KDRecipe, run_trial
@@ -25,8 +26,11 @@ from .space import SearchSpace
 
 HOST = socket.gethostname()
 #: Trials this process is running (trial id -> study, trial, retries), so an interrupt of the
-#: main thread can close them while the in-process worker thread cannot be interrupted.
+#: main thread can close them while the in-process worker thread cannot be interrupted, and the
+#: heartbeat thread knows what to beat for.
 _RUNNING: dict[int, tuple[optuna.Study, optuna.Trial, int]] = {}
+#: The start of the fail_reason a heartbeat check writes on a trial whose worker went silent.
+LOST = "heartbeat lost"
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Outcome:
     """What happened to one claimed trial, for the worker's log and its failure counter."""
 
     number: int
-    state: str  # complete | pruned | failed | surplus
+    state: str  # complete | pruned | failed | surplus | lost (failed by another's heartbeat check)
     params: dict[str, Any]
     gain: float | None = None
     seconds: float = 0.0
@@ -52,20 +56,46 @@ def run_pair_trial(
     seed: int,
     retries: int,
     recipe: KDRecipe,
+    precision: str = "fp32",
 ) -> Outcome:
     """Claim one trial of ``study`` and run it to COMPLETE, PRUNED or FAIL.
 
     ``recipe`` is the run's KD recipe, passed explicitly: the bundle is cached per federation
     hash, which the KD recipe is not part of, so ``bundle.config.kd`` may be another run's.
+    ``precision``: ``fp32`` or ``bf16`` (autocast of the training steps, see run_trial).
     """
     trial = study.ask()
     if not claim_is_within_budget(study, trial._trial_id, budget):
         return _give_back(study, trial)
     _RUNNING[trial._trial_id] = (study, trial, retries)
     try:
-        return _run_claimed(study, trial, bundle, space, pair, device, seed, retries, recipe)
+        beat_now(study, trial._trial_id)
+        return _run_claimed(
+            study, trial, bundle, space, pair, device, seed, retries, recipe, precision
+        )
+    except (UpdateFinishedTrialError, ValueError) as exc:
+        # A heartbeat check of another worker failed this trial while it ran (this process was
+        # silent too long); its retry is queued already. Anything else is re-raised.
+        reason = str(study._storage.get_trial(trial._trial_id).user_attrs.get("fail_reason", ""))
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise exc.__context__ from None
+        if not reason.startswith(LOST):
+            raise
+        return Outcome(trial.number, "lost", {}, reason=reason)
     finally:
         _RUNNING.pop(trial._trial_id, None)
+
+
+def running_ids() -> list[int]:
+    """The trials this process is running now (the heartbeat thread beats for them)."""
+    return list(_RUNNING)
+
+
+def beat_now(study: optuna.Study, trial_id: int) -> None:
+    """The first heartbeat of a trial, right after its claim, so that no live trial goes without
+    a beat row for a whole interval. Best effort: the heartbeat thread beats again soon."""
+    with contextlib.suppress(Exception):
+        study._storage.record_heartbeat(trial_id)
 
 
 def _run_claimed(
@@ -78,6 +108,7 @@ def _run_claimed(
     seed: int,
     retries: int,
     recipe: KDRecipe,
+    precision: str = "fp32",
 ) -> Outcome:
     fixed = trial.user_attrs
     params = space.suggest(trial)
@@ -92,6 +123,7 @@ def _run_claimed(
         "worker_pid": os.getpid(),
         "seed": trial_seed,
         "attempt": int(fixed.get("attempt", 1)),
+        "precision": precision,
     }.items():
         trial.set_user_attr(key, value)
     is_default = "default" in fixed
@@ -116,6 +148,7 @@ def _run_claimed(
             device=device,
             on_eval=on_eval,
             recipe=recipe,
+            precision=precision,
         )
     except optuna.TrialPruned as exc:
         study.tell(trial, state=TrialState.PRUNED)
