@@ -32,7 +32,15 @@ from .divergences import get_divergence, teacher_target
 from .errors import NonFiniteLoss
 from .models import build_model
 from .train import accuracies, batches, lr_at
-from .trial import EvalPoint, TrialResult, _check_args, _local_batches, check_device, eval_subset
+from .trial import (
+    EvalPoint,
+    TrialResult,
+    _check_args,
+    _local_batches,
+    check_device,
+    check_precision,
+    eval_subset,
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ def run_trials(
     *,
     device: str | torch.device = "cpu",
     recipe: KDRecipe | None = None,
+    precision: str = "fp32",
 ) -> list[Outcome]:
     """Run the trials of ``specs`` together; one outcome per spec, in order.
 
@@ -66,11 +75,13 @@ def run_trials(
     ``TrialError`` for bad arguments, ``NonFiniteLoss``, or whatever its ``on_eval`` raised (the
     tuner's ``optuna.TrialPruned``); the other trials go on. ``seconds`` of a result is the wall
     time from the start of the call to the end of that trial (the trials share it). An error of
-    the call itself (a device that does not exist) raises.
+    the call itself (a device that does not exist, an unknown precision) raises. ``recipe`` and
+    ``precision`` as in ``run_trial``.
     """
     started = time.perf_counter()
     recipe = recipe or bundle.config.kd
     device = check_device(device)
+    check_precision(precision, device)
     data = bundle.on(device)
     outcomes: list[Outcome | None] = [None] * len(specs)
     plans: list[_Plan] = []
@@ -80,7 +91,7 @@ def run_trials(
         except Exception as exc:  # a TrialError/ConfigError of this trial only
             outcomes[i] = exc
     if plans:
-        _Batch(bundle, data, recipe, device, plans, outcomes, started).run()
+        _Batch(bundle, data, recipe, device, precision, plans, outcomes, started).run()
     return outcomes  # type: ignore[return-value]
 
 
@@ -159,6 +170,7 @@ class _Batch:
     data: DeviceTensors
     recipe: KDRecipe
     device: torch.device
+    precision: str
     plans: list[_Plan]
     outcomes: list
     started: float
@@ -208,10 +220,12 @@ class _Batch:
             if a < 1:
                 second.append(_Member(p, p.local_rows[lidx], None, True))
         loss = torch.zeros(len(self.plans), device=self.device)
-        for phase in (first, second):
-            for group in _by_size(phase):
-                rows = torch.tensor([m.plan.row for m in group], device=self.device)
-                loss = loss.index_add(0, rows, self._group_loss(group, rows))
+        # bf16 as in run_trial: the forwards under autocast, the KD term float64, CE float32.
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            for phase in (first, second):
+                for group in _by_size(phase):
+                    rows = torch.tensor([m.plan.row for m in group], device=self.device)
+                    loss = loss.index_add(0, rows, self._group_loss(group, rows))
         live_rows = torch.tensor([p.row for p in live], device=self.device)
         live_loss = loss[live_rows]
         bad = (~torch.isfinite(live_loss)).tolist()

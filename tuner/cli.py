@@ -106,10 +106,24 @@ def _tune_parser() -> _Parser:
         f"  {PROG} --pairs 0-1,2-5 --trials 30 --workers 2 --pruner hyperband\n"
         f"  {PROG} --config studies/cifar10-resnet18.toml --devices cuda:0,cuda:1 --workers 4 \\\n"
         "      --storage postgresql+psycopg://user:pw@db-host/dkd\n"
-        f"  {PROG} --set kd.lr=0.02 --set name=fashion-mnist-lr02 --trials 50",
+        f"  {PROG} --set kd.lr=0.02 --set name=fashion-mnist-lr02 --trials 50\n"
+        f"  {PROG} --mode neighbourhood --config studies/fashion-mnist-n3.toml --trials 30",
     )
     _add_config(p)
     _add_storage(p)
+    p.add_argument(
+        "--mode",
+        default="pair",
+        metavar="pair|neighbourhood",
+        help="pair: a study per participant pair (default); neighbourhood: a study per client, "
+        "which learns from all its [topology] neighbours at once on a two-head model",
+    )
+    p.add_argument(
+        "--clients",
+        default="all",
+        metavar="SPEC",
+        help="--mode neighbourhood: all, or clients like 0,2 (default all)",
+    )
     p.add_argument(
         "--pairs", default="all", metavar="SPEC", help="all, or pairs like 0-1,2-5 (default all)"
     )
@@ -162,6 +176,8 @@ def cmd_tune(argv: Sequence[str]) -> int:
         bundles=a.bundles,
         retries=a.retries,
         progress=a.progress,
+        mode=a.mode,
+        clients=a.clients,
     )
     summary = tune(opts, say=_say)
     rate = summary.finished / max(summary.seconds / 60, 1e-9)
@@ -169,6 +185,12 @@ def cmd_tune(argv: Sequence[str]) -> int:
         f"run finished: {summary.finished} trials in {summary.seconds:.1f}s "
         f"({rate:.1f} trials/min, {opts.workers} worker(s))"
     )
+    if opts.mode == "neighbourhood":
+        from .neighbourhood import client_rows, client_status_table
+
+        clients = client_rows(get_storage(opts.storage))
+        print(client_status_table([r for r in clients if r["study"] in summary.studies]), end="")
+        return 0
     rows = [r for r in pair_rows(get_storage(opts.storage)) if r["study"] in summary.studies]
     print(status_table(rows), end="")
     return 0
@@ -218,7 +240,13 @@ def cmd_status(argv: Sequence[str]) -> int:
     _add_storage(p)
     _federation_arg(p)
     a = p.parse_args(argv)
-    print(status_table(pair_rows(_existing_storage(a.storage), a.federation)), end="")
+    from .neighbourhood import client_rows, client_status_table
+
+    storage = _existing_storage(a.storage)
+    pairs, clients = pair_rows(storage, a.federation), client_rows(storage, a.federation)
+    if pairs or not clients:
+        print(status_table(pairs), end="")
+    print(client_status_table(clients), end="")
     return 0
 
 
@@ -237,7 +265,10 @@ def cmd_export(argv: Sequence[str]) -> int:
     p.add_argument("--format", default="json", choices=FORMATS, help="json (default) or csv")
     p.add_argument("--out", default="-", metavar="FILE", help="output file (default stdout)")
     a = p.parse_args(argv)
-    text = render(pair_rows(_existing_storage(a.storage), a.federation), a.format)
+    from .neighbourhood import client_rows
+
+    storage = _existing_storage(a.storage)
+    text = render(pair_rows(storage, a.federation) + client_rows(storage, a.federation), a.format)
     if a.out == "-":
         sys.stdout.write(text)
     else:
@@ -409,6 +440,52 @@ def cmd_compare(argv: Sequence[str]) -> int:
     return 0
 
 
+COMPARE_CONFIG = "studies/fashion-mnist-n3.toml"
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    from .compare import CompareOptions, run_compare, table
+
+    p = _parser(
+        f"{PROG} compare",
+        "The Molo et al. factorial: every divergence x aggregation at the config's [compare] T "
+        "and alpha, k seeds, on an iid and a non-iid federation of two-head clients; stores each "
+        "round and prints accuracy (mean +- std) and seconds per round. Reruns add only what is "
+        "missing.",
+        f"  {PROG} compare --storage sqlite:///runs/compare.db\n"
+        f"  {PROG} compare --seeds 5 --partitions iid,dirichlet:0.1,dirichlet:0.5\n"
+        f"  {PROG} compare --set compare.temperature=4 --set compare.alpha=0.9 --set name=n3-t4",
+    )
+    _add_config(p)
+    for action in p._actions:  # the two-head default, and a --help that says so
+        if action.dest == "config":
+            action.default = COMPARE_CONFIG
+            action.help = f"study config with a two-head model (TOML); default {COMPARE_CONFIG}"
+    _add_storage(p)
+    p.add_argument(
+        "--seeds", type=_whole, default=None, metavar="K", help="seeds per cell ([compare].seeds)"
+    )
+    p.add_argument(
+        "--partitions",
+        default=None,
+        metavar="LIST",
+        help="federations to compare, e.g. iid,dirichlet:0.5 ([compare].partitions)",
+    )
+    p.add_argument("--devices", default="auto", help="device to run on (first one used)")
+    a = p.parse_args(argv)
+    opts = CompareOptions(
+        config=a.config,
+        storage=a.storage,
+        overrides=a.overrides,
+        bundles=a.bundles,
+        devices=a.devices,
+        seeds=a.seeds,
+        partitions=a.partitions,
+    )
+    print(table(run_compare(opts, say=_say)), end="")
+    return 0
+
+
 def _existing(url: str) -> None:
     """Read-only commands must not create an empty database where the user mistyped a path."""
     from .storage import sqlite_path
@@ -439,6 +516,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "status": cmd_status,
     "export": cmd_export,
     "worker": cmd_worker,
+    "compare": cmd_compare,
     "report": cmd_report,
     "confirm": cmd_confirm,
     "dashboard": cmd_dashboard,

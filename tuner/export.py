@@ -94,7 +94,9 @@ def render(rows: list[dict], fmt: str) -> str:
     if fmt != "csv":
         raise UsageError(f"unknown export format {fmt!r}: choose json or csv")
     out = io.StringIO()
-    columns = [k for k in (rows[0] if rows else _empty()) if k != "best_params"]
+    # Pair rows and neighbourhood client rows (tuner.neighbourhood) have different keys.
+    keys = dict.fromkeys(k for row in rows for k in row) if rows else _empty()
+    columns = [k for k in keys if k != "best_params"]
     columns += list(PARAMS)
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

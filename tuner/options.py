@@ -19,6 +19,8 @@ from .storage import DEFAULT_STORAGE
 DEFAULT_CONFIG = "studies/fashion-mnist.toml"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
+#: pair: one study per participant pair; neighbourhood: one study per client (tuner.neighbourhood).
+MODES = ("pair", "neighbourhood")
 
 Pair = tuple[int, int]
 
@@ -40,6 +42,8 @@ class TuneOptions:
     bundles: str | None = None  # None: $DKD_TUNE_BUNDLES or ./bundles
     retries: int = 2  # extra attempts for a failed trial's configuration
     progress: str = "auto"  # auto (live line on a TTY) | live | log | quiet
+    mode: str = "pair"  # pair | neighbourhood
+    clients: str = "all"  # neighbourhood mode: all, or clients like 0,2
 
 
 def check_options(opts: TuneOptions) -> None:
@@ -54,6 +58,10 @@ def check_options(opts: TuneOptions) -> None:
         raise UsageError(f"unknown sampler {opts.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if opts.pruner not in PRUNERS:
         raise UsageError(f"unknown pruner {opts.pruner!r}: choose one of {', '.join(PRUNERS)}")
+    if opts.mode not in MODES:
+        raise UsageError(f"unknown mode {opts.mode!r}: choose one of {', '.join(MODES)}")
+    if opts.clients != "all" and opts.mode != "neighbourhood":
+        raise UsageError("--clients is for --mode neighbourhood; pick pairs with --pairs")
     if opts.progress not in ("auto", "live", "log", "quiet"):
         raise UsageError(f"unknown progress mode {opts.progress!r}: auto, live, log or quiet")
 

@@ -21,6 +21,7 @@ import torch
 from objectives import FederationBundle, StudyConfig, prepare_federation
 
 from .budget import count_trials
+from .neighbourhood import run_client_trial
 from .options import Pair, cpu_cores
 from .space import SearchSpace
 from .storage import get_storage
@@ -51,6 +52,7 @@ class WorkerSpec:
     seed: int
     retries: int
     log: bool = False  # one line per trial on stdout (when the parent shows no live line)
+    mode: str = "pair"  # neighbourhood: client studies, whose trials run_client_trial runs
 
 
 @dataclass
@@ -138,7 +140,8 @@ def work(spec: WorkerSpec) -> WorkerReport:
         if not open_:
             return report
         name = max(open_)[2]
-        outcome = run_pair_trial(
+        run_one = run_client_trial if spec.mode == "neighbourhood" else run_pair_trial
+        outcome = run_one(
             studies[name],
             bundle,
             spec.space,
@@ -164,8 +167,12 @@ def _log_line(name: str, outcome: Outcome, spec: WorkerSpec) -> str:
     p = outcome.params
     what = (
         f"T={p.get('temperature', 0):.3g} alpha={p.get('alpha', 0):.2f} {p.get('divergence')} "
-        f"{p.get('transfer_set')}{'/' + p['aggregation'] if 'aggregation' in p else ''} "
-        f"student={p.get('position')}"
+        + (
+            f"{p.get('transfer_set')}{'/' + p['aggregation'] if 'aggregation' in p else ''} "
+            f"student={p.get('position')}"
+            if spec.mode == "pair"
+            else f"{p.get('aggregation')} over the neighbours"
+        )
     )
     result = f"gain {outcome.gain:+.2f}" if outcome.gain is not None else outcome.state
     tail = f" ({outcome.reason})" if outcome.state == "failed" else ""

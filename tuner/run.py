@@ -66,6 +66,10 @@ def plan(opts: TuneOptions) -> Plan:
 
 def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
     """Run a tuning: top every pair study up to ``opts.trials`` finished trials."""
+    if opts.mode == "neighbourhood":  # one study per client instead (tuner.neighbourhood)
+        from .neighbourhood import tune_neighbourhood
+
+        return tune_neighbourhood(opts, say)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     p = plan(opts)
     check_storage(opts.storage)
@@ -161,6 +165,7 @@ def _run(
         seed=opts.seed,
         retries=opts.retries,
         log=progress.mode == "log",
+        mode=opts.mode,
     )
     thread, box = run_in_thread(specs)
     try:
