@@ -440,52 +440,6 @@ def cmd_compare(argv: Sequence[str]) -> int:
     return 0
 
 
-COMPARE_CONFIG = "studies/fashion-mnist-n3.toml"
-
-
-def cmd_compare(argv: Sequence[str]) -> int:
-    from .compare import CompareOptions, run_compare, table
-
-    p = _parser(
-        f"{PROG} compare",
-        "The Molo et al. factorial: every divergence x aggregation at the config's [compare] T "
-        "and alpha, k seeds, on an iid and a non-iid federation of two-head clients; stores each "
-        "round and prints accuracy (mean +- std) and seconds per round. Reruns add only what is "
-        "missing.",
-        f"  {PROG} compare --storage sqlite:///runs/compare.db\n"
-        f"  {PROG} compare --seeds 5 --partitions iid,dirichlet:0.1,dirichlet:0.5\n"
-        f"  {PROG} compare --set compare.temperature=4 --set compare.alpha=0.9 --set name=n3-t4",
-    )
-    _add_config(p)
-    for action in p._actions:  # the two-head default, and a --help that says so
-        if action.dest == "config":
-            action.default = COMPARE_CONFIG
-            action.help = f"study config with a two-head model (TOML); default {COMPARE_CONFIG}"
-    _add_storage(p)
-    p.add_argument(
-        "--seeds", type=_whole, default=None, metavar="K", help="seeds per cell ([compare].seeds)"
-    )
-    p.add_argument(
-        "--partitions",
-        default=None,
-        metavar="LIST",
-        help="federations to compare, e.g. iid,dirichlet:0.5 ([compare].partitions)",
-    )
-    p.add_argument("--devices", default="auto", help="device to run on (first one used)")
-    a = p.parse_args(argv)
-    opts = CompareOptions(
-        config=a.config,
-        storage=a.storage,
-        overrides=a.overrides,
-        bundles=a.bundles,
-        devices=a.devices,
-        seeds=a.seeds,
-        partitions=a.partitions,
-    )
-    print(table(run_compare(opts, say=_say)), end="")
-    return 0
-
-
 def _existing(url: str) -> None:
     """Read-only commands must not create an empty database where the user mistyped a path."""
     from .storage import sqlite_path
