@@ -16,6 +16,7 @@ from pathlib import Path
 from objectives import DkdError
 
 from .errors import RunError, UsageError
+from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S
 from .options import DEFAULT_CONFIG, PRUNERS, SAMPLERS, TuneOptions
 from .storage import DEFAULT_STORAGE
 
@@ -77,15 +78,33 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
 def _add_workers(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--workers", type=_whole, default=1, metavar="N", help="worker processes (default 1)"
+        "--workers",
+        type=_whole,
+        default=None,
+        metavar="N",
+        help="worker processes, taking the devices in turn (default: one per device)",
+    )
+    p.add_argument(
+        "--workers-per-device",
+        type=_whole,
+        default=None,
+        metavar="K",
+        help="K worker processes on every device instead of --workers (default 1)",
     )
     p.add_argument(
         "--devices",
         default="auto",
         metavar="LIST",
-        help="auto | cpu | cuda:0,cuda:1 — worker i uses device i mod len (default auto)",
+        help="auto (every visible GPU, else the CPU) | cpu | cuda:0,cuda:1 (default auto)",
     )
     p.add_argument(
         "--progress",
@@ -93,6 +112,36 @@ def _add_workers(p: argparse.ArgumentParser) -> None:
         choices=("auto", "live", "log", "quiet"),
         help="live line on a terminal, log lines otherwise (default auto)",
     )
+    p.add_argument(
+        "--precision",
+        default=None,
+        metavar="fp32|bf16",
+        help="bf16: autocast the KD steps to bfloat16 (GPUs; default fp32)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help=f"seconds between a worker's heartbeats (default {HEARTBEAT_INTERVAL_S:g})",
+    )
+    p.add_argument(
+        "--heartbeat-grace",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="a trial whose worker is silent this long is failed and retried "
+        f"(default {HEARTBEAT_GRACE_S:g})",
+    )
+
+
+#: Worker options whose CLI default is None, so that a joining worker can tell "not given".
+_WORKER_SETTINGS = ("workers_per_device", "precision")
+_HEARTBEAT = ("heartbeat_interval", "heartbeat_grace")
+
+
+def _given(a: argparse.Namespace, names: Sequence[str]) -> dict:
+    return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
 
 
 def _tune_parser() -> _Parser:
@@ -100,7 +149,7 @@ def _tune_parser() -> _Parser:
         PROG,
         "Tune one-round KD between federation participants: one Optuna study per pair, every "
         "trial stored in the database.\n\ncommands: prepare, status, export, worker, report, "
-        "confirm, dashboard "
+        "confirm, dashboard, compare "
         f"(see {PROG} COMMAND --help); without a command, run a tuning.",
         f"  {PROG} --pairs all --trials 200\n"
         f"  {PROG} --pairs 0-1,2-5 --trials 30 --workers 2 --pruner hyperband\n"
@@ -178,12 +227,13 @@ def cmd_tune(argv: Sequence[str]) -> int:
         progress=a.progress,
         mode=a.mode,
         clients=a.clients,
+        **_given(a, _WORKER_SETTINGS + _HEARTBEAT),
     )
     summary = tune(opts, say=_say)
     rate = summary.finished / max(summary.seconds / 60, 1e-9)
     print(
         f"run finished: {summary.finished} trials in {summary.seconds:.1f}s "
-        f"({rate:.1f} trials/min, {opts.workers} worker(s))"
+        f"({rate:.1f} trials/min, {len(summary.reports)} worker(s))"
     )
     if opts.mode == "neighbourhood":
         from .neighbourhood import client_rows, client_status_table
@@ -287,26 +337,64 @@ def cmd_worker(argv: Sequence[str]) -> int:
 
     p = _parser(
         f"{PROG} worker",
-        "Join a run recorded in the storage with more workers (here or "
-        "on another machine); stops when every pair has its budget.",
-        f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd --workers 2\n"
-        f"  {PROG} worker --federation fashion-mnist-n10 --devices cuda:1",
+        "Join a run recorded in the storage with more workers (here or on another machine); "
+        "stops when every pair has its budget. The studies hold the run's config, budget and "
+        "worker settings; the options below replace them for this worker only. The bundle must "
+        "be the run's (shared or copied folder): it is checked by digest, never rebuilt.",
+        f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd\n"
+        f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd --devices auto "
+        "--workers-per-device 2 --bundles /shared/bundles\n"
+        f"  {PROG} worker --federation fashion-mnist-n10 --devices cuda:1 --pairs 0-1,2-5\n"
+        f"  {PROG} worker --config studies/fashion-mnist.toml --set data.root=/data/fm --trials 50",
     )
     _add_storage(p)
     _federation_arg(p)
     _add_workers(p)
     p.add_argument("--bundles", default=None, metavar="DIR", help="folder of federation bundles")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="this machine's copy of the run's config (e.g. another data path); it must give "
+        "the run's federation hash (default: the config stored in the studies)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of --config (repeatable)",
+    )
+    p.add_argument(
+        "--pairs", default=None, metavar="SPEC", help="only these pairs of the run, e.g. 0-1,2-5"
+    )
+    p.add_argument(
+        "--trials",
+        type=_whole,
+        default=None,
+        metavar="N",
+        help="finished trials per study to top up to (default: the run's)",
+    )
     a = p.parse_args(argv)
+    if a.overrides and a.config is None:
+        raise UsageError("--set changes --config: pass --config FILE with it")
     _existing(a.storage)
+    given = _given(a, ("config", "pairs", "trials", *_WORKER_SETTINGS, *_HEARTBEAT))
     opts = TuneOptions(
         storage=a.storage,
         workers=a.workers,
         devices=a.devices,
         bundles=a.bundles,
         progress=a.progress,
+        overrides=a.overrides,
+        **given,
     )
-    summary = join(opts, a.federation, say=_say)
-    print(f"worker finished: {summary.finished} trials in {summary.seconds:.1f}s")
+    summary = join(opts, a.federation, say=_say, own=tuple(given))
+    print(
+        f"worker finished: {summary.finished} trials in {summary.seconds:.1f}s "
+        f"({len(summary.reports)} worker(s))"
+    )
     return 0
 
 
@@ -398,7 +486,7 @@ COMPARE_CONFIG = "studies/fashion-mnist-n3.toml"
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
-    from .compare import CompareOptions, run_compare, table
+    from .compare import CompareOptions, run_compare, table, write_page
 
     p = _parser(
         f"{PROG} compare",
@@ -425,6 +513,9 @@ def cmd_compare(argv: Sequence[str]) -> int:
         metavar="LIST",
         help="federations to compare, e.g. iid,dirichlet:0.5 ([compare].partitions)",
     )
+    p.add_argument(
+        "--report", default=None, metavar="FILE", help="also write the table and figures as HTML"
+    )
     p.add_argument("--devices", default="auto", help="device to run on (first one used)")
     a = p.parse_args(argv)
     opts = CompareOptions(
@@ -437,6 +528,9 @@ def cmd_compare(argv: Sequence[str]) -> int:
         partitions=a.partitions,
     )
     print(table(run_compare(opts, say=_say)), end="")
+    if a.report:
+        write_page(a.storage, a.report)
+        print(f"wrote {a.report}")
     return 0
 
 

@@ -129,7 +129,7 @@ class Heartbeat:
             if now - last[1] > self.grace:
                 stale.append((trial_id, study_id))
         self._seen = current  # forget trials that finished
-        failed = [trial_id for trial_id, study_id in stale if self._fail(trial_id, study_id)]
+        failed = [trial_id for trial_id, study_id in stale if self.fail(trial_id, study_id)]
         self.reaped.extend(failed)
         return failed
 
@@ -147,9 +147,9 @@ class Heartbeat:
         with self.storage.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(query)]
 
-    def _fail(self, trial_id: int, study_id: int) -> bool:
+    def fail(self, trial_id: int, study_id: int) -> bool:
         """Mark one stale trial FAIL and enqueue its retry; False if another process (a second
-        reaper, or its own worker after all) finished it first."""
+        checker, or its own worker after all) finished it first."""
         storage = self.storage
         try:
             who = storage.get_trial(trial_id).user_attrs

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from objectives.trial import PRECISIONS
+
 from .errors import UsageError
+from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, check_heartbeat
 from .storage import DEFAULT_STORAGE
 
 DEFAULT_CONFIG = "studies/fashion-mnist.toml"
@@ -33,7 +36,7 @@ class TuneOptions:
     storage: str = DEFAULT_STORAGE
     pairs: str = "all"
     trials: int = 20
-    workers: int = 1
+    workers: int | None = None  # None: workers_per_device on each device (one per GPU, or 1 CPU)
     devices: str = "auto"
     sampler: str = "tpe"
     pruner: str = "median"
@@ -42,6 +45,10 @@ class TuneOptions:
     bundles: str | None = None  # None: $DKD_TUNE_BUNDLES or ./bundles
     retries: int = 2  # extra attempts for a failed trial's configuration
     progress: str = "auto"  # auto (live line on a TTY) | live | log | quiet
+    workers_per_device: int | None = None  # k workers on every device (instead of --workers N)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the KD steps; objectives.run_trial)
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S  # seconds between a worker's beats
+    heartbeat_grace: float = HEARTBEAT_GRACE_S  # silence after which a trial is failed, retried
     mode: str = "pair"  # pair | neighbourhood
     clients: str = "all"  # neighbourhood mode: all, or clients like 0,2
 
@@ -50,8 +57,20 @@ def check_options(opts: TuneOptions) -> None:
     """The checks that need neither the config nor the storage."""
     if not isinstance(opts.trials, int) or opts.trials < 1:
         raise UsageError(f"--trials {opts.trials} must be a whole number >= 1, e.g. --trials 20")
-    if not isinstance(opts.workers, int) or opts.workers < 1:
+    if opts.workers is not None and (not isinstance(opts.workers, int) or opts.workers < 1):
         raise UsageError(f"--workers {opts.workers} must be a whole number >= 1")
+    if opts.workers_per_device is not None:
+        if opts.workers is not None:
+            raise UsageError("give --workers N or --workers-per-device K, not both")
+        if not isinstance(opts.workers_per_device, int) or opts.workers_per_device < 1:
+            raise UsageError(
+                f"--workers-per-device {opts.workers_per_device} must be a whole number >= 1"
+            )
+    if opts.precision not in PRECISIONS:
+        raise UsageError(
+            f"unknown precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    check_heartbeat(opts.heartbeat_interval, opts.heartbeat_grace)
     if opts.retries < 0:
         raise UsageError(f"--retries {opts.retries} must be >= 0")
     if opts.sampler not in SAMPLERS:
@@ -130,9 +149,21 @@ def parse_devices(spec: str) -> list[str]:
     return devices
 
 
+def worker_devices(devices: list[str], workers: int | None, per_device: int | None) -> list[str]:
+    """The device of each worker: ``workers`` of them taking the devices in turn, else
+    ``per_device`` (default 1) on every device, so ``--devices auto`` on a machine with 8 GPUs
+    starts 8 workers, and on a machine without one a single CPU worker."""
+    if workers is not None:
+        return [devices[i % len(devices)] for i in range(workers)]
+    return [d for d in devices for _ in range(per_device or 1)]
+
+
 def cpu_cores() -> int:
-    """Cores this process may use (the affinity mask, not the machine's total)."""
+    """Cores this process may use: the affinity mask (not the machine's total), or fewer where
+    $OMP_NUM_THREADS says so (e.g. several ``dkd-tune worker`` processes on one machine)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cores, int(limit))) if limit.isdigit() and int(limit) > 0 else cores

@@ -9,27 +9,40 @@ so workers of other processes or machines (``dkd-tune worker``) cooperate withou
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
 import random
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import joblib
 import optuna
 import torch
 
 from objectives import FederationBundle, StudyConfig, prepare_federation
 
 from .budget import count_trials
+from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, Heartbeat
 from .neighbourhood import run_client_trial
 from .options import Pair, cpu_cores
 from .space import SearchSpace
 from .storage import get_storage
-from .trials import Outcome, run_pair_trial
+from .trials import Outcome, run_pair_trial, running_ids
 
 #: A worker stops working on a pair after this many failures in a row there (e.g. a KD recipe
 #: whose loss always turns NaN), instead of retrying forever.
 MAX_CONSECUTIVE_FAILURES = 5
+#: Seconds between looks at the database while a worker waits for other workers' last trials.
+WAIT_S = 1.0
+#: Seconds an interrupted worker process gets to mark its trial FAIL before it is terminated,
+#: and a terminated one before it is killed.
+STOP_GRACE_S = 5.0
 
 _BUNDLES: dict[str, FederationBundle] = {}  # per process: the parent's bundle serves workers=1
 
@@ -52,6 +65,9 @@ class WorkerSpec:
     seed: int
     retries: int
     log: bool = False  # one line per trial on stdout (when the parent shows no live line)
+    precision: str = "fp32"  # fp32 | bf16 (pair trials; objectives.run_trial)
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S
+    heartbeat_grace: float = HEARTBEAT_GRACE_S
     mode: str = "pair"  # neighbourhood: client studies, whose trials run_client_trial runs
 
 
@@ -61,6 +77,8 @@ class WorkerReport:
     device: str
     outcomes: dict[str, int] = field(default_factory=dict)  # state -> count
     gave_up: dict[str, str] = field(default_factory=dict)  # study -> last failure reason
+    died: str = ""  # how a worker process ended without a report (e.g. "killed by SIGKILL")
+    reaped: int = 0  # other workers' trials this worker failed after their heartbeat stopped
 
 
 def load_bundle_once(
@@ -127,20 +145,50 @@ def work(spec: WorkerSpec) -> WorkerReport:
             sampler=make_sampler(spec.sampler, spec.space, seed),
             pruner=make_pruner(spec.pruner, spec.config.kd.eval_points),
         )
-    rng = random.Random(hash((spec.seed, spec.index)))
     report = WorkerReport(spec.index, spec.device)
+    heartbeat = Heartbeat(
+        storage,
+        {study_id: name for name, study_id in ids.items()},
+        running_ids,
+        interval=spec.heartbeat_interval,
+        grace=spec.heartbeat_grace,
+        retries=spec.retries,
+    )
+    with heartbeat:
+        _take_trials(spec, storage, bundle, ids, studies, report)
+    report.reaped = len(heartbeat.reaped)
+    return report
+
+
+def _take_trials(
+    spec: WorkerSpec,
+    storage: optuna.storages.RDBStorage,
+    bundle: FederationBundle,
+    ids: dict[str, int],
+    studies: dict[str, optuna.Study],
+    report: WorkerReport,
+) -> None:
+    """The worker's loop: pick the study with the most work left, run one trial there, repeat."""
+    rng = random.Random(hash((spec.seed, spec.index)))
     failures: dict[str, int] = dict.fromkeys(spec.studies, 0)
+    run_one = run_client_trial if spec.mode == "neighbourhood" else run_pair_trial
+    extra = {"precision": spec.precision} if spec.mode == "pair" else {}
     while True:
         counts = count_trials(storage, ids.values())
+        live = [n for n in spec.studies if failures[n] < MAX_CONSECUTIVE_FAILURES]
         open_ = [
             (counts[ids[n]].left(spec.budget), rng.random(), n)
-            for n in spec.studies
-            if failures[n] < MAX_CONSECUTIVE_FAILURES and counts[ids[n]].left(spec.budget) > 0
+            for n in live
+            if counts[ids[n]].left(spec.budget) > 0
         ]
         if not open_:
-            return report
+            # Trials still RUNNING elsewhere may fail yet (a dead worker's, once the heartbeat
+            # finds it) and reopen their study: wait for them, or the study could end short.
+            if any(counts[ids[n]].running for n in live):
+                time.sleep(WAIT_S)
+                continue
+            return
         name = max(open_)[2]
-        run_one = run_client_trial if spec.mode == "neighbourhood" else run_pair_trial
         outcome = run_one(
             studies[name],
             bundle,
@@ -151,13 +199,14 @@ def work(spec: WorkerSpec) -> WorkerReport:
             seed=spec.seed,
             retries=spec.retries,
             recipe=spec.config.kd,
+            **extra,
         )
         report.outcomes[outcome.state] = report.outcomes.get(outcome.state, 0) + 1
         if outcome.state == "failed":
             failures[name] += 1
             if failures[name] >= MAX_CONSECUTIVE_FAILURES:
                 report.gave_up[name] = outcome.reason
-        elif outcome.state != "surplus":
+        elif outcome.state not in ("surplus", "lost"):
             failures[name] = 0
         if spec.log and outcome.state != "surplus":
             print(_log_line(name, outcome, spec), flush=True)
@@ -179,24 +228,129 @@ def _log_line(name: str, outcome: Outcome, spec: WorkerSpec) -> str:
     return f"{name} #{outcome.number} {result} {what} [worker {spec.index} {spec.device}]{tail}"
 
 
-def worker_specs(workers: int, devices: list[str], **common) -> list[WorkerSpec]:
-    """Worker i takes devices[i % len(devices)]. CPU threads are split among the CPU workers so
-    they never oversubscribe the cores (torch would otherwise give each worker all of them)."""
-    on_cpu = sum(1 for i in range(workers) if devices[i % len(devices)] == "cpu")
+def worker_specs(devices: list[str], **common) -> list[WorkerSpec]:
+    """Worker i runs on devices[i] (see options.worker_devices). CPU threads are split among the
+    CPU workers so they never oversubscribe the cores (torch would give each worker all)."""
+    on_cpu = sum(1 for d in devices if d == "cpu")
     threads = max(1, cpu_cores() // max(1, on_cpu))
     return [
-        WorkerSpec(index=i, device=devices[i % len(devices)], threads=threads, **common)
-        for i in range(workers)
+        WorkerSpec(index=i, device=device, threads=threads, **common)
+        for i, device in enumerate(devices)
     ]
 
 
 def run_pool(specs: list[WorkerSpec]) -> list[WorkerReport]:
     """Run the workers to the end: in this process for one worker (the bundle is already loaded
-    here), else as loky processes."""
+    here), else one process each (tuner.worker_process).
+
+    Plain processes rather than an executor: a worker that dies (SIGKILL, OOM) breaks an
+    executor's whole pool, while here the others go on, a heartbeat check fails the dead one's
+    trial and they retry it; its report says how it ended.
+    """
     if len(specs) == 1:
         return [work(specs[0])]
-    parallel = joblib.Parallel(n_jobs=len(specs), backend="loky")
-    return list(parallel(joblib.delayed(work)(s) for s in specs))
+    children = [_Child(s) for s in specs]
+    _CHILDREN[:] = children
+    for child in children:
+        child.wait()
+    errors = [c.error for c in children if c.error is not None]
+    if any(isinstance(e, KeyboardInterrupt) for e in errors):
+        raise KeyboardInterrupt
+    if errors:
+        raise errors[0]
+    return [c.report for c in children]  # type: ignore[misc]
+
+
+class _Child:
+    """One worker process: the spec goes in on stdin, ``(report, error)`` comes back on a pipe
+    of its own (stdout stays the terminal's, for the trial log lines)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.report: WorkerReport | None = None
+        self.error: BaseException | None = None
+        read, write = os.pipe()
+        env = dict(os.environ)
+        # The child imports tuner from where this process did, whatever its working folder.
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner.worker_process", str(write)],
+            stdin=subprocess.PIPE,
+            pass_fds=(write,),
+            env=env,
+        )
+        os.close(write)
+        self._result = b""
+        # Read while the child runs: a result larger than the pipe buffer would block it.
+        self._reader = threading.Thread(target=self._read, args=(read,), daemon=True)
+        self._reader.start()
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a child that died at once says so below
+            self.proc.stdin.write(pickle.dumps(spec))
+            self.proc.stdin.close()
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            self._result = pipe.read()
+
+    def wait(self) -> None:
+        code = self.proc.wait()
+        self._reader.join()
+        if self._result:
+            self.report, self.error = pickle.loads(self._result)
+        else:  # it ended without a word: killed, or died in the interpreter
+            self.report = WorkerReport(self.spec.index, self.spec.device, died=_how_it_ended(code))
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+#: This process's worker processes, for stop_workers (called from the main thread).
+_CHILDREN: list[_Child] = []
+
+
+def _how_it_ended(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code} without a report"
+
+
+def stop_workers(grace: float = STOP_GRACE_S) -> None:
+    """After Ctrl-C: give the worker processes ``grace`` seconds to mark their trials FAIL and
+    exit (a terminal's Ctrl-C reached them too), then SIGTERM them (same effect, for an
+    interrupt that reached only this process), then kill what is left."""
+    for action in ("wait", "terminate", "kill"):
+        alive = [c.proc for c in _CHILDREN if c.is_alive()]
+        if not alive:
+            return
+        for proc in alive:
+            if action == "terminate":
+                proc.terminate()
+            elif action == "kill":
+                proc.kill()
+        deadline = time.monotonic() + grace
+        for proc in alive:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """In the main thread: SIGTERM (a process manager's stop) ends the run like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt_main)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_main(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_in_thread(specs: list[WorkerSpec]) -> tuple[threading.Thread, dict]:
@@ -221,5 +375,7 @@ __all__ = [
     "load_bundle_once",
     "run_in_thread",
     "run_pool",
+    "sigterm_as_interrupt",
+    "stop_workers",
     "worker_specs",
 ]

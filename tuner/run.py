@@ -9,27 +9,37 @@ studies set up (defaults enqueued once), and the pool started.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import optuna
 
-from objectives import StudyConfig, load_config, parse_config
+from objectives import StudyConfig, bundle_path, load_config, parse_config
 
 from .budget import count_trials, enqueue_missing_retries
 from .errors import RunError, StorageError, UsageError
-from .options import Pair, TuneOptions, check_options, parse_devices, parse_pairs
+from .fleet import SETTINGS_ATTR, check_bundle, record_bundle, record_settings
+from .options import (
+    Pair,
+    TuneOptions,
+    check_options,
+    parse_devices,
+    parse_pairs,
+    worker_devices,
+)
 from .pool import (
     MAX_CONSECUTIVE_FAILURES,
     WorkerReport,
     load_bundle_once,
     run_in_thread,
+    sigterm_as_interrupt,
+    stop_workers,
     worker_specs,
 )
 from .progress import Progress
 from .space import SearchSpace, parse_space
 from .storage import check_storage, get_storage, mask
-from .studies import check_existing, record_run, setup_study, study_name
+from .studies import check_existing, config_record, record_run, setup_study, study_name
 from .trials import abandon_running
 
 Say = Callable[[str], None]
@@ -81,6 +91,7 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
         f"{opts.trials} trials each, storage {mask(opts.storage)}"
     )
     bundle = load_bundle_once(p.config, opts.bundles, p.devices[0], progress=say)
+    check_bundle(storage, opts.storage, [study_name(p.config.name, q) for q in p.pairs], bundle)
     ids: dict[str, int] = {}
     for pair in p.pairs:
         ids[study_name(p.config.name, pair)] = sid = setup_study(
@@ -102,9 +113,18 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
     return _run(p, opts, storage, ids, say)
 
 
-def join(opts: TuneOptions, federation: str | None, say: Say = print) -> RunSummary:
-    """``dkd-tune worker``: add workers to the run recorded in the storage (no config needed: the
-    studies hold their config, budget, sampler and pruner)."""
+#: Options of ``dkd-tune worker`` that, when given, replace what the run recorded.
+JOIN_OWN = ("config", "pairs", "trials", "precision", "heartbeat_interval", "heartbeat_grace")
+
+
+def join(
+    opts: TuneOptions, federation: str | None, say: Say = print, *, own: Sequence[str] = ()
+) -> RunSummary:
+    """``dkd-tune worker``: add workers to the run recorded in the storage. The studies hold the
+    config, budget, sampler, pruner and worker settings; the options named in ``own`` (any of
+    JOIN_OWN) are this worker's instead: its own config file (same federation hash and KD recipe,
+    e.g. another data path), a subset of the pairs, another budget, its precision or heartbeat.
+    The worker's bundle must be the run's (digest check); it is never built here."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_options(opts)
     devices = parse_devices(opts.devices)
@@ -126,16 +146,56 @@ def join(opts: TuneOptions, federation: str | None, say: Say = print) -> RunSumm
         )
     first = studies[0].user_attrs
     config = parse_config(first["config"], source=f"study {studies[0].study_name}")
+    if "config" in own:
+        config = _own_config(opts, config, first)
+    if "pairs" in own:
+        wanted = set(parse_pairs(opts.pairs, config.federation.participants))
+        missing = wanted - {tuple(s.user_attrs["pair"]) for s in studies}
+        if missing:
+            a, b = sorted(missing)[0]
+            raise UsageError(
+                f"pair {a}-{b} is not part of the run in {mask(opts.storage)}: pick --pairs among "
+                "its studies (dkd-tune status lists them), or start it with dkd-tune --pairs"
+            )
+        studies = [s for s in studies if tuple(s.user_attrs["pair"]) in wanted]
     run = first["run"]
-    opts.trials, opts.sampler, opts.pruner = run["budget"], run["sampler"], run["pruner"]
+    if "trials" not in own:
+        opts.trials = run["budget"]
+    opts.sampler, opts.pruner = run["sampler"], run["pruner"]
     opts.seed, opts.retries = run["seed"] + 7_919, run["retries"]  # other samples than the run's
+    for key, value in first.get(SETTINGS_ATTR, {}).items():
+        if key not in own and hasattr(opts, key):
+            setattr(opts, key, value)
+    check_options(opts)
     space = parse_space(first["search"], f"study {studies[0].study_name}")
     pairs = [tuple(s.user_attrs["pair"]) for s in studies]
     p = Plan(opts, config, space, pairs, devices)  # type: ignore[arg-type]
-    load_bundle_once(config, opts.bundles, devices[0], progress=say)
+    path = bundle_path(config, opts.bundles)
+    if not (path / "meta.json").is_file():
+        raise StorageError(
+            f"no bundle of federation {config.name} at {path}: a worker uses the run's bundle, "
+            "never builds its own; share that folder (--bundles DIR or $DKD_TUNE_BUNDLES) or "
+            "copy it from the machine that started the run"
+        )
+    bundle = load_bundle_once(config, opts.bundles, devices[0], progress=say)
     ids = {s.study_name: s._study_id for s in studies}
+    check_bundle(storage, opts.storage, ids, bundle)
     say(f"joining {len(ids)} pair studies of {config.name} ({opts.trials} trials each)")
     return _run(p, opts, storage, ids, say)
+
+
+def _own_config(opts: TuneOptions, stored: StudyConfig, attrs: dict) -> StudyConfig:
+    """The worker's own config file, which must describe the run's federation and KD round."""
+    config = load_config(opts.config, opts.overrides)
+    fix = f"pass the run's config (or none: the studies hold it) instead of {opts.config}"
+    if config.federation_hash != stored.federation_hash:
+        raise UsageError(
+            f"--config gives federation hash {config.federation_hash}, the run has "
+            f"{stored.federation_hash}: {fix}"
+        )
+    if config.name != stored.name or config_record(config)["kd"] != attrs.get("kd_recipe"):
+        raise UsageError(f"--config names another federation or KD recipe than the run: {fix}")
+    return config
 
 
 def prepare(opts: TuneOptions, say: Say = print) -> list[dict]:
@@ -148,12 +208,22 @@ def prepare(opts: TuneOptions, say: Say = print) -> list[dict]:
 def _run(
     p: Plan, opts: TuneOptions, storage: optuna.storages.RDBStorage, ids: dict[str, int], say: Say
 ) -> RunSummary:
+    if opts.precision != "fp32" and opts.mode != "pair":
+        raise UsageError(f"--precision {opts.precision} is for pair studies: drop it")
+    bundle = load_bundle_once(p.config, opts.bundles, p.devices[0])  # loaded already: cached
+    check_bundle(storage, opts.storage, ids, bundle)
+    record_bundle(storage, ids.values(), bundle)
+    settings = {
+        "precision": opts.precision,
+        "heartbeat_interval": opts.heartbeat_interval,
+        "heartbeat_grace": opts.heartbeat_grace,
+    }
+    record_settings(storage, ids.values(), settings)
     started = time.monotonic()
     before = sum(c.finished for c in count_trials(storage, ids.values()).values())
     progress = Progress(storage, ids.values(), opts.trials, mode=opts.progress)
     specs = worker_specs(
-        opts.workers,
-        p.devices,
+        worker_devices(p.devices, opts.workers, opts.workers_per_device),
         url=opts.storage,
         config=p.config,
         bundles=opts.bundles,
@@ -166,19 +236,35 @@ def _run(
         retries=opts.retries,
         log=progress.mode == "log",
         mode=opts.mode,
+        **settings,
     )
-    thread, box = run_in_thread(specs)
-    try:
-        while thread.is_alive():
-            thread.join(timeout=1.0)
-            progress.poll(final=not thread.is_alive())
-    except KeyboardInterrupt:
-        abandon_running("interrupted (Ctrl-C)")  # loky workers see the SIGINT themselves
-        raise
+    with sigterm_as_interrupt():
+        thread, box = run_in_thread(specs)
+        try:
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+                progress.poll(final=not thread.is_alive())
+        except KeyboardInterrupt:
+            abandon_running("interrupted (Ctrl-C)")  # the in-process worker's trial
+            stop_workers()  # worker processes mark theirs; stragglers are terminated
+            raise
     if "error" in box:
         raise box["error"]
-    after = sum(c.finished for c in count_trials(storage, ids.values()).values())
+    counts = count_trials(storage, ids.values())
+    after = sum(c.finished for c in counts.values())
     summary = RunSummary(ids, box["reports"], time.monotonic() - started, after - before)
+    for rep in summary.reports:
+        if rep.died:
+            say(
+                f"worker {rep.index} ({rep.device}) {rep.died}; a heartbeat check fails its "
+                "running trial, which is then retried"
+            )
+    short = [n for n in ids if counts[ids[n]].finished < opts.trials]
+    if short and any(rep.died for rep in summary.reports):
+        raise RunError(
+            f"{len(short)} stud(ies) short of {opts.trials} trials after a worker died, e.g. "
+            f"{short[0]}: rerun the same command to top them up"
+        )
     from .notes import write_notes  # imports optuna-dashboard: only once a run ends
 
     write_notes(storage, opts.storage, ids)  # each pair study's dashboard note: default vs best

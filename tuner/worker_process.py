@@ -1,0 +1,49 @@
+"""The entry point of one worker process: ``python -m tuner.worker_process RESULT_FD``.
+
+The parent (pool.run_pool) writes the pickled WorkerSpec to the child's stdin and reads the
+pickled ``(report, error)`` from the pipe RESULT_FD when the child ends; stdout and stderr stay
+the terminal's, for the per-trial log lines. A fresh interpreter on a module of ours, unlike
+multiprocessing's spawn, never re-runs the caller's ``__main__`` (a user's script without a
+``if __name__ == "__main__"`` guard would otherwise start a second run in every worker).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """The first SIGINT/SIGTERM interrupts; later ones are ignored, so that a second Ctrl-C
+    cannot cut short the marking of the running trial as FAIL."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def main(result_fd: int) -> int:
+    # SIGTERM (terminate, a process manager) counts as Ctrl-C: the running trial is marked FAIL.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    report, error = None, None
+    try:
+        from .pool import work
+
+        report = work(pickle.load(sys.stdin.buffer))
+    except KeyboardInterrupt:
+        error = KeyboardInterrupt()
+    except BaseException as exc:
+        error = exc
+        try:
+            pickle.dumps(exc)
+        except Exception:  # an exception that does not pickle still reaches the parent
+            error = RuntimeError(f"{exc.__class__.__name__}: {exc}")
+    with os.fdopen(result_fd, "wb") as out:
+        pickle.dump((report, error), out)
+    return 130 if isinstance(error, KeyboardInterrupt) else (1 if error else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
