@@ -395,3 +395,128 @@ def summary(cells: Sequence[Cell]) -> dict[str, dict[str, Any]]:
             "mean_seed_std": statistics.fmean(stds) if stds else math.nan,
         }
     return out
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def compare_body(cells: Sequence[Cell]) -> str:
+    """The report's compare section: accuracy (mean ± std over seeds) per divergence and
+    aggregation for each federation, accuracy against seconds per round, and the table."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .report import figure
+    from .report import table as html_table
+
+    feds = list(dict.fromkeys((c.federation, c.partition) for c in cells))
+    by = {(c.federation, c.divergence, c.aggregation): c for c in cells}
+    colours = {"avg": "#1f77b4", "sum": "#ff7f0e"}
+    bars = make_subplots(
+        rows=1, cols=len(feds), subplot_titles=[f"{p} ({f})" for f, p in feds], shared_yaxes=True
+    )
+    trade = go.Figure()
+    for col, (fed, partition) in enumerate(feds, start=1):
+        for agg in AGGREGATIONS:
+            row = [by.get((fed, d, agg)) for d in DIVERGENCES]
+            bars.add_trace(
+                go.Bar(
+                    name=agg,
+                    x=list(DIVERGENCES),
+                    y=[None if c is None else c.accuracy for c in row],
+                    error_y={"array": [0 if c is None else c.accuracy_std or 0 for c in row]},
+                    marker_color=colours[agg],
+                    showlegend=col == 1,
+                    legendgroup=agg,
+                ),
+                row=1,
+                col=col,
+            )
+            done = [c for c in row if c is not None and c.accuracy is not None]
+            trade.add_trace(
+                go.Scatter(
+                    name=f"{partition} {agg}",
+                    x=[c.seconds_per_round for c in done],
+                    y=[c.accuracy for c in done],
+                    text=[c.divergence for c in done],
+                    mode="markers+text",
+                    textposition="top center",
+                    marker={
+                        "color": colours[agg],
+                        "symbol": "circle" if col == 1 else "diamond",
+                        "size": 10,
+                    },
+                )
+            )
+    spread = [c.accuracy for c in cells if c.accuracy is not None]
+    if spread:
+        pad = max(0.5, (max(spread) - min(spread)) * 0.5)
+        bars.update_yaxes(range=[min(spread) - pad, max(spread) + pad])
+    bars.update_layout(barmode="group", yaxis_title="head-2 accuracy (%)")
+    trade.update_layout(xaxis_title="seconds per round", yaxis_title="head-2 accuracy (%)")
+    seeds = "/".join(map(str, sorted({c.n for c in cells})))
+    rows = []
+    for d in DIVERGENCES:
+        for agg in AGGREGATIONS:
+            line: list[object] = [d, agg]
+            for fed, _ in feds:
+                c = by.get((fed, d, agg))
+                s = None if c is None else c.seconds_per_round
+                line += ["-" if c is None else _mean_std(c), "-" if s is None else f"{s:.1f}"]
+            rows.append(line)
+    head = ["divergence", "aggregation"]
+    for _, partition in feds:
+        head += [f"{partition} accuracy (%)", "s/round"]
+    return (
+        figure(
+            bars,
+            "compare-accuracy",
+            f"Head-2 test accuracy after one neighbourhood round, mean over the clients, mean ± "
+            f"std over {seeds} seed(s), per divergence and aggregation (avg: one divergence to "
+            "the mean of the neighbours' predictions; sum: one per neighbour).",
+        )
+        + figure(
+            trade,
+            "compare-tradeoff",
+            "Accuracy against the seconds a round of every client takes (the accuracy / "
+            "efficiency trade-off of the two aggregations).",
+        )
+        + html_table(head, rows)
+    )
+
+
+def write_page(url: str, out: str) -> list[Cell]:
+    """``dkd-tune compare --report FILE``: a self-contained page with the compare section."""
+    import html
+    import os
+    import tempfile
+
+    import plotly.offline
+
+    from .report import _CSS
+
+    cells = read_cells(get_storage(url))
+    if not cells:
+        raise UsageError(f"no compare studies in {mask(url)}: run dkd-tune compare first")
+    title = "dkd-tune compare: divergence x aggregation"
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_CSS}</style><script>{plotly.offline.get_plotlyjs()}</script></head><body>"
+        f"<h1>{title}</h1><p>Storage {html.escape(mask(url))}.</p>"
+        f'<section id="compare">{compare_body(cells)}</section></body></html>'
+    )
+    folder = os.path.dirname(out) or "."
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".compare.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)  # never half a page
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UsageError(
+            f"cannot write --report {out} ({exc.strerror or exc}): pick a writable path"
+        ) from None
+    return cells

@@ -513,3 +513,44 @@ def tune_neighbourhood(opts, say):
         enqueue_missing_retries(optuna.load_study(study_name=name, storage=storage), opts.retries)
     plan = Plan(opts, config, space, client_targets, devices)  # type: ignore[arg-type]
     return _run(plan, opts, storage, ids, say)
+
+
+def clients_body(rows: list[dict]) -> str:
+    """The report's neighbourhood section: per client study the best and the default gain (head
+    2 after the round minus the client's accuracy before KD) and the best configuration."""
+    import plotly.graph_objects as go
+
+    from .report import figure, table
+
+    labels = [r["study"] for r in rows]
+    fig = go.Figure(
+        [
+            go.Bar(name="default (T=1, a=0.5, kl/avg)", x=labels,
+                   y=[r["default_gain"] for r in rows], marker_color="#8c8c8c"),
+            go.Bar(name="best", x=labels, y=[r["best_gain"] for r in rows],
+                   marker_color="#1f77b4"),
+        ]
+    )  # fmt: skip
+    fig.update_layout(barmode="group", yaxis_title="gain of head 2 (pp)")
+
+    def pp(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.2f}"
+
+    lines = []
+    for r in rows:
+        p = r["best_params"] or {}
+        best = (
+            f"T={p['temperature']:.3g} a={p['alpha']:.2f} {p['divergence']}/{p['aggregation']}"
+            if p
+            else "-"
+        )
+        lines.append(
+            (r["study"], ",".join(map(str, r["neighbours"])), r["finished"], pp(r["default_gain"]),
+             pp(r["best_gain"]), pp(r["improvement"]), best)
+        )  # fmt: skip
+    head = ("study", "neighbours", "finished", "default", "best", "improvement", "best config")
+    caption = (
+        "Neighbourhood mode: each client's head 2 learns from all of its neighbours at once; "
+        "gain = head-2 test accuracy after the round minus the client's accuracy before KD."
+    )
+    return figure(fig, "neighbourhood", caption) + table(head, lines)

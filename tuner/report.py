@@ -455,6 +455,28 @@ def pairs_section(d: ReportData) -> Section:
     return Section("pairs", "Every pair", table(head, rows, "pairs"))
 
 
+def neighbourhood_section(d: ReportData) -> Section | None:
+    """The client studies of ``--mode neighbourhood`` in the same storage, if any."""
+    if not d.clients:
+        return None
+    from .neighbourhood import clients_body
+
+    return Section(
+        "neighbourhood", "Neighbourhood mode: one study per client", clients_body(d.clients)
+    )
+
+
+def compare_section(d: ReportData) -> Section | None:
+    """``dkd-tune compare``'s divergence × aggregation table in the same storage, if any."""
+    if not d.compare:
+        return None
+    from .compare import compare_body
+
+    return Section(
+        "compare", "Divergence × aggregation (dkd-tune compare)", compare_body(d.compare)
+    )
+
+
 #: The page, in order. Append a function to add a section.
 SECTIONS: list[SectionFn] = [
     summary_section,
@@ -465,6 +487,8 @@ SECTIONS: list[SectionFn] = [
     importance_section,
     forgetting_section,
     pairs_section,
+    neighbourhood_section,
+    compare_section,
 ]
 
 _CSS = """

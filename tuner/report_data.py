@@ -223,6 +223,8 @@ class ReportData:
     pooled_noise: float | None  # RMS of the confirmed pairs' noise
     importances: dict[str, float] = field(default_factory=dict)
     importance_pairs: int = 0
+    compare: list = field(default_factory=list)  # tuner.compare.Cell of every compare study
+    clients: list[dict] = field(default_factory=list)  # tuner.neighbourhood.client_rows
 
     @property
     def compared(self) -> list[PairResult]:
@@ -284,6 +286,10 @@ def collect(
     )
     if importances:
         data.importances, data.importance_pairs = pooled_importances(storage, studies)
+    from .compare import read_cells  # the neighbourhood mode's studies, shown where present
+    from .neighbourhood import client_rows
+
+    data.compare, data.clients = read_cells(storage), client_rows(storage, federation)
     return data
 
 

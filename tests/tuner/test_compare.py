@@ -113,3 +113,26 @@ def test_bad_input_is_one_line_and_writes_nothing(
         assert err.count("\n") == 1 and err.startswith("dkd-tune: error: "), (name, err)
         assert phrase in err, (name, err)
         assert db_digest(compared["url"]) == digest, name
+
+
+def test_report_draws_the_compare_table(
+    compared: dict, tmp_path, capsys: pytest.CaptureFixture
+) -> None:
+    """The section the pair report appends, and the page ``compare --report`` writes alone."""
+    from types import SimpleNamespace
+
+    from tuner.report import compare_section
+
+    assert compare_section(SimpleNamespace(compare=[])) is None
+    section = compare_section(SimpleNamespace(compare=compared["cells"]))
+    assert 'id="plot-compare-accuracy"' in section.body
+    assert 'id="plot-compare-tradeoff"' in section.body
+    assert section.body.count("<tr>") == 1 + len(DIVERGENCES) * len(AGGREGATIONS)
+    page = tmp_path / "compare.html"
+    args = ["compare", "--config", compared["config"], "--bundles", compared["bundles"]]
+    assert main([*args, "--storage", compared["url"], "--report", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and 'id="plot-compare-accuracy"' in text
+    first = compared["cells"][0]
+    assert f"{first.accuracy:.2f} ± {first.accuracy_std:.2f}" in text
+    capsys.readouterr()

@@ -138,3 +138,16 @@ def test_bad_input_is_one_line_and_writes_nothing(
         assert err.count("\n") == 1 and err.startswith("dkd-tune: error: "), (name, err)
         assert phrase in err, (name, err)
         assert db_digest(clients_db) == digest, name
+
+
+def test_report_section_shows_the_clients(clients_db: str) -> None:
+    from types import SimpleNamespace
+
+    from tuner.report import neighbourhood_section
+
+    rows = client_rows(get_storage(clients_db))
+    assert neighbourhood_section(SimpleNamespace(clients=[])) is None
+    body = neighbourhood_section(SimpleNamespace(clients=rows)).body
+    assert 'id="plot-neighbourhood"' in body
+    assert "tiny2/client-0" in body and "tiny2/client-2" in body
+    assert body.count("<tr>") == 1 + len(rows)
