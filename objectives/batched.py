@@ -185,7 +185,7 @@ class _Batch:
         ds = b.dataset
         # A skeleton on the meta device: functional_call only needs the module's structure.
         self.base = build_model(b.config.model.name, ds.channels, ds.classes, ds.image_size)
-        self.base = self.base.to("meta")
+        self.base = _vmap_friendly(self.base.to("meta"))
         self.train_fwd = vmap(self._forward)
         self.eval_fwd = vmap(self._forward, in_dims=(0, 0, None))
         self.optimizer = _StackedOptimizer(self.params, self.recipe, len(plans))
@@ -373,6 +373,26 @@ class _Batch:
             hits = b.test_logits[student][self.subset].argmax(1) == b.dataset.test_y[self.subset]
             self._state[key] = 100.0 * hits.double().mean().item()
         return self._state[key]
+
+
+class _GlobalMeanPool(torch.nn.Module):
+    """``AdaptiveAvgPool2d(1)`` as a mean: vmap has no batching rule for the ``as_strided_`` the
+    adaptive pool uses on channels_last inputs and would loop over the trials instead."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+def _vmap_friendly(module: torch.nn.Module) -> torch.nn.Module:
+    """The skeleton with its global average pools (ResNet's) replaced by ``_GlobalMeanPool``;
+    neither has parameters, so the stacked state dicts still fit."""
+    for name, child in list(module.named_children()):
+        size = getattr(child, "output_size", None)
+        if isinstance(child, torch.nn.AdaptiveAvgPool2d) and size in (1, (1, 1)):
+            setattr(module, name, _GlobalMeanPool())
+        else:
+            _vmap_friendly(child)
+    return module
 
 
 def _by_size(members: list[_Member]) -> list[list[_Member]]:
