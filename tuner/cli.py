@@ -119,6 +119,13 @@ def _add_workers(p: argparse.ArgumentParser) -> None:
         help="bf16: autocast the KD steps to bfloat16 (GPUs; default fp32)",
     )
     p.add_argument(
+        "--batch-trials",
+        type=_whole,
+        default=None,
+        metavar="K",
+        help="each worker trains K trials' students at once (fills a GPU; default 1)",
+    )
+    p.add_argument(
         "--heartbeat-interval",
         type=_seconds,
         default=None,
@@ -136,7 +143,7 @@ def _add_workers(p: argparse.ArgumentParser) -> None:
 
 
 #: Worker options whose CLI default is None, so that a joining worker can tell "not given".
-_WORKER_SETTINGS = ("workers_per_device", "precision")
+_WORKER_SETTINGS = ("workers_per_device", "precision", "batch_trials")
 _HEARTBEAT = ("heartbeat_interval", "heartbeat_grace")
 
 

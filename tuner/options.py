@@ -47,6 +47,7 @@ class TuneOptions:
     progress: str = "auto"  # auto (live line on a TTY) | live | log | quiet
     workers_per_device: int | None = None  # k workers on every device (instead of --workers N)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the KD steps; objectives.run_trial)
+    batch_trials: int = 1  # k trials trained at once per worker (objectives.batched)
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S  # seconds between a worker's beats
     heartbeat_grace: float = HEARTBEAT_GRACE_S  # silence after which a trial is failed, retried
     mode: str = "pair"  # pair | neighbourhood
@@ -69,6 +70,11 @@ def check_options(opts: TuneOptions) -> None:
     if opts.precision not in PRECISIONS:
         raise UsageError(
             f"unknown precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    if not isinstance(opts.batch_trials, int) or opts.batch_trials < 1:
+        raise UsageError(
+            f"--batch-trials {opts.batch_trials} must be a whole number >= 1 (1: one trial at a "
+            "time), e.g. --batch-trials 8 on a GPU"
         )
     check_heartbeat(opts.heartbeat_interval, opts.heartbeat_grace)
     if opts.retries < 0:

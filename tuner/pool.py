@@ -27,6 +27,7 @@ import torch
 
 from objectives import FederationBundle, StudyConfig, prepare_federation
 
+from .batch import pick_slots, run_pair_batch
 from .budget import count_trials
 from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, Heartbeat
 from .neighbourhood import run_client_trial
@@ -66,6 +67,7 @@ class WorkerSpec:
     retries: int
     log: bool = False  # one line per trial on stdout (when the parent shows no live line)
     precision: str = "fp32"  # fp32 | bf16 (pair trials; objectives.run_trial)
+    batch_trials: int = 1  # pair trials trained at once (tuner.batch); 1: one at a time
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     heartbeat_grace: float = HEARTBEAT_GRACE_S
     mode: str = "pair"  # neighbourhood: client studies, whose trials run_client_trial runs
@@ -188,28 +190,50 @@ def _take_trials(
                 time.sleep(WAIT_S)
                 continue
             return
-        name = max(open_)[2]
-        outcome = run_one(
-            studies[name],
-            bundle,
-            spec.space,
-            spec.studies[name],
-            budget=spec.budget,
-            device=spec.device,
-            seed=spec.seed,
-            retries=spec.retries,
-            recipe=spec.config.kd,
-            **extra,
-        )
-        report.outcomes[outcome.state] = report.outcomes.get(outcome.state, 0) + 1
-        if outcome.state == "failed":
-            failures[name] += 1
-            if failures[name] >= MAX_CONSECUTIVE_FAILURES:
-                report.gave_up[name] = outcome.reason
-        elif outcome.state not in ("surplus", "lost"):
-            failures[name] = 0
-        if spec.log and outcome.state != "surplus":
-            print(_log_line(name, outcome, spec), flush=True)
+        if spec.batch_trials > 1 and spec.mode == "pair":
+            # k trials at once: the slots go to the studies with the most work left.
+            order = [n for _, _, n in sorted(open_, reverse=True)]
+            work_left = {n: left for left, _, n in open_}
+            slots = [
+                (n, studies[n], spec.studies[n])
+                for n in pick_slots(work_left, spec.batch_trials, order)
+            ]
+            outcomes = run_pair_batch(
+                slots,
+                bundle,
+                spec.space,
+                budget=spec.budget,
+                device=spec.device,
+                seed=spec.seed,
+                retries=spec.retries,
+                recipe=spec.config.kd,
+                **extra,
+            )
+        else:
+            name = max(open_)[2]
+            outcome = run_one(
+                studies[name],
+                bundle,
+                spec.space,
+                spec.studies[name],
+                budget=spec.budget,
+                device=spec.device,
+                seed=spec.seed,
+                retries=spec.retries,
+                recipe=spec.config.kd,
+                **extra,
+            )
+            outcomes = [(name, outcome)]
+        for name, outcome in outcomes:
+            report.outcomes[outcome.state] = report.outcomes.get(outcome.state, 0) + 1
+            if outcome.state == "failed":
+                failures[name] += 1
+                if failures[name] >= MAX_CONSECUTIVE_FAILURES:
+                    report.gave_up[name] = outcome.reason
+            elif outcome.state not in ("surplus", "lost"):
+                failures[name] = 0
+            if spec.log and outcome.state != "surplus":
+                print(_log_line(name, outcome, spec), flush=True)
 
 
 def _log_line(name: str, outcome: Outcome, spec: WorkerSpec) -> str:

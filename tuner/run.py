@@ -114,7 +114,15 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
 
 
 #: Options of ``dkd-tune worker`` that, when given, replace what the run recorded.
-JOIN_OWN = ("config", "pairs", "trials", "precision", "heartbeat_interval", "heartbeat_grace")
+JOIN_OWN = (
+    "config",
+    "pairs",
+    "trials",
+    "precision",
+    "batch_trials",
+    "heartbeat_interval",
+    "heartbeat_grace",
+)
 
 
 def join(
@@ -210,11 +218,14 @@ def _run(
 ) -> RunSummary:
     if opts.precision != "fp32" and opts.mode != "pair":
         raise UsageError(f"--precision {opts.precision} is for pair studies: drop it")
+    if opts.batch_trials != 1 and opts.mode != "pair":
+        raise UsageError(f"--batch-trials {opts.batch_trials} is for pair studies: drop it")
     bundle = load_bundle_once(p.config, opts.bundles, p.devices[0])  # loaded already: cached
     check_bundle(storage, opts.storage, ids, bundle)
     record_bundle(storage, ids.values(), bundle)
     settings = {
         "precision": opts.precision,
+        "batch_trials": opts.batch_trials,
         "heartbeat_interval": opts.heartbeat_interval,
         "heartbeat_grace": opts.heartbeat_grace,
     }
