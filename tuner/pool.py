@@ -25,7 +25,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from objectives import FederationBundle, StudyConfig, prepare_federation
+from objectives import FederationBundle, StudyConfig, bundle_path, prepare_federation
 
 from .batch import pick_slots, run_pair_batch
 from .budget import count_trials
@@ -45,7 +45,7 @@ WAIT_S = 1.0
 #: and a terminated one before it is killed.
 STOP_GRACE_S = 5.0
 
-_BUNDLES: dict[str, FederationBundle] = {}  # per process: the parent's bundle serves workers=1
+_BUNDLES: dict[str, FederationBundle] = {}  # per process and folder: the parent's serves workers=1
 
 
 @dataclass
@@ -89,12 +89,14 @@ def load_bundle_once(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> FederationBundle:
-    """The federation bundle, loaded (or built) at most once per process."""
-    if config.federation_hash not in _BUNDLES:
-        _BUNDLES[config.federation_hash] = prepare_federation(
+    """The federation bundle, loaded (or built) at most once per process and folder (two folders
+    may hold different bundles under one federation hash: see tuner.fleet)."""
+    key = str(bundle_path(config, bundles).resolve())
+    if key not in _BUNDLES:
+        _BUNDLES[key] = prepare_federation(
             config, directory=bundles, device=device, progress=progress
         )
-    return _BUNDLES[config.federation_hash]
+    return _BUNDLES[key]
 
 
 class _GridSampler(optuna.samplers.GridSampler):

@@ -11,6 +11,8 @@ import contextlib
 import math
 import os
 import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,26 +66,70 @@ def run_pair_trial(
     hash, which the KD recipe is not part of, so ``bundle.config.kd`` may be another run's.
     ``precision``: ``fp32`` or ``bf16`` (autocast of the training steps, see run_trial).
     """
-    trial = study.ask()
-    if not claim_is_within_budget(study, trial._trial_id, budget):
-        return _give_back(study, trial)
-    _RUNNING[trial._trial_id] = (study, trial, retries)
+    with interrupts_held():
+        trial = study.ask()
+        # Registered at once: an interrupt even during the claim must not leave it RUNNING.
+        _RUNNING[trial._trial_id] = (study, trial, retries)
     try:
+        if not claim_is_within_budget(study, trial._trial_id, budget):
+            return _give_back(study, trial)
         beat_now(study, trial._trial_id)
         return _run_claimed(
             study, trial, bundle, space, pair, device, seed, retries, recipe, precision
         )
-    except (UpdateFinishedTrialError, ValueError) as exc:
-        # A heartbeat check of another worker failed this trial while it ran (this process was
-        # silent too long); its retry is queued already. Anything else is re-raised.
-        reason = str(study._storage.get_trial(trial._trial_id).user_attrs.get("fail_reason", ""))
-        if isinstance(exc.__context__, KeyboardInterrupt):
-            raise exc.__context__ from None
-        if not reason.startswith(LOST):
-            raise
-        return Outcome(trial.number, "lost", {}, reason=reason)
+    except BaseException as exc:
+        try:
+            frozen = study._storage.get_trial(trial._trial_id)
+        except Exception:
+            raise exc from None  # the database is gone too: the heartbeat will fail the trial
+        reason = str(frozen.user_attrs.get("fail_reason", ""))
+        if isinstance(exc, UpdateFinishedTrialError | ValueError) and reason.startswith(LOST):
+            # A heartbeat check of another worker failed this trial while it ran (this process
+            # was silent too long); its retry is queued already.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise exc.__context__ from None
+            return Outcome(trial.number, "lost", {}, reason=reason)
+        if frozen.state == TrialState.RUNNING:
+            # An interrupt (or a bug) outside run_trial's own guard, e.g. while the result is
+            # stored: close the trial here, or it would hold budget until its heartbeat lapses.
+            with contextlib.suppress(Exception):
+                _fail(study, trial, f"{exc.__class__.__name__}: {exc}", retries)
+        raise
     finally:
         _RUNNING.pop(trial._trial_id, None)
+
+
+class _Held:
+    """Interrupts held back by :func:`interrupts_held` (in the main thread of a worker process,
+    where its signal handler asks :func:`defer_interrupt`)."""
+
+    depth = 0
+    pending = False
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM back until the block ends, then raise it. ``ask`` commits the trial
+    as RUNNING and then still runs the sampler: an interrupt in between would leave a RUNNING
+    trial nobody knows of (until a heartbeat check, a grace period later)."""
+    main = threading.current_thread() is threading.main_thread()
+    _Held.depth += main
+    try:
+        yield
+    finally:
+        _Held.depth -= main
+    if main and not _Held.depth and _Held.pending:
+        _Held.pending = False
+        raise KeyboardInterrupt
+
+
+def defer_interrupt() -> bool:
+    """For a signal handler: True if an interrupt arrived inside :func:`interrupts_held` (it is
+    raised when the block ends), False if the handler should raise it now."""
+    if _Held.depth:
+        _Held.pending = True
+        return True
+    return False
 
 
 def running_ids() -> list[int]:

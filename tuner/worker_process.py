@@ -16,8 +16,12 @@ import sys
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    """The first SIGINT/SIGTERM interrupts; later ones are ignored, so that a second Ctrl-C
-    cannot cut short the marking of the running trial as FAIL."""
+    """The first SIGINT/SIGTERM interrupts (once the trial being claimed is registered, see
+    trials.interrupts_held); later ones are ignored, so that a second Ctrl-C cannot cut short
+    the marking of the running trial as FAIL."""
+    trials = sys.modules.get("tuner.trials")  # not imported yet: no trial to protect
+    if trials is not None and trials.defer_interrupt():
+        return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
@@ -33,6 +37,11 @@ def main(result_fd: int) -> int:
 
         report = work(pickle.load(sys.stdin.buffer))
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in _interrupt: finish the clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        from .trials import abandon_running  # a trial the interrupt caught outside its own guard
+
+        abandon_running("interrupted (Ctrl-C)")
         error = KeyboardInterrupt()
     except BaseException as exc:
         error = exc
