@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: install dataset browser test lint demo bench clean
+.PHONY: install dataset browser test lint demo bench bench-search clean
 
 install: $(VENV)/.installed dataset browser
 
@@ -57,9 +57,22 @@ demo: install
 	$(VENV)/bin/dkd-tune export --storage $(DEMO_DB) --format csv --out demo-best.csv
 	@echo "winners per pair: demo-best.csv; browse every trial: $(VENV)/bin/optuna-dashboard $(DEMO_DB)"
 
-# Benchmarks are not part of `make test`: they print ratios, they assert nothing.
+# Benchmarks are not part of `make test`: they print ratios, they assert nothing (results and
+# how to read them: bench/RESULTS.md). On a machine with a GPU the GPU runs follow: the small CNN
+# and ResNet-18 (synthetic CIFAR-10-shaped data) in bf16, with K trials at once.
+BENCH_DEVICE ?= $(shell $(PY) -c "import torch; print('cuda:0' if torch.cuda.is_available() else 'cpu')")
 bench: install
-	$(PY) bench/trial_throughput.py --repeats 5
+	$(PY) bench/trial_throughput.py --repeats 5 --batch-trials 4
+	$(PY) bench/floor_gap.py
+	@if [ "$(BENCH_DEVICE)" != cpu ]; then set -e; \
+	  $(PY) bench/trial_throughput.py --device $(BENCH_DEVICE) --precision bf16 --repeats 5 --batch-trials 32; \
+	  $(PY) bench/trial_throughput.py --device $(BENCH_DEVICE) --model resnet18 --precision bf16 --repeats 3 --batch-trials 8; \
+	fi
+
+# Search efficiency, TPE + median pruning against the T x alpha grid (about 20 min on 2 idle CPU
+# cores; the grid's gains are cached in bench/results/search_grid.json and reused).
+bench-search: install
+	$(PY) bench/search_efficiency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache test-output
