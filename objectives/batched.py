@@ -108,7 +108,6 @@ class _Plan:
     eval_at: dict[int, int]  # step -> evaluation index (1..points)
     points: int
     lrs: list[float]
-    nonfinite: bool = False
     done: bool = False
     row: int = 0  # this trial's index along the stacked dimension
 
@@ -189,6 +188,7 @@ class _Batch:
         self.train_fwd = vmap(self._forward)
         self.eval_fwd = vmap(self._forward, in_dims=(0, 0, None))
         self.optimizer = _StackedOptimizer(self.params, self.recipe, len(plans))
+        self._constants()
         self.subset = eval_subset(b, self.recipe.eval_subset)
         self.x_subset = self.data.test_x[self.subset.to(self.device)]
         self.y_subset = self.data.test_y[self.subset.to(self.device)]
@@ -204,9 +204,28 @@ class _Batch:
     def _forward(self, params: dict, buffers: dict, x: Tensor) -> Tensor:
         return functional_call(self.base, (params, buffers), (x,))
 
+    def _dev(self, values: Tensor | list) -> Tensor:
+        """A small CPU tensor (or list of ints) on the device without a sync: a plain copy from
+        pageable memory waits for the GPU's queue, a pinned non-blocking one does not, so the
+        host can queue the next kernels while the device works."""
+        t = values if isinstance(values, Tensor) else torch.tensor(values)
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def _constants(self) -> None:
+        """Per-trial weights on the device, rounded to float32 from Python floats as the single
+        trial's ``a * kd`` and ``(1 - a) * ce`` do; a per-trial non-finite flag kept there."""
+        specs = [p.spec for p in self.plans]
+        self.alpha = self._dev(torch.tensor([s.alpha for s in specs], dtype=torch.float32))
+        self.ce_weight = self._dev(torch.tensor([1 - s.alpha for s in specs], dtype=torch.float32))
+        self.temps = self._dev(torch.tensor([s.temperature for s in specs], dtype=torch.float64))
+        self.nonfinite = torch.zeros(len(specs), dtype=torch.bool, device=self.device)
+
     def _train_step(self, live: list[_Plan], step: int) -> None:
         """One optimizer step of every live trial: the transfer forwards (BN sees each trial's
-        transfer batch), then the local forwards, one backward, one stacked update."""
+        transfer batch), then the local forwards, one backward, one stacked update. Nothing here
+        waits for the device (non-finite losses are flagged there, read at evaluations)."""
         self.base.train()
         first, second = [], []
         for p in live:
@@ -224,83 +243,76 @@ class _Batch:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
             for phase in (first, second):
                 for group in _by_size(phase):
-                    rows = torch.tensor([m.plan.row for m in group], device=self.device)
-                    loss = loss.index_add(0, rows, self._group_loss(group, rows))
-        live_rows = torch.tensor([p.row for p in live], device=self.device)
-        live_loss = loss[live_rows]
-        bad = (~torch.isfinite(live_loss)).tolist()
-        for p, is_bad in zip(live, bad, strict=True):
-            p.nonfinite |= is_bad
+                    rows = [m.plan.row for m in group]
+                    loss = loss.index_add(0, self._dev(rows), self._group_loss(group, rows))
+        live_rows = self._dev([p.row for p in live])
+        live_loss = loss.index_select(0, live_rows)
+        bad = self.nonfinite.index_select(0, live_rows) | ~torch.isfinite(live_loss)
+        self.nonfinite.index_copy_(0, live_rows, bad)
         self.optimizer.zero_grad()
         live_loss.sum().backward()
-        lr = torch.zeros(len(self.plans), device=self.device)
-        lr[live_rows] = torch.tensor([p.lrs[step] for p in live], device=self.device)
-        self.optimizer.step(lr, live_rows)
+        lr = [0.0] * len(self.plans)
+        for p in live:
+            lr[p.row] = p.lrs[step]
+        self.optimizer.step(self._dev(lr), live_rows)
 
-    def _group_loss(self, group: list[_Member], rows: Tensor) -> Tensor:
+    def _group_loss(self, group: list[_Member], rows: list[int]) -> Tensor:
         """DESIGN §3's loss of each member of a group whose batches have the same size: one
         vmapped forward, the terms vectorised over members (a zero-weight term is left out)."""
         n, size = len(group), len(group[0].rows)
-        xrows = torch.stack([m.rows for m in group]).to(self.device)
-        x = self.data.train_x[xrows.reshape(-1)].unflatten(0, (n, size))
+        rows_d = self._dev(rows)
+        xrows = self._dev(torch.cat([m.rows for m in group]))
+        x = self.data.train_x[xrows].unflatten(0, (n, size))
         params, buffers = self._slice(rows)
         logits = self.train_fwd(params, buffers, x)  # [n, size, classes]
         with torch.no_grad():  # BN updated its running statistics on the copy: write them back
             for name, value in buffers.items():
-                self.buffers[name].index_copy_(0, rows, value)
+                self.buffers[name].index_copy_(0, rows_d, value)
         loss = torch.zeros(n, device=self.device)
         kd_members = [i for i, m in enumerate(group) if m.kd_idx is not None]
         if kd_members:
             loss = loss + self._kd(group, kd_members, logits)
-        ce_members = [i for i, m in enumerate(group) if m.ce]
-        if ce_members:
-            y = self.data.train_y[xrows.reshape(-1)].view(n, size)
+        if any(m.ce for m in group):
+            y = self.data.train_y[xrows].view(n, size)
             ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
             ce = ce.view(n, size).mean(1)
-            weight = torch.tensor([1 - m.plan.spec.alpha for m in group], device=self.device)
-            mask = torch.zeros(n, dtype=torch.bool, device=self.device)
-            mask[ce_members] = True
+            weight = self.ce_weight.index_select(0, rows_d)
+            mask = self._dev(torch.tensor([m.ce for m in group]))
             loss = loss + torch.where(mask, weight * ce, 0.0)
         return loss
 
     def _kd(self, group: list[_Member], members: list[int], logits: Tensor) -> Tensor:
         """α·T²·mean D(targets, p_s) for the members with a KD term, grouped by divergence and
         by teacher count (float64, as ``kd_term``); zero for the others."""
-        n = len(group)
-        out = torch.zeros(n, device=self.device)
+        out = torch.zeros(len(group), device=self.device)
         kinds: dict[tuple[str, int], list[int]] = {}
         for i in members:
             spec = group[i].plan.spec
             kinds.setdefault((spec.divergence, group[i].plan.targets.shape[0]), []).append(i)
         for (name, _), idx in kinds.items():
             plans = [group[i].plan for i in idx]
-            temps = torch.tensor(
-                [p.spec.temperature for p in plans], dtype=torch.float64, device=self.device
-            )
+            trial_rows = self._dev([p.row for p in plans])
+            temps = self.temps.index_select(0, trial_rows)
             log_q = torch.stack(
-                [
-                    p.targets[:, group[i].kd_idx.to(self.device)]
-                    for i, p in zip(idx, plans, strict=True)
-                ]
+                [p.targets[:, self._dev(group[i].kd_idx)] for i, p in zip(idx, plans, strict=True)]
             )  # [m, K', size, classes]
-            z = logits[idx].double() / temps.view(-1, 1, 1)
+            z = logits.index_select(0, self._dev(idx)).double() / temps.view(-1, 1, 1)
             log_p = torch.log_softmax(z, dim=-1)
             per_row = get_divergence(name)(log_q, log_p.unsqueeze(1)).sum(1)
             kd = (temps * temps * per_row.mean(1)).to(torch.float32)
-            alpha = torch.tensor([p.spec.alpha for p in plans], device=self.device)
-            out = out.index_add(0, torch.tensor(idx, device=self.device), alpha * kd)
+            alpha = self.alpha.index_select(0, trial_rows)
+            out = out.index_add(0, self._dev(idx), alpha * kd)
         return out
 
-    def _slice(self, rows: Tensor) -> tuple[dict, dict]:
+    def _slice(self, rows: list[int]) -> tuple[dict, dict]:
         """The stacked parameters (all of them without a copy) and a copy of the buffers of
         ``rows``. Buffers are always copied: autograd keeps the BN buffers a forward used, and
         the next forward's running-statistics update would otherwise change them in place."""
+        rows_d = self._dev(rows)
         params = self.params
-        if len(rows) != len(self.plans) or bool(
-            (rows != torch.arange(len(rows), device=rows.device)).any()
-        ):
-            params = {k: v.index_select(0, rows) for k, v in self.params.items()}
-        return params, {k: v.index_select(0, rows) for k, v in self.buffers.items()}
+        if rows != list(range(len(self.plans))):
+            params = {k: v.index_select(0, rows_d) for k, v in self.params.items()}
+        return params, {k: v.index_select(0, rows_d) for k, v in self.buffers.items()}
 
     # -- evaluation -----------------------------------------------------------------------------
 
@@ -320,8 +332,7 @@ class _Batch:
 
     @torch.no_grad()
     def _predict(self, plans: list[_Plan], x: Tensor) -> Tensor:
-        rows = torch.tensor([p.row for p in plans], device=self.device)
-        params, buffers = self._slice(rows)
+        params, buffers = self._slice([p.row for p in plans])
         chunks = [self.eval_fwd(params, buffers, xb) for xb in x.split(self.recipe.eval_batch_size)]
         return torch.cat(chunks, dim=1).float()  # [trials, n, classes]
 
@@ -330,7 +341,7 @@ class _Batch:
         b, s = self.bundle, p.spec
         index = p.eval_at[step]
         try:
-            if p.nonfinite:
+            if bool(self.nonfinite[p.row]):  # one sync per evaluation, as in run_trial
                 raise NonFiniteLoss(
                     f"the KD loss became NaN or infinite by step {step} of {p.total} "
                     f"(T={s.temperature}, alpha={s.alpha}, {s.divergence}, {s.transfer_set})"
