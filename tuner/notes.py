@@ -91,7 +91,7 @@ def write_notes(
 
     The numbers come from the whole federation (the pooled noise needs every pair).
     """
-    from optuna_dashboard import save_note  # heavy import (bottle): only where notes are written
+    from optuna_dashboard import get_note, save_note  # heavy import (bottle): only where written
 
     wanted = None if studies is None else set(studies)
     by_federation: dict[str, list[str]] = {}
@@ -106,6 +106,8 @@ def write_notes(
         for p in data.pairs:
             if p.study in names:
                 study = optuna.load_study(study_name=p.study, storage=storage)
-                save_note(study, note_text(p, data, rows.get(p.study)))
+                text = note_text(p, data, rows.get(p.study))
+                if get_note(study) != text:  # an unchanged note is not saved again (a new version)
+                    save_note(study, text)
                 written += 1
     return written
