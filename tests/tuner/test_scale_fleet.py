@@ -45,8 +45,7 @@ epochs = 1
 batch_size = 32
 [kd]
 batch_size = 100
-eval_points = 2
-eval_subset = 200
+eval_points = 1
 """
 BUDGET = 3
 PAIRS = 36

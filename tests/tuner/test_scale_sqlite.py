@@ -33,6 +33,7 @@ def sqlite_run(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", url,
         "--pairs", "all", "--trials", str(BUDGET), "--workers", str(WORKERS),
         "--sampler", "random", "--pruner", "none", "--progress", "log",
+        "--set", "kd.eval_points=1",  # short trials: the test is about the database
     )  # fmt: skip
     spawn = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     engine = sqlalchemy.create_engine(url)
@@ -61,6 +62,7 @@ def sqlite_run(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     rerun = TuneOptions(
         config=tiny["config"], bundles=tiny["bundles"], storage=url, pairs="all",
         trials=BUDGET, sampler="random", pruner="none", progress="quiet",
+        overrides=["kd.eval_points=1"],
     )  # fmt: skip
     second = tune(rerun, say=lambda _m: None)
     return {
