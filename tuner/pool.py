@@ -1,5 +1,5 @@
-"""The worker pool: joblib (loky) processes, each bound to one device, taking trials until every
-pair study has its budget.
+"""The worker pool: one process per worker (``python -m tuner.worker_process``), each bound to
+one device, taking trials until every pair study has its budget.
 
 Each worker loads the bundle once, opens the process's single storage, and then repeatedly takes
 one trial from the pair study with the most work left (ties broken at random, so workers spread
