@@ -497,9 +497,14 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
 td,th{border:1px solid #ddd;padding:.25em .5em;text-align:left}th{background:#f4f4f4}
 figure{margin:.5em 0}figcaption{font-size:.9em;color:#444;margin-top:.2em}
-.grid3{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:1em}
+.grid3{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:1em}
+@media (max-width:1100px){.grid3{grid-template-columns:minmax(0,1fr)}}
 .note{font-size:.9em;color:#555}nav a{margin-right:1em}
 """
+
+# Each plot is drawn as the parser reaches it, before the rest of its row exists; once the page
+# is laid out, responsive plots are re-fitted to their final boxes.
+_REFIT = "window.addEventListener('load', () => window.dispatchEvent(new Event('resize')));"
 
 
 def render(data: ReportData, sections: Sequence[SectionFn] = SECTIONS) -> str:
@@ -518,7 +523,7 @@ def render(data: ReportData, sections: Sequence[SectionFn] = SECTIONS) -> str:
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
         f"<style>{_CSS}</style><script>{plotly.offline.get_plotlyjs()}</script></head>"
-        f"<body>{head}<nav>{nav}</nav>{body}</body></html>"
+        f"<body>{head}<nav>{nav}</nav>{body}<script>{_REFIT}</script></body></html>"
     )
 
 

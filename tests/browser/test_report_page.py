@@ -24,6 +24,13 @@ def test_report_plots_are_drawn(browser, run_db, shots) -> None:
         FIGURES,
         expected,
     )
+    # Every plot fits in its figure's box (none drawn wider than its column and clipped).
+    browser.wait_for(
+        "return [...document.querySelectorAll('figure')].every(f => "
+        "f.querySelector('svg.main-svg').getBoundingClientRect().width "
+        "<= f.getBoundingClientRect().width + 1);",
+        30,
+    )
     captions = browser.run(
         "return [...document.querySelectorAll('figure')].map(f => "
         "f.querySelector('figcaption') ? f.querySelector('figcaption').innerText.trim() : '');"
