@@ -118,6 +118,7 @@ def tpe_search(
     sampler: str,
     trials: int,
     pruner: str = "median",
+    startup: int | None = None,
 ) -> list[dict]:
     """``trials`` trials as a dkd-tune pair study runs them (default first, then the sampler,
     pruned on the evaluation points); each trial's T, α, state, gain and share of a full trial
@@ -125,7 +126,10 @@ def tpe_search(
     space = SearchSpace(temperature=(GRID_T[0], GRID_T[-1]), alpha=(0.0, 1.0))
     study = optuna.create_study(
         direction="maximize",
-        sampler=make_sampler(sampler, space, seed),
+        # dkd-tune's sampler, or (``startup``) the same TPE with fewer random startup trials.
+        sampler=make_sampler(sampler, space, seed)
+        if startup is None
+        else optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup),
         pruner=make_pruner(pruner, recipe.eval_points),
     )
     study.enqueue_trial(DEFAULT)  # every dkd-tune study starts with the default trial
@@ -203,6 +207,12 @@ def main() -> None:
     )
     parser.add_argument("--sampler", default="tpe", choices=("tpe", "random"))
     parser.add_argument("--pruner", default="median", choices=("median", "none"))
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=None,
+        help="TPE's random startup trials (default: dkd-tune's sampler, 10)",
+    )
     parser.add_argument("--cache", default=str(HERE / "results" / "search_grid.json"))
     parser.add_argument("--out", default=str(HERE / "results" / "search_efficiency.json"))
     args = parser.parse_args()
@@ -236,7 +246,15 @@ def main() -> None:
         runs = []
         for seed in range(args.seeds):
             run = tpe_search(
-                bundle, recipe, student, teacher, seed, args.sampler, size, args.pruner
+                bundle,
+                recipe,
+                student,
+                teacher,
+                seed,
+                args.sampler,
+                size,
+                args.pruner,
+                args.startup,
             )
             runs.append(run)
             hits = [trials_to(run, grid["best_gain"] - tol)[0] for tol in args.tolerance]
@@ -279,6 +297,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "sampler": args.sampler,
         "pruner": args.pruner,
+        "startup": args.startup,
         "tolerance": args.tolerance,
         "grid": {"temperature": GRID_T, "alpha": GRID_ALPHA},
         "pairs": rows,
