@@ -369,7 +369,7 @@ def main() -> None:
         if at_t:
             line += f"   (d, T={T}) {statistics.mean(at_t):+.2f} ± {statistics.pstdev(at_t):.2f} pp"
     print(line)
-    if args.model == "resnet18":
+    if args.model == "resnet18" and args.scale == "full":  # CIFAR-10 sizes: a real estimate
         med = {n: stats(t)[0] for n, t in times.items()}
         per_trial = min(med["a"], med["d"] / k if "d" in med else math.inf)
         print(
