@@ -27,7 +27,16 @@ from objectives.batched import TrialSpec, run_trials
 from .budget import claim_is_within_budget
 from .options import Pair
 from .space import SearchSpace
-from .trials import _RUNNING, HOST, LOST, Outcome, _fail, _give_back, beat_now
+from .trials import (
+    _RUNNING,
+    HOST,
+    LOST,
+    Outcome,
+    _fail,
+    _give_back,
+    beat_now,
+    interrupts_held,
+)
 
 #: Trial user attrs copied from the result, as tuner.trials records them.
 _RESULT_ATTRS = (
@@ -87,12 +96,15 @@ def run_pair_batch(
     taken: list[tuple[optuna.Study, optuna.Trial]] = []
     try:
         for name, study, pair in slots:
-            trial = study.ask()
+            with interrupts_held():  # as in tuner.trials: ask commits RUNNING, then samples
+                trial = study.ask()
+                _RUNNING[trial._trial_id] = (study, trial, retries)
+                taken.append((study, trial))
             if not claim_is_within_budget(study, trial._trial_id, budget):
                 outcomes.append((name, _give_back(study, trial)))
+                taken.pop()
+                _RUNNING.pop(trial._trial_id, None)
                 continue
-            _RUNNING[trial._trial_id] = (study, trial, retries)
-            taken.append((study, trial))
             beat_now(study, trial._trial_id)
             claims.append(_prepare(name, study, trial, space, pair, seed, device, precision, k))
         specs = [c.spec for c in claims]
