@@ -119,18 +119,23 @@ def tpe_search(
     trials: int,
     pruner: str = "median",
     startup: int | None = None,
+    multivariate: bool = False,
 ) -> list[dict]:
     """``trials`` trials as a dkd-tune pair study runs them (default first, then the sampler,
     pruned on the evaluation points); each trial's T, α, state, gain and share of a full trial
     run."""
     space = SearchSpace(temperature=(GRID_T[0], GRID_T[-1]), alpha=(0.0, 1.0))
+    if startup is None and not multivariate:
+        chosen = make_sampler(sampler, space, seed)  # dkd-tune's own
+    else:  # the same TPE with other random startup trials and/or a joint model of T and α
+        chosen = optuna.samplers.TPESampler(
+            seed=seed,
+            constant_liar=True,
+            n_startup_trials=10 if startup is None else startup,
+            multivariate=multivariate,
+        )
     study = optuna.create_study(
-        direction="maximize",
-        # dkd-tune's sampler, or (``startup``) the same TPE with fewer random startup trials.
-        sampler=make_sampler(sampler, space, seed)
-        if startup is None
-        else optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup),
-        pruner=make_pruner(pruner, recipe.eval_points),
+        direction="maximize", sampler=chosen, pruner=make_pruner(pruner, recipe.eval_points)
     )
     study.enqueue_trial(DEFAULT)  # every dkd-tune study starts with the default trial
     out = []
@@ -213,6 +218,11 @@ def main() -> None:
         default=None,
         help="TPE's random startup trials (default: dkd-tune's sampler, 10)",
     )
+    parser.add_argument(
+        "--multivariate",
+        action="store_true",
+        help="TPE with one joint density over T and alpha (default: dkd-tune's, independent)",
+    )
     parser.add_argument("--cache", default=str(HERE / "results" / "search_grid.json"))
     parser.add_argument("--out", default=str(HERE / "results" / "search_efficiency.json"))
     args = parser.parse_args()
@@ -255,6 +265,7 @@ def main() -> None:
                 size,
                 args.pruner,
                 args.startup,
+                args.multivariate,
             )
             runs.append(run)
             hits = [trials_to(run, grid["best_gain"] - tol)[0] for tol in args.tolerance]
@@ -298,6 +309,7 @@ def main() -> None:
         "sampler": args.sampler,
         "pruner": args.pruner,
         "startup": args.startup,
+        "multivariate": args.multivariate,
         "tolerance": args.tolerance,
         "grid": {"temperature": GRID_T, "alpha": GRID_ALPHA},
         "pairs": rows,
