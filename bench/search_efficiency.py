@@ -3,7 +3,7 @@ method) on three student ← teacher pairs of the default federation.
 
 For each pair the grid (7 temperatures × 6 α, divergence ``kl``, transfer set ``public``: the
 other parameters at their defaults) gives the optimum; then dkd-tune's own sampler and pruner
-(``tuner.pool.make_sampler("tpe")``, ``make_pruner("median")``, the default trial enqueued first)
+(``tuner.pool.make_sampler("tpe")``, ``make_pruner("quartile")``, the default trial enqueued first)
 search the same ranges for as many trials as the grid has, once per sampler seed, and we count
 the trials — pruned ones included — until the best gain found is within ``--tolerance`` pp of the
 grid optimum. Target: at most 20 % of the grid's trials. Every trial uses seed 0, so the gain is a
@@ -29,6 +29,7 @@ from pathlib import Path
 import optuna
 
 from objectives import EvalPoint, load_config, prepare_federation, run_trial
+from tuner.options import PRUNERS
 from tuner.pool import make_pruner, make_sampler
 from tuner.space import SearchSpace
 
@@ -117,7 +118,7 @@ def tpe_search(
     seed: int,
     sampler: str,
     trials: int,
-    pruner: str = "median",
+    pruner: str = "quartile",
     startup: int | None = None,
     multivariate: bool = False,
 ) -> list[dict]:
@@ -211,7 +212,7 @@ def main() -> None:
         help="trial seeds 1..N for the optimum and the default (noise)",
     )
     parser.add_argument("--sampler", default="tpe", choices=("tpe", "random"))
-    parser.add_argument("--pruner", default="median", choices=("median", "none"))
+    parser.add_argument("--pruner", default="quartile", choices=PRUNERS)
     parser.add_argument(
         "--startup",
         type=int,

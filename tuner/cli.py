@@ -197,9 +197,11 @@ def _tune_parser() -> _Parser:
     )
     p.add_argument(
         "--pruner",
-        default="median",
+        default="quartile",
         metavar="|".join(PRUNERS),
-        help="prune on the evaluation points inside the KD round (default median)",
+        help="prune on the evaluation points inside the KD round: quartile stops a trial in the "
+        "bottom quarter from the second point on (default; median prunes half the good trials, "
+        "bench/RESULTS.md)",
     )
     p.add_argument("--seed", type=_whole, default=0, help="sampler and trial seed (default 0)")
     p.add_argument(

@@ -21,7 +21,7 @@ from .storage import DEFAULT_STORAGE
 
 DEFAULT_CONFIG = "studies/fashion-mnist.toml"
 SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "quartile", "median", "hyperband")
 #: pair: one study per participant pair; neighbourhood: one study per client (tuner.neighbourhood).
 MODES = ("pair", "neighbourhood")
 
@@ -39,7 +39,7 @@ class TuneOptions:
     workers: int | None = None  # None: workers_per_device on each device (one per GPU, or 1 CPU)
     devices: str = "auto"
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "quartile"
     seed: int = 0
     overrides: list[str] = field(default_factory=list)
     bundles: str | None = None  # None: $DKD_TUNE_BUNDLES or ./bundles

@@ -119,6 +119,13 @@ def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.Ba
 
 
 def make_pruner(name: str, eval_points: int) -> optuna.pruners.BasePruner:
+    """The pruner deciding at the KD round's evaluation points (``report`` steps 1..k)."""
+    if name == "quartile":
+        # Stop a trial only in the bottom quarter of the finished ones (Optuna keeps the top 75 %),
+        # and not at the first point: early in the round the gain predicts the final one badly
+        # (a trial at -8 pp there can end at +5), and a median rule pruned half of the trials
+        # that ended within 1 pp of the best (bench/pruner_check.py, bench/RESULTS.md).
+        return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=2)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if name == "hyperband":
