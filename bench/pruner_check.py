@@ -29,11 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+from search_efficiency import GRID_ALPHA, GRID_T  # bench/ is on the path when run as a script
 
 from objectives import EvalPoint, load_config, prepare_federation, run_trial
 from tuner.pool import make_pruner
 
-T_RANGE, ALPHA_RANGE = (0.25, 16.0), (0.0, 1.0)
+T_RANGE, ALPHA_RANGE = (GRID_T[0], GRID_T[-1]), (GRID_ALPHA[0], GRID_ALPHA[-1])
 HERE = Path(__file__).resolve().parent
 
 
@@ -41,9 +42,13 @@ HERE = Path(__file__).resolve().parent
 RULES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "none": lambda k: make_pruner("none", k),
     "dkd-tune quartile": lambda k: make_pruner("quartile", k),
-    "quartile, from point 1": lambda k: optuna.pruners.PercentilePruner(75.0, 5, 0),
+    "quartile, from point 1": lambda k: optuna.pruners.PercentilePruner(
+        75.0, n_startup_trials=5, n_warmup_steps=0
+    ),
     "dkd-tune median": lambda k: make_pruner("median", k),
-    "median, from point 2": lambda k: optuna.pruners.MedianPruner(5, n_warmup_steps=2),
+    "median, from point 2": lambda k: optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=2
+    ),
     "dkd-tune hyperband": lambda k: make_pruner("hyperband", k),
 }
 
