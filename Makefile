@@ -27,7 +27,7 @@ dataset:
 	  echo "no apt-get here: put Fashion-MNIST's four IDX .gz files in a folder and set [data].root"; \
 	fi
 
-# Headless Chromium and its WebDriver for the browser tests (tests/browser), from Debian.
+# Headless Chromium and chromedriver for the browser tests (tests/browser, via selenium), from Debian.
 browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
 	  echo "Chromium: present (/usr/bin/chromium, /usr/bin/chromedriver)"; \

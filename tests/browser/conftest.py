@@ -1,25 +1,31 @@
-"""Browser tests: headless Chromium (Debian's ``chromium`` + ``chromium-driver``) looks at what a
-person sees. They skip with a how-to where the browser is missing, and fail instead when
-DKD_TUNE_REQUIRE_BROWSER=1 (as .ci/run sets). Screenshots go to test-output/browser/."""
+"""Browser tests: headless Chromium (Debian's ``chromium`` + ``chromium-driver``) driven through
+selenium looks at what a person sees. They skip with a how-to where the browser is missing, and
+fail instead when DKD_TUNE_REQUIRE_BROWSER=1 (as .ci/run sets). Screenshots go to
+test-output/browser/.
+
+No network: selenium is given both binaries (the driver through ``Service(executable_path=…)``,
+the browser as ``binary_location``), so it never runs Selenium Manager, which would otherwise
+look for (and download) a driver and a browser. The fixture fails if Selenium Manager is called
+all the same."""
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import pytest
 
 from objectives import load_config, prepare_federation
 from tuner import TuneOptions, tune
 
-# pytest imports test files in importlib mode: the WebDriver client beside this file is found
-# through sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
-from webdriver import CHROMEDRIVER, CHROMIUM, Browser
-
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "browser"
 
@@ -42,19 +48,70 @@ eval_points = 2
 """
 
 
+def _browser_missing(message: str) -> None:
+    if os.environ.get("DKD_TUNE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser required: {message}")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def browser() -> Iterator[WebDriver]:
+    """One headless Chromium session (selenium's Chrome driver) for the whole test session."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     if missing:
-        message = f"no {' and no '.join(missing)}: run make browser (apt chromium chromium-driver)"
-        if os.environ.get("DKD_TUNE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser required: {message}")
-        pytest.skip(message)
-    b = Browser()
+        _browser_missing(
+            f"no {' and no '.join(missing)}: run make browser (apt chromium chromium-driver)"
+        )
     try:
-        yield b
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.selenium_manager import SeleniumManager
+    except ImportError:
+        _browser_missing("no selenium: run make install (pip install -e '.[dev]')")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # --no-sandbox: the tests may run as root (CI), where Chromium's sandbox refuses.
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(arg)
+    service = Service(executable_path=CHROMEDRIVER)
+    offline = AssertionError("Selenium Manager was called: it would go to the network")
+    with mock.patch.object(SeleniumManager, "binary_paths", side_effect=offline):
+        driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
     finally:
-        b.close()
+        driver.quit()
+
+
+@pytest.fixture(scope="session")
+def until(browser: WebDriver) -> Callable[..., Any]:
+    """``until(timeout, script, *args)``: selenium's WebDriverWait polls the JavaScript ``script``
+    (a function body: use ``return``) until it returns something truthy, and returns that; it
+    fails with the script's last value."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def wait(timeout: float, script: str, *args: Any) -> Any:
+        last: list[Any] = [None]
+
+        def check(driver: WebDriver) -> Any:
+            last[0] = driver.execute_script(script, *args)
+            return last[0]
+
+        try:
+            return WebDriverWait(browser, timeout, poll_frequency=0.25).until(check)
+        except TimeoutException:
+            raise AssertionError(
+                f"the page never satisfied {script!r} (last value {last[0]!r})"
+            ) from None
+
+    return wait
 
 
 @pytest.fixture(scope="session")

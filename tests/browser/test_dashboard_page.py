@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 LISTED = "return arguments[0].every(n => document.body.innerText.includes(n));"
+BODY_TEXT = "return document.body ? document.body.innerText : '';"
 
 
 @pytest.fixture
@@ -37,21 +38,21 @@ def dashboard(run_db) -> Iterator[str]:
             proc.wait()
 
 
-def test_dashboard_lists_pairs_and_shows_a_note(browser, run_db, dashboard, shots) -> None:
+def test_dashboard_lists_pairs_and_shows_a_note(browser, until, run_db, dashboard, shots) -> None:
     browser.get(dashboard)
-    browser.wait_for(LISTED, 60, run_db["studies"])
-    browser.screenshot(shots / "dashboard-studies.png")
+    until(60, LISTED, run_db["studies"])
+    browser.save_screenshot(shots / "dashboard-studies.png")
     name = run_db["studies"][1]
     study_id = optuna.storages.RDBStorage(run_db["url"]).get_study_id_from_name(name)
     browser.get(f"{dashboard}/studies/{study_id}/note")
     heading = f"Pair {name.split('/')[1]} of tiny-browser"
-    browser.wait_for("return document.body.innerText.includes(arguments[0]);", 60, heading)
-    text = browser.text()
+    until(60, "return document.body.innerText.includes(arguments[0]);", heading)
+    text = browser.execute_script(BODY_TEXT)
     assert "What dkd-tune export gives for this pair" in text and "default" in text
     # The markdown was rendered (a table and a heading), not shown as raw text.
-    assert browser.run(
+    assert browser.execute_script(
         "return [...document.querySelectorAll('h2')].some(h => h.innerText === arguments[0]) "
         "&& document.querySelectorAll('table td').length >= 8;",
         heading,
     )
-    browser.screenshot(shots / "dashboard-note.png")
+    browser.save_screenshot(shots / "dashboard-note.png")
