@@ -257,7 +257,7 @@ class _Batch:
         self.optimizer.step(self._dev(lr), live_rows)
 
     def _group_loss(self, group: list[_Member], rows: list[int]) -> Tensor:
-        """DESIGN §3's loss of each member of a group whose batches have the same size: one
+        """docs/design.md §2's loss of each member of a group whose batches have the same size: one
         vmapped forward, the terms vectorised over members (a zero-weight term is left out)."""
         n, size = len(group), len(group[0].rows)
         rows_d = self._dev(rows)

@@ -1,4 +1,4 @@
-"""The five divergences D(q, p) of DESIGN §3 as pure tensor functions, and their registry.
+"""The five divergences D(q, p) of docs/design.md §2 as pure tensor functions, and their registry.
 
 Every function takes log-probabilities — ``log_q`` of the target (teacher) and ``log_p`` of the
 student, shape ``[..., classes]`` — and returns one value per row (shape ``[...]``). Working on
@@ -101,7 +101,7 @@ def teacher_target(teacher_logits: Tensor, temperature: float, aggregation: str)
 def kd_term(
     log_targets: Tensor, student_logits: Tensor, temperature: float, divergence: Divergence
 ) -> Tensor:
-    """T² · mean over the batch of Σ_k D(target_k, p_s): the KD term of DESIGN §3 before α.
+    """T² · mean over the batch of Σ_k D(target_k, p_s): the KD term of docs/design.md §2 before α.
 
     ``log_targets`` comes from ``teacher_target`` (``[K', batch, classes]``); for ``avg`` K' = 1 so
     the sum has one term.

@@ -1,4 +1,4 @@
-"""The neighbourhood round (the Molo et al. poster, DESIGN §2–3): a client learns from all of its
+"""The neighbourhood round (Molo et al.'s poster, docs/design.md §1–2): a client learns from all its
 neighbours at once, on a two-head model.
 
 Head 1 and the backbone come pre-trained on the client's local data (the bundle). In the round

@@ -105,7 +105,7 @@ def per_class_accuracy(logits: Tensor, y: Tensor, classes: int) -> Tensor:
 
 def accuracies(logits: Tensor, y: Tensor, label_distribution: Tensor) -> tuple[float, float]:
     """(global accuracy, local accuracy) in %: local re-weights per-class accuracy by the
-    participant's own label distribution (DESIGN §2)."""
+    participant's own label distribution (docs/design.md §1)."""
     acc = 100.0 * (logits.argmax(1) == y).double().mean().item()
     per_class = per_class_accuracy(logits, y, len(label_distribution))
     local = float((per_class.cpu() * label_distribution.cpu().double()).sum())

@@ -1,6 +1,6 @@
 """One-round KD: a copy of the student learns from cached teacher logits; one call, no database.
 
-Per step the loss is DESIGN §3's  α·T²·D(p_t(x_u), p_s(x_u)) + (1 − α)·CE(y_l, z_s(x_l)).  The
+Per step the loss (docs/design.md §2) is α·T²·D(p_t(x_u), p_s(x_u)) + (1 − α)·CE(y_l, z_s(x_l)). The
 teachers' soft targets for the whole transfer set are computed once per trial from the bundle's
 cached logits, so a step costs the student's forward and backward only. A term whose weight is
 zero (α = 0 or α = 1) is not computed at all: it could only have moved BatchNorm statistics.
@@ -279,7 +279,7 @@ def _local_batches(n: int, batch_size: int, gen: torch.Generator, device: torch.
 
 @dataclass
 class StepLoss:
-    """The loss of one step (DESIGN §3) for a transfer batch ``idx``; a zero-weight term is skipped.
+    """One step's loss (docs/design.md §2) on a transfer batch ``idx``; zero-weight terms skipped.
 
     With transfer set ``local`` the transfer batch is the local batch (one forward, both terms);
     otherwise each step also takes the next batch of the student's local data for the CE term.

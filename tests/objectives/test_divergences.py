@@ -1,4 +1,4 @@
-"""Divergences against float64 references written literally from DESIGN §3, and at the extremes."""
+"""Divergences against float64 references (docs/design.md §2 written literally), and at extremes."""
 
 import math
 
