@@ -1,4 +1,4 @@
-"""dkd-tune's service: per-pair Optuna studies on an RDB, the worker pool, the CLI and export.
+"""dkd-tune's service: Optuna studies of every kind on an RDB, the worker pool, the CLI, the views.
 
 The science lives in ``objectives`` (which never imports this package); here it is run as a
 tuning service. From Python::
@@ -8,12 +8,14 @@ tuning service. From Python::
 """
 
 from .errors import RunError, StorageError, UsageError
-from .export import pair_rows, render, status_table
+from .export import render
+from .kinds.pair import study_name
 from .options import TuneOptions, parse_devices, parse_pairs
+from .results import pair_rows
 from .run import join, plan, prepare, tune
 from .space import SearchSpace, parse_space
 from .storage import check_storage, get_storage
-from .studies import study_name
+from .tables import status_table
 
 __all__ = [
     "RunError",

@@ -1,4 +1,5 @@
-"""The trial budget, counted in the database: N finished (COMPLETE + PRUNED) trials per pair study.
+"""The trial budget, counted in the database: N finished (COMPLETE + PRUNED) trials per study
+(the counting queries are tuner.db's).
 
 Nothing is counted in memory, so a rerun, a second process or another machine all top a study up
 to the same N and never past it. The rule that makes "never past" hold under concurrency: a
@@ -11,86 +12,13 @@ counted nor retried). Failed trials do not count; their configuration is enqueue
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 #: Trial user attrs carried over when a failed configuration is enqueued again.
 _CARRIED = ("default",)
-
-
-@dataclass
-class Counts:
-    """Trials of one study by state (surplus claims excluded from ``failed``)."""
-
-    complete: int = 0
-    pruned: int = 0
-    running: int = 0
-    waiting: int = 0
-    failed: int = 0
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned
-
-    def left(self, budget: int) -> int:
-        """Trials still to start: the budget minus finished and running ones (never below 0)."""
-        return max(0, budget - self.finished - self.running)
-
-
-def count_trials(
-    storage: optuna.storages.RDBStorage, study_ids: Iterable[int]
-) -> dict[int, Counts]:
-    """Counts per study in one query (a worker asks before every trial, for every pair).
-
-    Reads optuna's ``trials`` table directly: the public API would load every trial with its
-    params and attrs, for 45 pairs at each pick.
-    """
-    ids = list(study_ids)
-    out = {i: Counts() for i in ids}
-    if not ids:
-        return out
-    surplus = sqlalchemy.text(
-        "SELECT t.study_id, count(*) FROM trials t JOIN trial_user_attributes a "
-        "ON a.trial_id = t.trial_id AND a.key = 'surplus' WHERE t.study_id IN ({}) "
-        "GROUP BY t.study_id".format(",".join(str(int(i)) for i in ids))
-    )
-    by_state = sqlalchemy.text(
-        "SELECT study_id, state, count(*) FROM trials WHERE study_id IN ({}) "
-        "GROUP BY study_id, state".format(",".join(str(int(i)) for i in ids))
-    )
-    with storage.engine.connect() as conn:
-        for study_id, state, n in conn.execute(by_state):
-            name = state.name if isinstance(state, TrialState) else str(state)
-            field = {
-                "COMPLETE": "complete",
-                "PRUNED": "pruned",
-                "RUNNING": "running",
-                "WAITING": "waiting",
-                "FAIL": "failed",
-            }[name]
-            setattr(out[study_id], field, getattr(out[study_id], field) + n)
-        for study_id, n in conn.execute(surplus):
-            out[study_id].failed -= n
-    return out
-
-
-def best_gain(storage: optuna.storages.RDBStorage, study_ids: Iterable[int]) -> float | None:
-    """The best gain of any COMPLETE trial in these studies (one query, for the progress line)."""
-    ids = ",".join(str(int(i)) for i in study_ids)
-    if not ids:
-        return None
-    query = sqlalchemy.text(
-        "SELECT max(v.value) FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id "
-        f"WHERE t.study_id IN ({ids}) AND t.state = 'COMPLETE'"
-    )
-    with storage.engine.connect() as conn:
-        value = conn.execute(query).scalar()
-    return None if value is None else float(value)
 
 
 def claim_is_within_budget(study: optuna.Study, trial_id: int, budget: int) -> bool:

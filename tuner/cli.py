@@ -1,9 +1,12 @@
 """The ``dkd-tune`` command: a table of small commands over the tuner's library calls.
 
 ``dkd-tune [options]`` runs a tuning; ``prepare``, ``status``, ``export``, ``worker``,
-``report``, ``confirm`` and ``dashboard`` are subcommands. Any error a user can fix (a DkdError,
-or a bad flag) is one line on stderr and exit code 2, with no traceback; a run that ends with
-pairs it gave up on exits 1.
+``report``, ``confirm``, ``compare`` and ``dashboard`` are subcommands. Any error a user can fix
+(a DkdError, or a bad flag) is one line on stderr and exit code 2, with no traceback; a run that
+ends with studies it gave up on, or whose database went away, exits 1.
+
+Each command imports the library it calls inside its own function: for start-up time only
+(``dkd-tune --help`` and ``status`` need neither torch's trial code nor plotly).
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
-def _add_workers(p: argparse.ArgumentParser) -> None:
+def _add_pool(p: argparse.ArgumentParser) -> None:
+    """The worker-pool options every command that runs trials takes."""
     p.add_argument(
         "--workers",
         type=_whole,
@@ -113,19 +117,6 @@ def _add_workers(p: argparse.ArgumentParser) -> None:
         help="live line on a terminal, log lines otherwise (default auto)",
     )
     p.add_argument(
-        "--precision",
-        default=None,
-        metavar="fp32|bf16",
-        help="bf16: autocast the KD steps to bfloat16 (GPUs; default fp32)",
-    )
-    p.add_argument(
-        "--batch-trials",
-        type=_whole,
-        default=None,
-        metavar="K",
-        help="each worker trains K trials' students at once (fills a GPU; default 1)",
-    )
-    p.add_argument(
         "--heartbeat-interval",
         type=_seconds,
         default=None,
@@ -142,6 +133,24 @@ def _add_workers(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    """The pool's options and the pair trials' own (precision, trials at once)."""
+    _add_pool(p)
+    p.add_argument(
+        "--precision",
+        default=None,
+        metavar="fp32|bf16",
+        help="bf16: autocast the KD steps to bfloat16 (GPUs; default fp32)",
+    )
+    p.add_argument(
+        "--batch-trials",
+        type=_whole,
+        default=None,
+        metavar="K",
+        help="each worker trains K trials' students at once (fills a GPU; default 1)",
+    )
+
+
 #: Worker options whose CLI default is None, so that a joining worker can tell "not given".
 _WORKER_SETTINGS = ("workers_per_device", "precision", "batch_trials")
 _HEARTBEAT = ("heartbeat_interval", "heartbeat_grace")
@@ -149,6 +158,12 @@ _HEARTBEAT = ("heartbeat_interval", "heartbeat_grace")
 
 def _given(a: argparse.Namespace, names: Sequence[str]) -> dict:
     return {n: getattr(a, n) for n in names if getattr(a, n, None) is not None}
+
+
+def _pool_options(a: argparse.Namespace) -> dict:
+    """The pool options of compare and confirm, as given."""
+    return {"progress": a.progress, "workers": a.workers,
+            **_given(a, ("workers_per_device", *_HEARTBEAT))}  # fmt: skip
 
 
 def _tune_parser() -> _Parser:
@@ -215,9 +230,10 @@ def _tune_parser() -> _Parser:
 
 
 def cmd_tune(argv: Sequence[str]) -> int:
-    from .export import pair_rows, status_table
+    from .db import open_storage
+    from .results import client_rows, pair_rows
     from .run import tune
-    from .storage import get_storage
+    from .tables import client_status_table, status_table
 
     a = _tune_parser().parse_args(argv)
     opts = TuneOptions(
@@ -244,13 +260,12 @@ def cmd_tune(argv: Sequence[str]) -> int:
         f"run finished: {summary.finished} trials in {summary.seconds:.1f}s "
         f"({rate:.1f} trials/min, {len(summary.reports)} worker(s))"
     )
+    storage = open_storage(opts.storage)
     if opts.mode == "neighbourhood":
-        from .neighbourhood import client_rows, client_status_table
-
-        clients = client_rows(get_storage(opts.storage))
+        clients = client_rows(storage)
         print(client_status_table([r for r in clients if r["study"] in summary.studies]), end="")
         return 0
-    rows = [r for r in pair_rows(get_storage(opts.storage)) if r["study"] in summary.studies]
+    rows = [r for r in pair_rows(storage) if r["study"] in summary.studies]
     print(status_table(rows), end="")
     return 0
 
@@ -287,7 +302,8 @@ def _federation_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(argv: Sequence[str]) -> int:
-    from .export import pair_rows, status_table
+    from .results import client_rows, pair_rows
+    from .tables import client_status_table, status_table
 
     p = _parser(
         f"{PROG} status",
@@ -299,8 +315,6 @@ def cmd_status(argv: Sequence[str]) -> int:
     _add_storage(p)
     _federation_arg(p)
     a = p.parse_args(argv)
-    from .neighbourhood import client_rows, client_status_table
-
     storage = _existing_storage(a.storage)
     pairs, clients = pair_rows(storage, a.federation), client_rows(storage, a.federation)
     if pairs or not clients:
@@ -310,7 +324,8 @@ def cmd_status(argv: Sequence[str]) -> int:
 
 
 def cmd_export(argv: Sequence[str]) -> int:
-    from .export import FORMATS, pair_rows, render
+    from .export import FORMATS, render
+    from .results import client_rows, pair_rows
 
     p = _parser(
         f"{PROG} export",
@@ -324,8 +339,6 @@ def cmd_export(argv: Sequence[str]) -> int:
     p.add_argument("--format", default="json", choices=FORMATS, help="json (default) or csv")
     p.add_argument("--out", default="-", metavar="FILE", help="output file (default stdout)")
     a = p.parse_args(argv)
-    from .neighbourhood import client_rows
-
     storage = _existing_storage(a.storage)
     text = render(pair_rows(storage, a.federation) + client_rows(storage, a.federation), a.format)
     if a.out == "-":
@@ -347,7 +360,8 @@ def cmd_worker(argv: Sequence[str]) -> int:
     p = _parser(
         f"{PROG} worker",
         "Join a run recorded in the storage with more workers (here or on another machine); "
-        "stops when every pair has its budget. The studies hold the run's config, budget and "
+        "stops when every study has its work done (pair, neighbourhood, compare or confirm "
+        "runs alike). The studies hold the run's config, budget and "
         "worker settings; the options below replace them for this worker only. The bundle must "
         "be the run's (shared or copied folder): it is checked by digest, never rebuilt.",
         f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd\n"
@@ -435,13 +449,13 @@ def cmd_confirm(argv: Sequence[str]) -> int:
         "Re-run each pair's best and default configurations with K fresh seeds and store mean "
         "and std in the study (the report then uses them).",
         f"  {PROG} confirm --repeats 3\n  {PROG} confirm --storage sqlite:///runs/fm.db "
-        "--pairs 0-1,2-5 --devices cuda:0",
+        "--pairs 0-1,2-5 --devices cuda:0\n  {PROG} confirm --workers 2",
     )
     _add_storage(p)
     _federation_arg(p)
     p.add_argument("--repeats", type=_whole, default=3, metavar="K", help="seeds (default 3)")
     p.add_argument("--pairs", default="all", metavar="SPEC", help="all (default) or e.g. 0-1,2-5")
-    p.add_argument("--devices", default="auto", help="device to run on (first one used)")
+    _add_pool(p)
     p.add_argument("--bundles", default=None, metavar="DIR", help="folder of federation bundles")
     p.add_argument("--force", action="store_true", help="re-run pairs already confirmed")
     a = p.parse_args(argv)
@@ -455,6 +469,7 @@ def cmd_confirm(argv: Sequence[str]) -> int:
         bundles=a.bundles,
         force=a.force,
         say=_say,
+        **_pool_options(a),
     )
     states = [o.state for o in outcomes]
     print(
@@ -495,7 +510,9 @@ COMPARE_CONFIG = "studies/fashion-mnist-n3.toml"
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
-    from .compare import CompareOptions, run_compare, table, write_page
+    from .compare import CompareOptions, run_compare
+    from .report import write_page
+    from .tables import compare_table
 
     p = _parser(
         f"{PROG} compare",
@@ -504,7 +521,7 @@ def cmd_compare(argv: Sequence[str]) -> int:
         "round and prints accuracy (mean +- std) and seconds per round. Reruns add only what is "
         "missing.",
         f"  {PROG} compare --storage sqlite:///runs/compare.db\n"
-        f"  {PROG} compare --seeds 5 --partitions iid,dirichlet:0.1,dirichlet:0.5\n"
+        f"  {PROG} compare --seeds 5 --partitions iid,dirichlet:0.1,dirichlet:0.5 --workers 2\n"
         f"  {PROG} compare --set compare.temperature=4 --set compare.alpha=0.9 --set name=n3-t4",
     )
     _add_config(p)
@@ -525,7 +542,7 @@ def cmd_compare(argv: Sequence[str]) -> int:
     p.add_argument(
         "--report", default=None, metavar="FILE", help="also write the table and figures as HTML"
     )
-    p.add_argument("--devices", default="auto", help="device to run on (first one used)")
+    _add_pool(p)
     a = p.parse_args(argv)
     opts = CompareOptions(
         config=a.config,
@@ -535,8 +552,9 @@ def cmd_compare(argv: Sequence[str]) -> int:
         devices=a.devices,
         seeds=a.seeds,
         partitions=a.partitions,
+        **_pool_options(a),
     )
-    print(table(run_compare(opts, say=_say)), end="")
+    print(compare_table(run_compare(opts, say=_say)), end="")
     if a.report:
         write_page(a.storage, a.report)
         print(f"wrote {a.report}")
@@ -557,11 +575,12 @@ def _existing(url: str) -> None:
 
 def _existing_storage(url: str):
     """The storage of a read-only command: it must exist already and answer."""
-    from .storage import check_storage, get_storage
+    from .db import open_storage
+    from .storage import check_storage
 
     _existing(url)
     check_storage(url)
-    return get_storage(url)
+    return open_storage(url)
 
 
 def _say(message: str) -> None:

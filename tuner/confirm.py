@@ -3,15 +3,16 @@
 The best of a study is the maximum of many single noisy trials, so its gain is biased upwards;
 re-running it and the same-student default with k seeds no trial used gives means and standard
 deviations to compare them by (and the noise estimate of ``report_data``). Best and default share
-the seeds, so seed-to-seed variation affects both alike. The result is stored in the pair study's
-user attr ``confirm``; rerunning with the same seeds reproduces it, and a pair already confirmed for
-its current best with at least k seeds is skipped.
+the seeds, so seed-to-seed variation affects both alike. The runs are the trials of the pair's
+confirmation study (tuner.kinds.confirmation), served by the worker pool (``--workers N``,
+``dkd-tune worker``) with the guarantees of every kind; once a pair's runs are complete, the
+summary is stored in the pair study's user attr ``confirm``, which the report, the notes and
+``export`` read. Rerunning with the same seeds reproduces it, and a pair already confirmed for its
+current best with at least k seeds is skipped.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +20,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives import DkdError, FederationBundle, StudyConfig, parse_config, run_trial
-
+from .db import open_storage, quiet_optuna
 from .errors import StorageError, UsageError
-from .export import pair_studies
-from .options import parse_devices, parse_pairs
-from .pool import load_bundle_once
-from .report_data import CONFIRM_ATTR, sample_std
-from .storage import check_storage, get_storage, mask
+from .kinds import KINDS, Task
+from .kinds.confirmation import runs
+from .notes import write_notes
+from .options import TuneOptions, check_options, parse_devices, parse_pairs
+from .results import CONFIRM_ATTR, best_trial, confirmation_runs, one_federation
+from .run import start
+from .storage import check_storage, mask
 
 Say = Callable[[str], None]
 #: First confirm seed; far above the tuning trials' seeds (seed * 1_000_003 + trial number).
@@ -43,6 +45,17 @@ class ConfirmOutcome:
     record: dict[str, Any] | None = None
 
 
+@dataclass
+class _Plan:
+    """One pair to confirm: its study, candidates (best, default) and seeds."""
+
+    study: optuna.study.FrozenStudy
+    best: FrozenTrial
+    default: FrozenTrial
+    seeds: list[int]
+    task: Task
+
+
 def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
     """The first k seeds from CONFIRM_SEED_BASE that no trial of the study ran with."""
     used = {t.user_attrs.get("seed") for t in trials}
@@ -54,54 +67,12 @@ def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
     return seeds
 
 
-def _runs(
-    bundle: FederationBundle,
-    config: StudyConfig,
-    student: int,
-    teacher: int,
-    params: dict[str, Any],
-    seeds: Sequence[int],
-    device: str,
-) -> dict[str, Any]:
-    """One configuration over the seeds: per-seed gain, accuracy and forgetting, mean and std."""
-    out: dict[str, list[float]] = {"gain": [], "accuracy_after": [], "forgetting": []}
-    for seed in seeds:
-        result = run_trial(
-            bundle,
-            student,
-            [teacher],
-            temperature=params["temperature"],
-            alpha=params["alpha"],
-            divergence=params["divergence"],
-            transfer_set=params["transfer_set"],
-            aggregation=params.get("aggregation", "avg"),
-            seed=seed,
-            device=device,
-            recipe=config.kd,
-        )
-        out["gain"].append(result.gain)
-        out["accuracy_after"].append(result.accuracy_after)
-        out["forgetting"].append(result.forgetting)
-    return {
-        "params": dict(params),
-        **out,
-        "gain_mean": statistics.fmean(out["gain"]),
-        "gain_std": sample_std(out["gain"]),
-    }
-
-
-def confirm_pair(
-    study: optuna.study.FrozenStudy,
-    trials: Sequence[FrozenTrial],
-    bundle: FederationBundle,
-    config: StudyConfig,
-    repeats: int,
-    device: str,
-    force: bool = False,
-) -> ConfirmOutcome:
-    """Run (or skip) one pair's confirmation; return the record to store (not stored here)."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(done, key=lambda t: (t.value, -t.number), default=None)
+def _plan(
+    study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial], repeats: int, force: bool
+) -> _Plan | ConfirmOutcome:
+    """What to run for one pair, or why nothing is run."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = best_trial(done)
     if best is None:
         return ConfirmOutcome(study.study_name, "skipped", "no complete trial yet")
     position = best.params["position"]
@@ -121,45 +92,42 @@ def confirm_pair(
         return ConfirmOutcome(
             study.study_name, "skipped", f"already confirmed ({old['repeats']} seeds)"
         )
-    a, b = study.user_attrs["pair"]
-    student, teacher = (a, b) if position == "a" else (b, a)
     seeds = fresh_seeds(trials, repeats)
-    started = time.perf_counter()
-    try:
-        best_runs = _runs(bundle, config, student, teacher, best.params, seeds, device)
-        # The best may be the default trial itself: same configuration, same seeds, same runs.
-        default_runs = (
-            best_runs
-            if best.number == default.number
-            else _runs(bundle, config, student, teacher, default.params, seeds, device)
-        )
-    except DkdError as exc:  # e.g. a NaN loss under one of the new seeds
-        return ConfirmOutcome(study.study_name, "failed", str(exc))
-    record = {
-        "repeats": repeats,
-        "seeds": seeds,
+    config = KINDS["pair"].task_from(study.study_name, study.user_attrs, None).config
+    kind = KINDS["confirm"]
+    pair = tuple(study.user_attrs["pair"])
+    # The best may be the default trial itself: same configuration, same seeds, same runs.
+    wanted = runs(best.number, best.params, seeds)
+    if best.number != default.number:
+        wanted += runs(default.number, default.params, seeds)
+    task = Task(kind.study_name(config.name, pair), kind.name, pair, config, wanted=tuple(wanted))
+    return _Plan(study, best, default, seeds, task)
+
+
+def _record(plan: _Plan, trials: Sequence[FrozenTrial]) -> dict[str, Any] | None:
+    """The confirmation summary of one pair from its confirmation study (None if incomplete)."""
+    best = confirmation_runs(trials, plan.best.number, plan.seeds)
+    default = confirmation_runs(trials, plan.default.number, plan.seeds)
+    if best is None or default is None:
+        return None
+    a, b = plan.study.user_attrs["pair"]
+    position = plan.best.params["position"]
+    student, teacher = (a, b) if position == "a" else (b, a)
+    device = best.pop("device")
+    seconds = best.pop("seconds") + (default.pop("seconds") if plan.best != plan.default else 0)
+    default.pop("device", None)
+    default.pop("seconds", None)
+    return {
+        "repeats": len(plan.seeds),
+        "seeds": plan.seeds,
         "position": position,
         "student": student,
         "teacher": teacher,
         "device": device,
-        "seconds": round(time.perf_counter() - started, 2),
-        "best": {"trial": best.number, **best_runs},
-        "default": {"trial": default.number, **default_runs},
+        "seconds": round(seconds, 2),
+        "best": {"trial": plan.best.number, "params": dict(plan.best.params), **best},
+        "default": {"trial": plan.default.number, "params": dict(plan.default.params), **default},
     }
-    return ConfirmOutcome(study.study_name, "confirmed", record=record)
-
-
-def _federation_config(studies: Sequence[optuna.study.FrozenStudy]) -> StudyConfig:
-    """The config the studies were tuned with (stored in them), checked against their hash."""
-    first = studies[0]
-    config = parse_config(first.user_attrs["config"], source=f"study {first.study_name}")
-    if config.federation_hash != first.user_attrs["federation_hash"]:
-        raise StorageError(
-            f"study {first.study_name} holds a config whose hash {config.federation_hash} is not "
-            f"its federation hash {first.user_attrs['federation_hash']}: it was written by another "
-            "dkd-tune version; rerun the tuning in a new storage"
-        )
-    return config
 
 
 def confirm(
@@ -172,59 +140,77 @@ def confirm(
     bundles: str | None = None,
     force: bool = False,
     say: Say = print,
+    **pool: Any,
 ) -> list[ConfirmOutcome]:
-    """Confirm every selected pair study in ``url``; each pair is stored (and its dashboard note
-    rewritten) as soon as it is done, so an interrupted confirm keeps the pairs it finished."""
+    """Confirm every selected pair study in ``url`` on the worker pool; a pair's summary is
+    stored (and its dashboard note rewritten) once its runs are complete, so an interrupted
+    confirm keeps what it finished and a rerun runs only the missing seeds. ``pool``: worker
+    options of TuneOptions (``workers``, ``workers_per_device``, ``progress``, heartbeat)."""
     if not isinstance(repeats, int) or repeats < 2:
         raise UsageError(f"--repeats {repeats} gives no spread: use 2 or more, e.g. --repeats 3")
-    device = parse_devices(devices)[0]
+    opts = TuneOptions(**{"progress": "quiet", **pool}, storage=url, devices=devices,
+                       bundles=bundles, sampler="random", pruner="none")  # fmt: skip
+    check_options(opts)
+    device_list = parse_devices(devices)
     check_storage(url)
-    storage = get_storage(url)
-    studies = [s for s in pair_studies(storage, federation) if "config" in s.user_attrs]
-    names = sorted({s.user_attrs["federation"] for s in studies})
-    if not names:
+    storage = open_storage(url)
+    studies = [
+        s for s in one_federation(storage, url, federation, kind="pair") if "config" in s.user_attrs
+    ]
+    if not studies:
+        raise StorageError(f"no dkd-tune pair studies with a stored config in {mask(url)}")
+    config = KINDS["pair"].task_from(studies[0].study_name, studies[0].user_attrs, None).config
+    if config.federation_hash != studies[0].user_attrs["federation_hash"]:
         raise StorageError(
-            f"no dkd-tune pair studies in {mask(url)}"
-            + (f" for federation {federation}" if federation else "")
-            + ": run dkd-tune first or pass --storage"
+            f"study {studies[0].study_name} holds a config whose hash {config.federation_hash} "
+            f"is not its federation hash {studies[0].user_attrs['federation_hash']}: it was "
+            "written by another dkd-tune version; rerun the tuning in a new storage"
         )
-    if len(names) > 1:
-        raise UsageError(
-            f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
-        )
-    config = _federation_config(studies)
     wanted = set(parse_pairs(pairs, config.federation.participants))
     chosen = [s for s in studies if tuple(s.user_attrs["pair"]) in wanted]
     if not chosen:
         raise UsageError(f"--pairs {pairs}: none of these pairs has a study in {mask(url)}")
-    # Everything that can be refused was checked; from here on, pairs are run and stored.
-    from .notes import write_notes  # optuna-dashboard is imported only when notes are written
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    bundle = load_bundle_once(config, bundles, device, progress=say)
-    say(f"confirming {len(chosen)} pair(s) of {config.name} with {repeats} seeds on {device}")
-    outcomes = []
+    # Everything that can be refused without running was checked; now pairs are planned.
+    quiet_optuna()
+    outcomes: dict[str, ConfirmOutcome] = {}
+    plans: list[_Plan] = []
     for s in chosen:
-        trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        outcome = confirm_pair(s, trials, bundle, config, repeats, device, force)
-        outcomes.append(outcome)
-        if outcome.record is None:
-            say(f"{s.study_name}: {outcome.state} ({outcome.reason})")
+        planned = _plan(s, storage.get_all_trials(s._study_id, deepcopy=False), repeats, force)
+        if isinstance(planned, ConfirmOutcome):
+            outcomes[s.study_name] = planned
+            say(f"{s.study_name}: {planned.state} ({planned.reason})")
+        else:
+            plans.append(planned)
+    if plans:
+        start(
+            opts, [p.task for p in plans], device_list, say,
+            f"confirming {len(plans)} pair(s) of {config.name} with {repeats} seeds on "
+            f"{', '.join(device_list)}",
+        )  # fmt: skip
+    for p in plans:
+        study_id = storage.get_study_id_from_name(p.task.study)
+        record = _record(p, storage.get_all_trials(study_id, deepcopy=False))
+        name = p.study.study_name
+        if record is None:
+            outcomes[name] = ConfirmOutcome(name, "failed", "some seed runs failed: rerun confirm")
+            say(f"{name}: failed ({outcomes[name].reason})")
             continue
-        storage.set_study_user_attr(s._study_id, CONFIRM_ATTR, outcome.record)
-        write_notes(storage, url, [s.study_name])
-        r = outcome.record
+        outcomes[name] = ConfirmOutcome(name, "confirmed", record=record)
+        if p.study.user_attrs.get(CONFIRM_ATTR) != record:
+            storage.set_study_user_attr(p.study._study_id, CONFIRM_ATTR, record)
         say(
-            f"{s.study_name}: {r['student']}<-{r['teacher']} best "
-            f"{_pm(r['best'])}, default {_pm(r['default'])} pp over {repeats} seeds "
-            f"({r['seconds']:.1f}s)"
+            f"{name}: {record['student']}<-{record['teacher']} best {_pm(record['best'])}, "
+            f"default {_pm(record['default'])} pp over {repeats} seeds ({record['seconds']:.1f}s)"
         )
-    if any(o.record for o in outcomes):
+    if plans:
         # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may have changed.
         write_notes(storage, url, [s.study_name for s in studies])
-    return outcomes
+    return [outcomes[s.study_name] for s in chosen]
 
 
-def _pm(runs: dict[str, Any]) -> str:
-    std = runs["gain_std"]
-    return f"{runs['gain_mean']:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+def _pm(runs_: dict[str, Any]) -> str:
+    std = runs_["gain_std"]
+    return f"{runs_['gain_mean']:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+__all__ = ["CONFIRM_SEED_BASE", "ConfirmOutcome", "confirm", "fresh_seeds"]

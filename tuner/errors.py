@@ -19,3 +19,7 @@ class StorageError(DkdError):
 
 class RunError(DkdError):
     """A run ended without reaching its budget (e.g. a pair whose trials keep failing)."""
+
+
+class DatabaseGone(RunError):
+    """The database stopped answering in the middle of a run (exit 1: rerun once it is back)."""

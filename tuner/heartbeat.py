@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable, Iterable
 
 import optuna
-import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from .budget import enqueue_retry
+from .db import running_with_beats
 from .errors import UsageError
 
 #: Defaults of --heartbeat-interval and --heartbeat-grace (seconds): a dead worker's trial is
@@ -134,18 +134,8 @@ class Heartbeat:
         return failed
 
     def _running_trials(self) -> list[tuple[int, int, object]]:
-        """(trial id, study id, last beat or None) of every RUNNING trial of the watched studies,
-        in one query (optuna's API would load every trial of every study)."""
-        if not self.studies:
-            return []
-        ids = ",".join(str(int(i)) for i in self.studies)
-        query = sqlalchemy.text(
-            "SELECT t.trial_id, t.study_id, h.heartbeat FROM trials t "
-            "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-            f"WHERE t.state = 'RUNNING' AND t.study_id IN ({ids})"
-        )
-        with self.storage.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(query)]
+        """(trial id, study id, last beat or None) of the watched studies' RUNNING trials."""
+        return running_with_beats(self.storage, self.studies)
 
     def fail(self, trial_id: int, study_id: int) -> bool:
         """Mark one stale trial FAIL and enqueue its retry; False if another process (a second

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import optuna
 
-from .export import pair_rows
 from .report_data import PairResult, ReportData, collect, describe
+from .results import pair_rows
 
 
 def _pp(value: float | None, std: float | None = None) -> str:

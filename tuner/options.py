@@ -22,7 +22,7 @@ from .storage import DEFAULT_STORAGE
 DEFAULT_CONFIG = "studies/fashion-mnist.toml"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "quartile", "median", "hyperband")
-#: pair: one study per participant pair; neighbourhood: one study per client (tuner.neighbourhood).
+#: pair: one study per participant pair; neighbourhood: one study per client (tuner.kinds).
 MODES = ("pair", "neighbourhood")
 
 Pair = tuple[int, int]
@@ -122,6 +122,27 @@ def parse_pairs(spec: str, participants: int) -> list[Pair]:
         if pair not in pairs:
             pairs.append(pair)
     return sorted(pairs)
+
+
+def parse_clients(spec: str, participants: int) -> list[int]:
+    """``all`` or ``0,2``: sorted clients, each once, all in range."""
+    if spec.strip() == "all":
+        return list(range(participants))
+    clients: set[int] = set()
+    for item in spec.split(","):
+        item = item.strip()
+        if not item.isdigit():
+            raise UsageError(
+                f"bad --clients item {item!r}: write all or client numbers separated by commas, "
+                "e.g. --clients 0,2"
+            )
+        if int(item) >= participants:
+            raise UsageError(
+                f"--clients {item}: client {item} does not exist, the federation has clients "
+                f"0..{participants - 1}"
+            )
+        clients.add(int(item))
+    return sorted(clients)
 
 
 def parse_devices(spec: str) -> list[str]:

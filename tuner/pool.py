@@ -1,15 +1,18 @@
 """The worker pool: one process per worker (``python -m tuner.worker_process``), each bound to
-one device, taking trials until every pair study has its budget.
+one device, taking trials until every study it serves has its work done.
 
-Each worker loads the bundle once, opens the process's single storage, and then repeatedly takes
-one trial from the pair study with the most work left (ties broken at random, so workers spread
-over pairs and all pairs progress together). Everything it decides on is read from the database,
-so workers of other processes or machines (``dkd-tune worker``) cooperate without talking.
+A worker serves tasks (tuner.kinds.Task: a study of any kind). It loads each federation's bundle
+once, opens the process's single storage, and then repeatedly takes one trial from the study
+with the most work left (ties broken at random, so workers spread over studies and all progress
+together); trials of a batchable kind are taken K at once with ``--batch-trials K``. Everything
+it decides on is read from the database, so workers of other processes or machines
+(``dkd-tune worker``) cooperate without talking.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pickle
 import random
@@ -21,20 +24,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 
 from objectives import FederationBundle, StudyConfig, bundle_path, prepare_federation
 
-from .batch import pick_slots, run_pair_batch
-from .budget import count_trials
+from .db import count_trials, database_errors, open_storage, quiet_optuna
 from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, Heartbeat
-from .neighbourhood import run_client_trial
-from .options import Pair, cpu_cores
-from .space import SearchSpace
-from .storage import get_storage
-from .trials import Outcome, run_pair_trial, running_ids
+from .kinds import KINDS, Task
+from .lifecycle import Outcome, Settings, run_batch, run_one, running_ids
+from .options import cpu_cores
 
 #: A worker stops working on a pair after this many failures in a row there (e.g. a KD recipe
 #: whose loss always turns NaN), instead of retrying forever.
@@ -56,21 +57,17 @@ class WorkerSpec:
     device: str
     threads: int
     url: str
-    config: StudyConfig
+    tasks: list[Task]
     bundles: str | None
-    space: SearchSpace
-    studies: dict[str, Pair]  # study name -> pair
-    budget: int
     sampler: str
     pruner: str
     seed: int
     retries: int
     log: bool = False  # one line per trial on stdout (when the parent shows no live line)
     precision: str = "fp32"  # fp32 | bf16 (pair trials; objectives.run_trial)
-    batch_trials: int = 1  # pair trials trained at once (tuner.batch); 1: one at a time
+    batch_trials: int = 1  # trials of a batchable kind trained at once; 1: one at a time
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     heartbeat_grace: float = HEARTBEAT_GRACE_S
-    mode: str = "pair"  # neighbourhood: client studies, whose trials run_client_trial runs
 
 
 @dataclass
@@ -108,8 +105,8 @@ class _GridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "random":
+def make_sampler(name: str, space: Any, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random" or space is None:  # None: a fixed kind, whose trials are all enqueued
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
         return _GridSampler(space.grid(), seed=seed)
@@ -134,27 +131,31 @@ def make_pruner(name: str, eval_points: int) -> optuna.pruners.BasePruner:
 
 
 def work(spec: WorkerSpec) -> WorkerReport:
-    """One worker: bind the device, load the bundle, take trials until no pair has work left."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """One worker: bind the device, load the bundles, take trials until no study has work."""
+    quiet_optuna()
     if spec.device == "cpu":
         torch.set_num_threads(spec.threads)
     elif spec.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(spec.device))
-    storage = get_storage(spec.url)
-    bundle = load_bundle_once(spec.config, spec.bundles, spec.device)
-    ids = {name: storage.get_study_id_from_name(name) for name in spec.studies}
+    with database_errors(spec.url):
+        return _work(spec)
+
+
+def _work(spec: WorkerSpec) -> WorkerReport:
+    storage = open_storage(spec.url)
+    ids = {t.study: storage.get_study_id_from_name(t.study) for t in spec.tasks}
     counts = count_trials(storage, ids.values())
     studies: dict[str, optuna.Study] = {}
-    for i, name in enumerate(spec.studies):
-        # A different sampler seed per worker, pair and restart: identical seeds would make
+    for i, task in enumerate(spec.tasks):
+        # A different sampler seed per worker, study and restart: identical seeds would make
         # parallel workers (and a rerun's random sampler) propose the same points again.
-        total = sum(vars(counts[ids[name]]).values())
+        total = sum(vars(counts[ids[task.study]]).values())
         seed = hash((spec.seed, spec.index, i, total)) % 2**31
-        studies[name] = optuna.load_study(
-            study_name=name,
+        studies[task.study] = optuna.load_study(
+            study_name=task.study,
             storage=storage,
-            sampler=make_sampler(spec.sampler, spec.space, seed),
-            pruner=make_pruner(spec.pruner, spec.config.kd.eval_points),
+            sampler=make_sampler(spec.sampler, task.space, seed),
+            pruner=make_pruner(spec.pruner, task.config.kd.eval_points),
         )
     report = WorkerReport(spec.index, spec.device)
     heartbeat = Heartbeat(
@@ -166,7 +167,7 @@ def work(spec: WorkerSpec) -> WorkerReport:
         retries=spec.retries,
     )
     with heartbeat:
-        _take_trials(spec, storage, bundle, ids, studies, report)
+        _take_trials(spec, storage, ids, studies, report)
     report.reaped = len(heartbeat.reaped)
     return report
 
@@ -174,89 +175,75 @@ def work(spec: WorkerSpec) -> WorkerReport:
 def _take_trials(
     spec: WorkerSpec,
     storage: optuna.storages.RDBStorage,
-    bundle: FederationBundle,
     ids: dict[str, int],
     studies: dict[str, optuna.Study],
     report: WorkerReport,
 ) -> None:
-    """The worker's loop: pick the study with the most work left, run one trial there, repeat."""
+    """The worker's loop: pick the study with the most work left, run one trial there (or K of
+    a batchable kind), repeat."""
     rng = random.Random(hash((spec.seed, spec.index)))
-    failures: dict[str, int] = dict.fromkeys(spec.studies, 0)
-    run_one = run_client_trial if spec.mode == "neighbourhood" else run_pair_trial
-    extra = {"precision": spec.precision} if spec.mode == "pair" else {}
+    tasks = {t.study: t for t in spec.tasks}
+    failures: dict[str, int] = dict.fromkeys(tasks, 0)
+    settings = Settings(spec.device, spec.seed, spec.retries, spec.precision)
     while True:
         counts = count_trials(storage, ids.values())
-        live = [n for n in spec.studies if failures[n] < MAX_CONSECUTIVE_FAILURES]
-        open_ = [
-            (counts[ids[n]].left(spec.budget), rng.random(), n)
-            for n in live
-            if counts[ids[n]].left(spec.budget) > 0
-        ]
+        live = [t for t in spec.tasks if failures[t.study] < MAX_CONSECUTIVE_FAILURES]
+        left = {t.study: KINDS[t.kind].work_left(counts[ids[t.study]], t) for t in live}
+        open_ = [(n, rng.random(), name) for name, n in left.items() if n > 0]
         if not open_:
             # Trials still RUNNING elsewhere may fail yet (a dead worker's, once the heartbeat
             # finds it) and reopen their study: wait for them, or the study could end short.
-            if any(counts[ids[n]].running for n in live):
+            if any(counts[ids[t.study]].running for t in live):
                 time.sleep(WAIT_S)
                 continue
             return
-        if spec.batch_trials > 1 and spec.mode == "pair":
-            # k trials at once: the slots go to the studies with the most work left.
-            order = [n for _, _, n in sorted(open_, reverse=True)]
-            work_left = {n: left for left, _, n in open_}
-            slots = [
-                (n, studies[n], spec.studies[n])
-                for n in pick_slots(work_left, spec.batch_trials, order)
-            ]
-            outcomes = run_pair_batch(
-                slots,
-                bundle,
-                spec.space,
-                budget=spec.budget,
-                device=spec.device,
-                seed=spec.seed,
-                retries=spec.retries,
-                recipe=spec.config.kd,
-                **extra,
-            )
+        order = [name for _, _, name in sorted(open_, reverse=True)]
+        batchable = [n for n in order if KINDS[tasks[n].kind].batchable]
+        if spec.batch_trials > 1 and batchable:
+            # K trials at once: the slots go to the studies with the most work left.
+            picked = pick_slots({n: left[n] for n in batchable}, spec.batch_trials, batchable)
+            slots = [(studies[n], tasks[n]) for n in picked]
+            bundle = load_bundle_once(tasks[picked[0]].config, spec.bundles, spec.device)
+            outcomes = run_batch(slots, bundle, settings)
         else:
-            name = max(open_)[2]
-            outcome = run_one(
-                studies[name],
-                bundle,
-                spec.space,
-                spec.studies[name],
-                budget=spec.budget,
-                device=spec.device,
-                seed=spec.seed,
-                retries=spec.retries,
-                recipe=spec.config.kd,
-                **extra,
-            )
-            outcomes = [(name, outcome)]
+            task = tasks[order[0]]
+            bundle = load_bundle_once(task.config, spec.bundles, spec.device)
+            outcomes = [(task.study, run_one(studies[task.study], task, bundle, settings))]
         for name, outcome in outcomes:
             report.outcomes[outcome.state] = report.outcomes.get(outcome.state, 0) + 1
             if outcome.state == "failed":
                 failures[name] += 1
                 if failures[name] >= MAX_CONSECUTIVE_FAILURES:
                     report.gave_up[name] = outcome.reason
-            elif outcome.state not in ("surplus", "lost"):
+            elif outcome.state not in ("surplus", "lost", "empty"):
                 failures[name] = 0
-            if spec.log and outcome.state != "surplus":
-                print(_log_line(name, outcome, spec), flush=True)
+            if spec.log and outcome.state not in ("surplus", "empty"):
+                print(_log_line(name, outcome, tasks[name], spec), flush=True)
 
 
-def _log_line(name: str, outcome: Outcome, spec: WorkerSpec) -> str:
-    p = outcome.params
-    what = (
-        f"T={p.get('temperature', 0):.3g} alpha={p.get('alpha', 0):.2f} {p.get('divergence')} "
-        + (
-            f"{p.get('transfer_set')}{'/' + p['aggregation'] if 'aggregation' in p else ''} "
-            f"student={p.get('position')}"
-            if spec.mode == "pair"
-            else f"{p.get('aggregation')} over the neighbours"
-        )
+def pick_slots(left: dict[str, int], k: int, order: list[str]) -> list[str]:
+    """Up to ``k`` study names for one batch: each slot goes to the study with the most work
+    left once the slots already given are counted (``order`` breaks ties), never past its
+    ``left``; a study may get several slots."""
+    remaining = dict(left)
+    slots: list[str] = []
+    rank = {name: i for i, name in enumerate(order)}
+    while len(slots) < k:
+        open_ = [n for n in order if remaining.get(n, 0) > 0]
+        if not open_:
+            break
+        name = max(open_, key=lambda n: (remaining[n], -rank[n]))
+        remaining[name] -= 1
+        slots.append(name)
+    return slots
+
+
+def _log_line(name: str, outcome: Outcome, task: Task, spec: WorkerSpec) -> str:
+    kind = KINDS[task.kind]
+    what = kind.describe(outcome.params) if outcome.params else ""
+    result = (
+        f"{kind.value_name} {outcome.value:+.2f}" if outcome.value is not None else outcome.state
     )
-    result = f"gain {outcome.gain:+.2f}" if outcome.gain is not None else outcome.state
     tail = f" ({outcome.reason})" if outcome.state == "failed" else ""
     return f"{name} #{outcome.number} {result} {what} [worker {spec.index} {spec.device}]{tail}"
 
@@ -386,6 +373,18 @@ def _interrupt_main(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_thread(thread: threading.Thread, grace: float = STOP_GRACE_S) -> None:
+    """After Ctrl-C: end the in-process worker (``--workers 1``) too. A thread cannot be
+    signalled, so the interrupt is raised in it at its next Python instruction (after the torch
+    operation it is in): its trial is failed by its own guard. Without this the interpreter
+    would exit under a thread still inside torch, which aborts the process."""
+    if thread.is_alive() and thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+        )
+        thread.join(timeout=grace)
+
+
 def run_in_thread(specs: list[WorkerSpec]) -> tuple[threading.Thread, dict]:
     """Start :func:`run_pool` in a thread so the caller can show progress meanwhile; the dict
     receives ``reports`` or ``error``."""
@@ -403,12 +402,17 @@ def run_in_thread(specs: list[WorkerSpec]) -> tuple[threading.Thread, dict]:
 
 
 __all__ = [
+    "MAX_CONSECUTIVE_FAILURES",
     "WorkerReport",
     "WorkerSpec",
     "load_bundle_once",
+    "make_pruner",
+    "make_sampler",
+    "pick_slots",
     "run_in_thread",
     "run_pool",
     "sigterm_as_interrupt",
+    "stop_thread",
     "stop_workers",
     "worker_specs",
 ]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TextIO
 
 import optuna
 
-from .budget import best_gain, count_trials
+from .db import best_value, count_trials
+from .kinds import KINDS, Task
 
 
 class Progress:
@@ -23,40 +24,51 @@ class Progress:
     def __init__(
         self,
         storage: optuna.storages.RDBStorage,
-        study_ids: Iterable[int],
-        budget: int,
+        tasks: Sequence[Task],
+        ids: dict[str, int],
         mode: str = "auto",
         stream: TextIO | None = None,
     ) -> None:
         self.storage = storage
-        self.ids = list(study_ids)
-        self.budget = budget
+        # study id -> budget (None: a fixed kind, whose queued trials are its work)
+        self.budgets = {ids[t.study]: t.budget for t in tasks}
+        self.ids = list(self.budgets)
+        gains = all(KINDS[t.kind].value_name == "gain" for t in tasks)
+        self.best_label, self.unit = ("best gain", " pp") if gains else ("best value", "")
         self.stream = stream or sys.stdout
         if mode == "auto":
             mode = "live" if self.stream.isatty() else "log"
         self.mode = mode
-        self.total = budget * len(self.ids)
+        counts = count_trials(storage, self.ids)
+        self.total = sum(
+            b if b is not None else c.finished + c.running + c.waiting
+            for b, c in ((self.budgets[i], counts[i]) for i in self.ids)
+        )
         self.started = time.monotonic()
         self.start_done = self._done()[0]
         self._last: tuple | None = None
         self._last_log = 0.0
 
     def _done(self) -> tuple[int, int, int]:
-        counts = count_trials(self.storage, self.ids).values()
-        done = sum(min(c.finished, self.budget) for c in counts)
-        return done, sum(c.running for c in counts), sum(c.failed for c in counts)
+        counts = count_trials(self.storage, self.ids)
+        done = sum(
+            c.finished if self.budgets[i] is None else min(c.finished, self.budgets[i])
+            for i, c in counts.items()
+        )
+        values = counts.values()
+        return done, sum(c.running for c in values), sum(c.failed for c in values)
 
     def line(self) -> str:
         done, running, failed = self._done()
         minutes = max(time.monotonic() - self.started, 1e-9) / 60
         rate = (done - self.start_done) / minutes
-        best = best_gain(self.storage, self.ids)
-        best_text = "n/a" if best is None else f"{best:+.2f} pp"
+        best = best_value(self.storage, self.ids)
+        best_text = "n/a" if best is None else f"{best:+.2f}{self.unit}"
         self._state = (done, running, failed, best)
         extra = f", {failed} failed" if failed else ""
         return (
             f"{done}/{self.total} trials done ({running} running{extra}), "
-            f"{rate:.1f} trials/min, best gain {best_text}"
+            f"{rate:.1f} trials/min, {self.best_label} {best_text}"
         )
 
     def poll(self, final: bool = False) -> None:

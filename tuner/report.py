@@ -21,6 +21,9 @@ import plotly.graph_objects as go
 import plotly.offline
 from plotly.subplots import make_subplots
 
+from objectives import AGGREGATIONS, DIVERGENCES
+
+from .db import open_storage
 from .errors import UsageError
 from .report_data import (
     NOISE_FALLBACK_PP,
@@ -31,7 +34,9 @@ from .report_data import (
     describe,
     student_role,
 )
-from .storage import get_storage
+from .results import Cell, read_cells
+from .storage import mask
+from .tables import compare_rows
 
 DEFAULT_OUT = "report.html"
 _TEMPLATE = "plotly_white"
@@ -459,8 +464,6 @@ def neighbourhood_section(d: ReportData) -> Section | None:
     """The client studies of ``--mode neighbourhood`` in the same storage, if any."""
     if not d.clients:
         return None
-    from .neighbourhood import clients_body
-
     return Section(
         "neighbourhood", "Neighbourhood mode: one study per client", clients_body(d.clients)
     )
@@ -470,8 +473,6 @@ def compare_section(d: ReportData) -> Section | None:
     """``dkd-tune compare``'s divergence × aggregation table in the same storage, if any."""
     if not d.compare:
         return None
-    from .compare import compare_body
-
     return Section(
         "compare", "Divergence × aggregation (dkd-tune compare)", compare_body(d.compare)
     )
@@ -507,24 +508,30 @@ figure{margin:.5em 0}figcaption{font-size:.9em;color:#444;margin-top:.2em}
 _REFIT = "window.addEventListener('load', () => window.dispatchEvent(new Event('resize')));"
 
 
-def render(data: ReportData, sections: Sequence[SectionFn] = SECTIONS) -> str:
-    """The whole page as one HTML string (plotly.js inline: no network needed to open it)."""
-    done = [s for s in (fn(data) for fn in sections) if s is not None]
-    nav = "".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in done)
+def page(title: str, intro: str, sections: Sequence[Section]) -> str:
+    """The one page shell every view fills: a title, an intro line, a navigation bar and the
+    sections (plotly.js inline: no network needed to open it)."""
+    nav = "".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in sections)
     body = "".join(
-        f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>{s.body}</section>' for s in done
-    )
-    title = f"dkd-tune report: {data.federation}"
-    head = (
-        f"<h1>{esc(title)}</h1><p>Federation {esc(data.federation)} ({esc(data.federation_hash)}),"
-        f" {data.participants} participants, storage {esc(data.storage)}. Gains are test "
-        "accuracy after one round of KD minus before, in percentage points (pp).</p>"
+        f'<section id="{esc(s.id)}"><h2>{esc(s.title)}</h2>{s.body}</section>' for s in sections
     )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
         f"<style>{_CSS}</style><script>{plotly.offline.get_plotlyjs()}</script></head>"
-        f"<body>{head}<nav>{nav}</nav>{body}<script>{_REFIT}</script></body></html>"
+        f"<body><h1>{esc(title)}</h1><p>{intro}</p><nav>{nav}</nav>{body}"
+        f"<script>{_REFIT}</script></body></html>"
     )
+
+
+def render(data: ReportData, sections: Sequence[SectionFn] = SECTIONS) -> str:
+    """The whole report as one HTML string."""
+    done = [s for s in (fn(data) for fn in sections) if s is not None]
+    intro = (
+        f"Federation {esc(data.federation)} ({esc(data.federation_hash)}), {data.participants} "
+        f"participants, storage {esc(data.storage)}. Gains are test accuracy after one round of "
+        "KD minus before, in percentage points (pp)."
+    )
+    return page(f"dkd-tune report: {data.federation}", intro, done)
 
 
 def summary_lines(d: ReportData) -> list[str]:
@@ -548,17 +555,12 @@ def summary_lines(d: ReportData) -> list[str]:
     ]
 
 
-def write_report(
-    url: str, out: str | Path = DEFAULT_OUT, federation: str | None = None
-) -> ReportData:
-    """Read the storage, write the page to ``out`` atomically (never half a file); return the
-    numbers it shows."""
-    target = Path(out)
+def write_file(target: Path, text: str, flag: str) -> None:
+    """Write a page atomically (never half a file), readable by all like any shared report;
+    one line naming ``flag`` if it cannot be written."""
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise UsageError(f"cannot write --out {out}: folder {folder} does not exist")
-    data = collect(get_storage(url), url, federation)
-    text = render(data)
+        raise UsageError(f"cannot write {flag} {target}: folder {folder} does not exist")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
@@ -572,6 +574,137 @@ def write_report(
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise UsageError(
-            f"cannot write --out {out} ({exc.strerror or exc}): pick a writable path"
+            f"cannot write {flag} {target} ({exc.strerror or exc}): pick a writable path"
         ) from None
+
+
+def write_report(
+    url: str, out: str | Path = DEFAULT_OUT, federation: str | None = None
+) -> ReportData:
+    """Read the storage, write the page to ``out`` atomically (never half a file); return the
+    numbers it shows."""
+    target = Path(out)
+    data = collect(open_storage(url), url, federation)
+    write_file(target, render(data), "--out")
     return data
+
+
+# --- the sections of other kinds -----------------------------------------------------------------
+
+
+def clients_body(rows: list[dict]) -> str:
+    """The report's neighbourhood section: per client study the best and the default gain (head
+    2 after the round minus the client's accuracy before KD) and the best configuration."""
+    labels = [r["study"] for r in rows]
+    fig = go.Figure(
+        [
+            go.Bar(name="default (T=1, a=0.5, kl/avg)", x=labels,
+                   y=[r["default_gain"] for r in rows], marker_color="#8c8c8c"),
+            go.Bar(name="best", x=labels, y=[r["best_gain"] for r in rows],
+                   marker_color="#1f77b4"),
+        ]
+    )  # fmt: skip
+    fig.update_layout(barmode="group", yaxis_title="gain of head 2 (pp)")
+
+    def pp(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.2f}"
+
+    lines = []
+    for r in rows:
+        p = r["best_params"] or {}
+        best = (
+            f"T={p['temperature']:.3g} a={p['alpha']:.2f} {p['divergence']}/{p['aggregation']}"
+            if p
+            else "-"
+        )
+        lines.append(
+            (r["study"], ",".join(map(str, r["neighbours"])), r["finished"], pp(r["default_gain"]),
+             pp(r["best_gain"]), pp(r["improvement"]), best)
+        )  # fmt: skip
+    head = ("study", "neighbours", "finished", "default", "best", "improvement", "best config")
+    caption = (
+        "Neighbourhood mode: each client's head 2 learns from all of its neighbours at once; "
+        "gain = head-2 test accuracy after the round minus the client's accuracy before KD."
+    )
+    return figure(fig, "neighbourhood", caption) + table(head, lines)
+
+
+def compare_body(cells: Sequence[Cell]) -> str:
+    """The report's compare section: accuracy (mean ± std over seeds) per divergence and
+    aggregation for each federation, accuracy against seconds per round, and the table."""
+    feds = list(dict.fromkeys((c.federation, c.partition) for c in cells))
+    by = {(c.federation, c.divergence, c.aggregation): c for c in cells}
+    colours = {"avg": "#1f77b4", "sum": "#ff7f0e"}
+    bars = make_subplots(
+        rows=1, cols=len(feds), subplot_titles=[f"{p} ({f})" for f, p in feds], shared_yaxes=True
+    )
+    trade = go.Figure()
+    for col, (fed, partition) in enumerate(feds, start=1):
+        for agg in AGGREGATIONS:
+            row = [by.get((fed, d, agg)) for d in DIVERGENCES]
+            bars.add_trace(
+                go.Bar(
+                    name=agg,
+                    x=list(DIVERGENCES),
+                    y=[None if c is None else c.accuracy for c in row],
+                    error_y={"array": [0 if c is None else c.accuracy_std or 0 for c in row]},
+                    marker_color=colours[agg],
+                    showlegend=col == 1,
+                    legendgroup=agg,
+                ),
+                row=1,
+                col=col,
+            )
+            done = [c for c in row if c is not None and c.accuracy is not None]
+            trade.add_trace(
+                go.Scatter(
+                    name=f"{partition} {agg}",
+                    x=[c.seconds_per_round for c in done],
+                    y=[c.accuracy for c in done],
+                    text=[c.divergence for c in done],
+                    mode="markers+text",
+                    textposition="top center",
+                    marker={
+                        "color": colours[agg],
+                        "symbol": "circle" if col == 1 else "diamond",
+                        "size": 10,
+                    },
+                )
+            )
+    spread = [c.accuracy for c in cells if c.accuracy is not None]
+    if spread:
+        pad = max(0.5, (max(spread) - min(spread)) * 0.5)
+        bars.update_yaxes(range=[min(spread) - pad, max(spread) + pad])
+    bars.update_layout(barmode="group", yaxis_title="head-2 accuracy (%)")
+    trade.update_layout(xaxis_title="seconds per round", yaxis_title="head-2 accuracy (%)")
+    seeds = "/".join(map(str, sorted({c.n for c in cells})))
+    head, rows = compare_rows(cells)
+    return (
+        figure(
+            bars,
+            "compare-accuracy",
+            f"Head-2 test accuracy after one neighbourhood round, mean over the clients, mean ± "
+            f"std over {seeds} seed(s), per divergence and aggregation (avg: one divergence to "
+            "the mean of the neighbours' predictions; sum: one per neighbour).",
+        )
+        + figure(
+            trade,
+            "compare-tradeoff",
+            "Accuracy against the seconds a round of every client takes (the accuracy / "
+            "efficiency trade-off of the two aggregations).",
+        )
+        + table(head, rows)
+    )
+
+
+def write_page(url: str, out: str) -> list[Cell]:
+    """``dkd-tune compare --report FILE``: a self-contained page with the compare section."""
+    cells = read_cells(open_storage(url))
+    if not cells:
+        raise UsageError(f"no compare studies in {mask(url)}: run dkd-tune compare first")
+    section = Section("compare", "Divergence × aggregation (dkd-tune compare)", compare_body(cells))
+    text = page(
+        "dkd-tune compare: divergence x aggregation", f"Storage {esc(mask(url))}.", [section]
+    )
+    write_file(Path(out), text, "--report")
+    return cells

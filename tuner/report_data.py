@@ -26,8 +26,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .errors import UsageError
-from .export import pair_studies
+from .results import (
+    CONFIRM_ATTR,
+    best_trial,
+    client_rows,
+    one_federation,
+    read_cells,
+)
 from .space import DEFAULT_PARAMS
 from .storage import mask
 
@@ -35,8 +40,6 @@ from .storage import mask
 #: root mean square of the 45 confirmed pairs' noise (3 seeds) is 0.97 pp, their median 0.67 pp
 #: (README, "The seed, reproduced"). Another federation should be confirmed, not rely on it.
 NOISE_FALLBACK_PP = 1.0
-#: The user attr ``dkd-tune confirm`` writes on a pair study.
-CONFIRM_ATTR = "confirm"
 _EPS = 1e-9
 
 
@@ -223,8 +226,8 @@ class ReportData:
     pooled_noise: float | None  # RMS of the confirmed pairs' noise
     importances: dict[str, float] = field(default_factory=dict)
     importance_pairs: int = 0
-    compare: list = field(default_factory=list)  # tuner.compare.Cell of every compare study
-    clients: list[dict] = field(default_factory=list)  # tuner.neighbourhood.client_rows
+    compare: list = field(default_factory=list)  # tuner.results.Cell of every compare study
+    clients: list[dict] = field(default_factory=list)  # tuner.results.client_rows
 
     @property
     def compared(self) -> list[PairResult]:
@@ -239,18 +242,8 @@ def collect(
 ) -> ReportData:
     """Read one federation's pair studies into a ReportData (raises UsageError if there are
     none, or several federations and no ``federation``)."""
-    studies = pair_studies(storage, federation)
-    names = sorted({s.user_attrs["federation"] for s in studies})
-    if not names:
-        raise UsageError(
-            f"no dkd-tune pair studies in {mask(url)}"
-            + (f" for federation {federation}" if federation else "")
-            + ": run dkd-tune first or pass --storage"
-        )
-    if len(names) > 1:
-        raise UsageError(
-            f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
-        )
+    studies = one_federation(storage, url, federation, kind="pair")
+    names = [studies[0].user_attrs["federation"]]
     accuracy: dict[int, float] = {}
     pairs, points = [], []
     for s in studies:
@@ -286,20 +279,13 @@ def collect(
     )
     if importances:
         data.importances, data.importance_pairs = pooled_importances(storage, studies)
-    from .compare import read_cells  # the neighbourhood mode's studies, shown where present
-    from .neighbourhood import client_rows
-
+    # The neighbourhood mode's studies, shown where present.
     data.compare, data.clients = read_cells(storage), client_rows(storage, federation)
     return data
 
 
 def _complete(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-
-
-def _best(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    """The highest gain, earliest trial on ties (the rule ``export`` uses)."""
-    return max(trials, key=lambda t: (t.value, -t.number), default=None)
 
 
 def pair_result(study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial]) -> PairResult:
@@ -311,7 +297,7 @@ def pair_result(study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial]) 
     students = {"a": (a, b), "b": (b, a)}
     defaults = {t.user_attrs["default"]: t for t in done if "default" in t.user_attrs}
     confirm = attrs.get(CONFIRM_ATTR)
-    best = _best(done)
+    best = best_trial(done)
     valid = bool(confirm) and best is not None and confirm["best"]["trial"] == best.number
     result = PairResult(
         study=study.study_name,
@@ -326,7 +312,7 @@ def pair_result(study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial]) 
     )
     for position, (student, teacher) in students.items():
         mine = [t for t in done if t.params.get("position") == position]
-        top, default = _best(mine), defaults.get(position)
+        top, default = best_trial(mine), defaults.get(position)
         here = valid and confirm["position"] == position
         result.directions.append(
             Direction(

@@ -1,9 +1,12 @@
-"""A tuning run from start to end, as library calls the CLI (and tests) make.
+"""A run from start to end, as library calls the CLI (and tests) make: tasks (studies of any
+kind) set up and served by the worker pool.
 
 Order matters: everything that can be refused is checked before anything is written — options,
-config, search space, pairs, devices, the storage URL, and the existing studies' federation hash —
-so bad input leaves the database exactly as it was. Only then is the bundle prepared, the pair
-studies set up (defaults enqueued once), and the pool started.
+config, search space, targets, devices, the storage URL, and the existing studies' attrs — so bad
+input leaves the database exactly as it was. Only then is the bundle prepared, the studies set up
+(their trials enqueued once), and the pool started. ``tune`` (pair or client studies), ``compare``
+and ``confirm`` build their tasks and call :func:`run_tasks`; ``join`` rebuilds the tasks of a
+stored run for ``dkd-tune worker``.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from objectives import StudyConfig, bundle_path, load_config, parse_config
+from objectives import StudyConfig, bundle_path, load_config
 
-from .budget import count_trials, enqueue_missing_retries
+from .budget import enqueue_missing_retries
+from .db import count_trials, database_errors, open_storage, quiet_optuna
 from .errors import RunError, StorageError, UsageError
 from .fleet import SETTINGS_ATTR, check_bundle, record_bundle, record_settings
+from .kinds import KINDS, Task, config_record
+from .kinds.client import NeighbourhoodSpace
+from .lifecycle import abandon_running
+from .notes import write_notes
 from .options import (
-    Pair,
     TuneOptions,
     check_options,
+    parse_clients,
     parse_devices,
     parse_pairs,
     worker_devices,
@@ -33,27 +41,17 @@ from .pool import (
     load_bundle_once,
     run_in_thread,
     sigterm_as_interrupt,
+    stop_thread,
     stop_workers,
     worker_specs,
 )
 from .progress import Progress
-from .space import SearchSpace, parse_space
-from .storage import check_storage, get_storage, mask
-from .studies import check_existing, config_record, record_run, setup_study, study_name
-from .trials import abandon_running
+from .results import one_federation
+from .space import parse_space
+from .storage import check_storage, mask
+from .studies import check_existing, enqueue, record_run, setup_study
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class Plan:
-    """A validated run: what to tune, where, on which devices."""
-
-    opts: TuneOptions
-    config: StudyConfig
-    space: SearchSpace
-    pairs: list[Pair]
-    devices: list[str]
 
 
 @dataclass
@@ -64,53 +62,99 @@ class RunSummary:
     finished: int = 0  # trials finished during this run
 
 
-def plan(opts: TuneOptions) -> Plan:
-    """Validate everything that needs no database (raises a DkdError with one line)."""
+def check_two_heads(config: StudyConfig) -> None:
+    """The neighbourhood round trains head 2; a one-head federation cannot run it."""
+    model = config.model.name
+    if not model.endswith("-2head"):
+        raise UsageError(
+            f"the neighbourhood mode needs a two-head model, {config.source} uses {model!r}: set "
+            f'[model] name = "{model}-2head" (e.g. studies/fashion-mnist-n3.toml)'
+        )
+
+
+def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
+    """Validate everything that needs no database; return the config, the tasks and devices
+    (raises a DkdError with one line)."""
     check_options(opts)
     config = load_config(opts.config, opts.overrides)
     space = parse_space(config.search, config.source)
-    pairs = parse_pairs(opts.pairs, config.federation.participants)
-    devices = parse_devices(opts.devices)
-    return Plan(opts, config, space, pairs, devices)
+    if opts.mode == "neighbourhood":
+        if opts.pairs != "all":
+            raise UsageError(
+                "--pairs is for --mode pair; with --mode neighbourhood pick clients with --clients"
+            )
+        check_two_heads(config)
+        space = NeighbourhoodSpace.from_search(space, config.neighbourhood.transfer_set)
+        sets = config.neighbours
+        targets = [
+            (k, *sets[k]) for k in parse_clients(opts.clients, config.federation.participants)
+        ]
+    else:
+        targets = parse_pairs(opts.pairs, config.federation.participants)
+    kind = KINDS[opts.mode]
+    tasks = [
+        Task(kind.study_name(config.name, t), kind.name, tuple(t), config, space, opts.trials)
+        for t in targets
+    ]
+    return config, tasks, parse_devices(opts.devices)
 
 
 def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
-    """Run a tuning: top every pair study up to ``opts.trials`` finished trials."""
-    if opts.mode == "neighbourhood":  # one study per client instead (tuner.neighbourhood)
-        from .neighbourhood import tune_neighbourhood
-
-        return tune_neighbourhood(opts, say)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    p = plan(opts)
-    check_storage(opts.storage)
-    storage = get_storage(opts.storage)
-    check_existing(storage, opts.storage, p.config, p.space, p.pairs)
-    # Nothing was written up to here. From now on the run creates what it needs.
-    say(
-        f"federation {p.config.name} ({p.config.federation_hash}), {len(p.pairs)} pair(s), "
-        f"{opts.trials} trials each, storage {mask(opts.storage)}"
+    """Run a tuning: top every pair (or client) study up to ``opts.trials`` finished trials."""
+    quiet_optuna()
+    config, tasks, devices = plan(opts)
+    what = (
+        "pair(s)"
+        if opts.mode == "pair"
+        else (
+            f"client(s) in neighbourhood mode ({config.topology.kind} graph, transfer set "
+            f"{config.neighbourhood.transfer_set})"
+        )
     )
-    bundle = load_bundle_once(p.config, opts.bundles, p.devices[0], progress=say)
-    check_bundle(storage, opts.storage, [study_name(p.config.name, q) for q in p.pairs], bundle)
-    ids: dict[str, int] = {}
-    for pair in p.pairs:
-        ids[study_name(p.config.name, pair)] = sid = setup_study(
-            storage, opts.storage, p.config, bundle, p.space, pair
-        )
-        record_run(
-            storage,
-            sid,
-            budget=opts.trials,
-            sampler=opts.sampler,
-            pruner=opts.pruner,
-            seed=opts.seed,
-            retries=opts.retries,
-        )
-        enqueue_missing_retries(
-            optuna.load_study(study_name=study_name(p.config.name, pair), storage=storage),
-            opts.retries,
-        )
-    return _run(p, opts, storage, ids, say)
+    return start(
+        opts, tasks, devices, say,
+        f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
+        f"{opts.trials} trials each, storage {mask(opts.storage)}",
+    )  # fmt: skip
+
+
+def start(
+    opts: TuneOptions, tasks: Sequence[Task], devices: list[str], say: Say, headline: str
+) -> RunSummary:
+    """Check the storage, set the tasks' studies up (nothing is written before every check
+    passed) and serve them with the pool."""
+    check_storage(opts.storage)
+    with database_errors(opts.storage):
+        storage = open_storage(opts.storage)
+        check_existing(storage, opts.storage, tasks)
+        # Nothing was written up to here. From now on the run creates what it needs.
+        say(headline)
+        bundles = {
+            t.config.name: load_bundle_once(t.config, opts.bundles, devices[0], progress=say)
+            for t in tasks
+        }
+        for name, bundle in bundles.items():
+            check_bundle(storage, opts.storage, [t.study for t in tasks if t.config.name == name],
+                         bundle)  # fmt: skip
+        ids: dict[str, int] = {}
+        for task in tasks:
+            ids[task.study] = sid = setup_study(
+                storage, opts.storage, task, bundles[task.config.name]
+            )
+            record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
+                       seed=opts.seed, retries=opts.retries)  # fmt: skip
+            enqueue_missing_retries(
+                optuna.load_study(study_name=task.study, storage=storage), opts.retries
+            )
+            if KINDS[task.kind].fixed:
+                enqueue(storage, task)  # after the retries: what is still missing
+        for name, bundle in bundles.items():
+            mine = [ids[t.study] for t in tasks if t.config.name == name]
+            record_bundle(storage, mine, bundle)
+            # What workers that join later take unless told otherwise (a joining worker never
+            # rewrites it: its own --precision or heartbeat are its alone).
+            record_settings(storage, mine, _settings(opts))
+        return run_tasks(opts, tasks, devices, storage, ids, say)
 
 
 #: Options of ``dkd-tune worker`` that, when given, replace what the run recorded.
@@ -128,68 +172,89 @@ JOIN_OWN = (
 def join(
     opts: TuneOptions, federation: str | None, say: Say = print, *, own: Sequence[str] = ()
 ) -> RunSummary:
-    """``dkd-tune worker``: add workers to the run recorded in the storage. The studies hold the
-    config, budget, sampler, pruner and worker settings; the options named in ``own`` (any of
-    JOIN_OWN) are this worker's instead: its own config file (same federation hash and KD recipe,
-    e.g. another data path), a subset of the pairs, another budget, its precision or heartbeat.
-    The worker's bundle must be the run's (digest check); it is never built here."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """``dkd-tune worker``: add workers to the run recorded in the storage, whatever its kinds
+    (pair, client, compare or confirmation studies). The studies hold the config, budget,
+    sampler, pruner and worker settings; the options named in ``own`` (any of JOIN_OWN) are this
+    worker's instead: its own config file (same federation hash and KD recipe, e.g. another data
+    path), a subset of the pairs, another budget, its precision or heartbeat. The worker's bundle
+    must be the run's (digest check); it is never built here."""
+    quiet_optuna()
     check_options(opts)
     devices = parse_devices(opts.devices)
     check_storage(opts.storage)
-    from .export import pair_studies  # here: export imports nothing of the run
-
-    storage = get_storage(opts.storage)
-    studies = [s for s in pair_studies(storage, federation) if "run" in s.user_attrs]
-    names = sorted({s.user_attrs["federation"] for s in studies})
-    if not names:
-        raise StorageError(
-            f"no dkd-tune run in {mask(opts.storage)}"
-            + (f" for federation {federation}" if federation else "")
-            + ": start one with dkd-tune --storage ... first"
-        )
-    if len(names) > 1:
-        raise UsageError(
-            f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
-        )
-    first = studies[0].user_attrs
-    config = parse_config(first["config"], source=f"study {studies[0].study_name}")
-    if "config" in own:
-        config = _own_config(opts, config, first)
-    if "pairs" in own:
-        wanted = set(parse_pairs(opts.pairs, config.federation.participants))
-        missing = wanted - {tuple(s.user_attrs["pair"]) for s in studies}
-        if missing:
-            a, b = sorted(missing)[0]
-            raise UsageError(
-                f"pair {a}-{b} is not part of the run in {mask(opts.storage)}: pick --pairs among "
-                "its studies (dkd-tune status lists them), or start it with dkd-tune --pairs"
+    with database_errors(opts.storage):
+        storage = open_storage(opts.storage)
+        studies = [
+            s for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
+                                      fix="start one with dkd-tune --storage ... first")
+            if "run" in s.user_attrs
+        ]  # fmt: skip
+        if not studies:
+            raise StorageError(
+                f"no dkd-tune run in {mask(opts.storage)}: start one with dkd-tune --storage ..."
             )
-        studies = [s for s in studies if tuple(s.user_attrs["pair"]) in wanted]
-    run = first["run"]
-    if "trials" not in own:
-        opts.trials = run["budget"]
-    opts.sampler, opts.pruner = run["sampler"], run["pruner"]
-    opts.seed, opts.retries = run["seed"] + 7_919, run["retries"]  # other samples than the run's
-    for key, value in first.get(SETTINGS_ATTR, {}).items():
-        if key not in own and hasattr(opts, key):
-            setattr(opts, key, value)
-    check_options(opts)
-    space = parse_space(first["search"], f"study {studies[0].study_name}")
-    pairs = [tuple(s.user_attrs["pair"]) for s in studies]
-    p = Plan(opts, config, space, pairs, devices)  # type: ignore[arg-type]
-    path = bundle_path(config, opts.bundles)
-    if not (path / "meta.json").is_file():
-        raise StorageError(
-            f"no bundle of federation {config.name} at {path}: a worker uses the run's bundle, "
-            "never builds its own; share that folder (--bundles DIR or $DKD_TUNE_BUNDLES) or "
-            "copy it from the machine that started the run"
-        )
-    bundle = load_bundle_once(config, opts.bundles, devices[0], progress=say)
-    ids = {s.study_name: s._study_id for s in studies}
-    check_bundle(storage, opts.storage, ids, bundle)
-    say(f"joining {len(ids)} pair studies of {config.name} ({opts.trials} trials each)")
-    return _run(p, opts, storage, ids, say)
+        first = studies[0].user_attrs
+        tasks = [
+            KINDS[s.user_attrs.get("mode", "pair")].task_from(
+                s.study_name, s.user_attrs, s.user_attrs["run"]["budget"]
+            )
+            for s in studies
+        ]
+        if "config" in own:
+            config = _own_config(opts, tasks[0].config, first)
+            tasks = [Task(t.study, t.kind, t.target, config, t.space, t.budget) for t in tasks]
+        if "pairs" in own:
+            tasks = _own_pairs(opts, tasks)
+        run = first["run"]
+        if "trials" in own:
+            tasks = [
+                t if t.budget is None else Task(t.study, t.kind, t.target, t.config, t.space,
+                                                opts.trials)
+                for t in tasks
+            ]  # fmt: skip
+        else:
+            opts.trials = run["budget"] or opts.trials
+        opts.sampler, opts.pruner = run["sampler"], run["pruner"]
+        opts.seed, opts.retries = (
+            run["seed"] + 7_919,
+            run["retries"],
+        )  # other samples than the run's
+        for key, value in first.get(SETTINGS_ATTR, {}).items():
+            if key not in own and hasattr(opts, key):
+                setattr(opts, key, value)
+        check_options(opts)
+        for config in {t.config.name: t.config for t in tasks}.values():
+            path = bundle_path(config, opts.bundles)
+            if not (path / "meta.json").is_file():
+                raise StorageError(
+                    f"no bundle of federation {config.name} at {path}: a worker uses the run's "
+                    "bundle, never builds its own; share that folder (--bundles DIR or "
+                    "$DKD_TUNE_BUNDLES) or copy it from the machine that started the run"
+                )
+            bundle = load_bundle_once(config, opts.bundles, devices[0], progress=say)
+            check_bundle(storage, opts.storage, [t.study for t in tasks], bundle)
+        ids = {
+            s.study_name: s._study_id for s in studies if s.study_name in {t.study for t in tasks}
+        }
+        say(f"joining {len(ids)} studies of {tasks[0].config.name} ({_budgets(tasks)})")
+        return run_tasks(opts, tasks, devices, storage, ids, say)
+
+
+def _settings(opts: TuneOptions) -> dict:
+    """The worker settings of a run, as recorded for joining workers."""
+    return {
+        "precision": opts.precision,
+        "batch_trials": opts.batch_trials,
+        "heartbeat_interval": opts.heartbeat_interval,
+        "heartbeat_grace": opts.heartbeat_grace,
+    }
+
+
+def _budgets(tasks: Sequence[Task]) -> str:
+    budgets = sorted({t.budget for t in tasks if t.budget is not None})
+    fixed = sum(t.budget is None for t in tasks)
+    parts = [f"{'/'.join(map(str, budgets))} trials each"] if budgets else []
+    return ", ".join(parts + ([f"{fixed} with queued trials"] if fixed else []))
 
 
 def _own_config(opts: TuneOptions, stored: StudyConfig, attrs: dict) -> StudyConfig:
@@ -206,47 +271,56 @@ def _own_config(opts: TuneOptions, stored: StudyConfig, attrs: dict) -> StudyCon
     return config
 
 
+def _own_pairs(opts: TuneOptions, tasks: list[Task]) -> list[Task]:
+    """The pair studies (and their confirmations) of ``--pairs``, each of which must exist."""
+    wanted = set(parse_pairs(opts.pairs, tasks[0].config.federation.participants))
+    have = {t.target for t in tasks if t.kind == "pair"}
+    missing = wanted - have
+    if missing:
+        a, b = sorted(missing)[0]
+        raise UsageError(
+            f"pair {a}-{b} is not part of the run in {mask(opts.storage)}: pick --pairs among "
+            "its studies (dkd-tune status lists them), or start it with dkd-tune --pairs"
+        )
+    return [t for t in tasks if t.kind in ("pair", "confirm") and t.target in wanted]
+
+
 def prepare(opts: TuneOptions, say: Say = print) -> list[dict]:
     """``dkd-tune prepare``: build (or load) the federation bundle; return its summary."""
-    p = plan(opts)
-    bundle = load_bundle_once(p.config, opts.bundles, p.devices[0], progress=say)
+    config, _, devices = plan(opts)
+    bundle = load_bundle_once(config, opts.bundles, devices[0], progress=say)
     return bundle.summary()
 
 
-def _run(
-    p: Plan, opts: TuneOptions, storage: optuna.storages.RDBStorage, ids: dict[str, int], say: Say
+def run_tasks(
+    opts: TuneOptions,
+    tasks: Sequence[Task],
+    devices: list[str],
+    storage: optuna.storages.RDBStorage,
+    ids: dict[str, int],
+    say: Say,
 ) -> RunSummary:
-    if opts.precision != "fp32" and opts.mode != "pair":
+    """Serve the tasks' (set-up) studies with the pool until their work is done; then write the
+    dashboard notes. Worker settings are recorded so that ``dkd-tune worker`` can join."""
+    if opts.precision != "fp32" and any(t.kind != "pair" for t in tasks):
         raise UsageError(f"--precision {opts.precision} is for pair studies: drop it")
-    if opts.batch_trials != 1 and opts.mode != "pair":
+    if opts.batch_trials != 1 and not any(KINDS[t.kind].batchable for t in tasks):
         raise UsageError(f"--batch-trials {opts.batch_trials} is for pair studies: drop it")
-    bundle = load_bundle_once(p.config, opts.bundles, p.devices[0])  # loaded already: cached
-    check_bundle(storage, opts.storage, ids, bundle)
-    record_bundle(storage, ids.values(), bundle)
-    settings = {
-        "precision": opts.precision,
-        "batch_trials": opts.batch_trials,
-        "heartbeat_interval": opts.heartbeat_interval,
-        "heartbeat_grace": opts.heartbeat_grace,
-    }
-    record_settings(storage, ids.values(), settings)
-    started = time.monotonic()
-    before = sum(c.finished for c in count_trials(storage, ids.values()).values())
-    progress = Progress(storage, ids.values(), opts.trials, mode=opts.progress)
+    settings = _settings(opts)
+    with database_errors(opts.storage):
+        started = time.monotonic()
+        before = sum(c.finished for c in count_trials(storage, ids.values()).values())
+        progress = Progress(storage, tasks, ids, mode=opts.progress)
     specs = worker_specs(
-        worker_devices(p.devices, opts.workers, opts.workers_per_device),
+        worker_devices(devices, opts.workers, opts.workers_per_device),
         url=opts.storage,
-        config=p.config,
+        tasks=list(tasks),
         bundles=opts.bundles,
-        space=p.space,
-        studies={n: p.pairs[i] for i, n in enumerate(ids)},
-        budget=opts.trials,
         sampler=opts.sampler,
         pruner=opts.pruner,
         seed=opts.seed,
         retries=opts.retries,
         log=progress.mode == "log",
-        mode=opts.mode,
         **settings,
     )
     with sigterm_as_interrupt():
@@ -254,37 +328,55 @@ def _run(
         try:
             while thread.is_alive():
                 thread.join(timeout=1.0)
-                progress.poll(final=not thread.is_alive())
-        except KeyboardInterrupt:
+                with database_errors(opts.storage):
+                    progress.poll(final=not thread.is_alive())
+        except BaseException:  # Ctrl-C, or the database went away under the progress line
             abandon_running("interrupted (Ctrl-C)")  # the in-process worker's trial
             stop_workers()  # worker processes mark theirs; stragglers are terminated
+            stop_thread(thread)  # and the in-process worker ends before the interpreter does
             raise
     if "error" in box:
-        raise box["error"]
+        error = box["error"]
+        with database_errors(opts.storage):
+            raise error
+    with database_errors(opts.storage):
+        return _finish(opts, tasks, storage, ids, box["reports"], started, before, say)
+
+
+def _finish(
+    opts: TuneOptions,
+    tasks: Sequence[Task],
+    storage: optuna.storages.RDBStorage,
+    ids: dict[str, int],
+    reports: list[WorkerReport],
+    started: float,
+    before: int,
+    say: Say,
+) -> RunSummary:
     counts = count_trials(storage, ids.values())
     after = sum(c.finished for c in counts.values())
-    summary = RunSummary(ids, box["reports"], time.monotonic() - started, after - before)
+    summary = RunSummary(ids, reports, time.monotonic() - started, after - before)
     for rep in summary.reports:
         if rep.died:
             say(
                 f"worker {rep.index} ({rep.device}) {rep.died}; a heartbeat check fails its "
                 "running trial, which is then retried"
             )
-    short = [n for n in ids if counts[ids[n]].finished < opts.trials]
+    short = [t.study for t in tasks if KINDS[t.kind].work_left(counts[ids[t.study]], t)]
     if short and any(rep.died for rep in summary.reports):
         raise RunError(
-            f"{len(short)} stud(ies) short of {opts.trials} trials after a worker died, e.g. "
+            f"{len(short)} stud(ies) short of their trials after a worker died, e.g. "
             f"{short[0]}: rerun the same command to top them up"
         )
-    from .notes import write_notes  # imports optuna-dashboard: only once a run ends
-
-    write_notes(storage, opts.storage, ids)  # each pair study's dashboard note: default vs best
+    pairs = [t.study for t in tasks if t.kind == "pair"]
+    if pairs:
+        write_notes(storage, opts.storage, pairs)  # each pair study's note: default vs best
     gave_up = {n: r for rep in summary.reports for n, r in rep.gave_up.items()}
     if gave_up:
         name, reason = next(iter(gave_up.items()))
         raise RunError(
-            f"{len(gave_up)} pair(s) stopped after {MAX_CONSECUTIVE_FAILURES} failures in a row, "
-            f"e.g. {name}: {reason} "
+            f"{len(gave_up)} stud(ies) stopped after {MAX_CONSECUTIVE_FAILURES} failures in a "
+            f"row, e.g. {name}: {reason} "
             "(fix the KD recipe, then rerun: failed trials do not count)"
         )
     return summary

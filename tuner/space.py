@@ -1,8 +1,9 @@
 """The search space of a pair study, read from the config's ``[search]`` table.
 
 ``objectives`` passes ``[search]`` through unvalidated; it is checked here field by field, and an
-unknown or bad field is named in a one-line error. The defaults cover all of DESIGN §2: every
-divergence, every transfer set, both positions, both aggregations, temperature on a log scale.
+unknown or bad field is named in a one-line error. The defaults cover all of docs/design.md §1:
+every divergence, every transfer set, both positions, both aggregations, temperature on a log
+scale.
 ``aggregation`` is sampled only when the transfer set has several teachers (``public+self``), so
 it never appears as a meaningless parameter.
 """
@@ -22,9 +23,9 @@ from objectives import AGGREGATIONS, DIVERGENCES, TRANSFER_SETS
 from .errors import UsageError
 
 POSITIONS = ("a", "b")
-#: Temperatures DESIGN §3 guarantees finite losses and gradients for.
+#: Temperatures docs/design.md §2 guarantees finite losses and gradients for.
 T_LIMITS = (0.05, 100.0)
-#: The default trial of DESIGN §2 (one per position).
+#: The default trial of docs/design.md §1 (one per position).
 DEFAULT_PARAMS: dict[str, Any] = {
     "temperature": 1.0,
     "alpha": 0.5,

@@ -17,10 +17,10 @@ import sys
 
 def _interrupt(_signum: int, _frame: object) -> None:
     """The first SIGINT/SIGTERM interrupts (once the trial being claimed is registered, see
-    trials.interrupts_held); later ones are ignored, so that a second Ctrl-C cannot cut short
+    lifecycle.interrupts_held); later ones are ignored, so that a second Ctrl-C cannot cut short
     the marking of the running trial as FAIL."""
-    trials = sys.modules.get("tuner.trials")  # not imported yet: no trial to protect
-    if trials is not None and trials.defer_interrupt():
+    lifecycle = sys.modules.get("tuner.lifecycle")  # not imported yet: no trial to protect
+    if lifecycle is not None and lifecycle.defer_interrupt():
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -33,13 +33,13 @@ def main(result_fd: int) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     report, error = None, None
     try:
-        from .pool import work
+        from .pool import work  # after the signal handlers: an early Ctrl-C is caught too
 
         report = work(pickle.load(sys.stdin.buffer))
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in _interrupt: finish the clean-up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        from .trials import abandon_running  # a trial the interrupt caught outside its own guard
+        from .lifecycle import abandon_running  # imported by work: the trials it left open
 
         abandon_running("interrupted (Ctrl-C)")
         error = KeyboardInterrupt()

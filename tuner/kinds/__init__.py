@@ -1,0 +1,22 @@
+"""Study kinds (docs/design.md §5): the contract in ``base``, one module per kind."""
+
+from .base import Job, OnEval, Queued, StudyKind, Task, config_record
+from .cell import CellKind
+from .client import ClientKind
+from .confirmation import ConfirmationKind
+from .pair import PairKind
+
+#: Every kind by the name its studies record in the user attr ``mode``.
+KINDS: dict[str, StudyKind] = {
+    k.name: k for k in (PairKind(), ClientKind(), CellKind(), ConfirmationKind())
+}
+
+
+def kind_of(attrs: dict) -> StudyKind | None:
+    """The kind of a stored study from its user attrs (pair studies written before kinds had a
+    ``mode`` hold a ``pair``); None for a study that is not dkd-tune's."""
+    mode = attrs.get("mode") or ("pair" if "pair" in attrs else None)
+    return KINDS.get(mode) if mode else None
+
+
+__all__ = ["KINDS", "Job", "OnEval", "Queued", "StudyKind", "Task", "config_record", "kind_of"]

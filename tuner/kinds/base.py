@@ -1,0 +1,182 @@
+"""The contract every study kind fulfils (docs/design.md §5), in the spirit of optuna's
+``BaseStorage``: the lifecycle, the set-up, the pool and the read side call only what is here, so
+a kind is added by writing one module, never by branching on a mode string.
+
+A kind says
+
+* what it names its studies (:meth:`StudyKind.study_name`) and what its studies record and check
+  (:meth:`StudyKind.record`, :meth:`StudyKind.expected`),
+* which trials are enqueued for it (:meth:`StudyKind.queue`: the default trials of a searched
+  kind, exactly once; every trial of a fixed kind, whose work is its queue),
+* how many trials a study still wants (:meth:`StudyKind.work_left`),
+* and how one claimed trial is run (:meth:`StudyKind.prepare` returns a :class:`Job`).
+
+What a study holds is read back by ``tuner.results``; the views (``tables``, ``report``,
+``notes``) key their sections by :attr:`StudyKind.name`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives import EvalPoint, FederationBundle, StudyConfig, parse_config
+from objectives.batched import TrialSpec
+
+from ..db import Counts
+from ..storage import mask
+
+OnEval = Callable[[EvalPoint], None]
+#: A trial to enqueue: its parameters and the user attrs it starts with.
+Queued = tuple[dict[str, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One study a worker serves, as plain picklable data: its name and kind, what it is about
+    (``target``: a pair, a client and its neighbours, ...), the federation it runs on, its
+    search space (None for fixed kinds), its budget (None: the queue is the budget), and the
+    trials a fixed kind wants enqueued."""
+
+    study: str
+    kind: str
+    target: tuple[int, ...]
+    config: StudyConfig
+    space: Any = None
+    budget: int | None = None
+    wanted: tuple[Queued, ...] = field(default=())
+
+
+@dataclass
+class Job:
+    """One claimed trial, ready to run: its parameters, the attrs recorded before it runs, how
+    to run it (``call``, given the pruning callback) and how to read its result (``finish``:
+    the objective value and the attrs recorded after it). ``spec`` lets a batchable kind train
+    it with others (objectives.batched)."""
+
+    params: dict[str, Any]
+    attrs: dict[str, Any]
+    call: Callable[[OnEval | None], Any]
+    finish: Callable[[Any], tuple[float, dict[str, Any]]]
+    prunable: bool = True
+    spec: TrialSpec | None = None
+
+
+class StudyKind:
+    """Base class of the kinds; see the module docstring."""
+
+    #: The kind's name, stored in every study of it as the user attr ``mode``.
+    name: ClassVar[str] = ""
+    #: True when every trial is enqueued (compare cells, confirmation runs): nothing is sampled,
+    #: and a claim that finds the queue empty is surplus.
+    fixed: ClassVar[bool] = False
+    #: True when its trials can be trained K at once (``--batch-trials``).
+    batchable: ClassVar[bool] = False
+
+    def study_name(self, federation: str, target: tuple[int, ...]) -> str:
+        raise NotImplementedError
+
+    def expected(self, task: Task) -> dict[str, Any]:
+        """The attrs an existing study must hold for this task to add trials to it."""
+        raise NotImplementedError
+
+    #: Wordings of a conflict per expected key (see :func:`conflict`).
+    phrases: ClassVar[dict[str, str]] = {
+        "federation_hash": "holds federation hash {have} but the config gives {want}",
+    }
+
+    def conflict(self, name: str, attrs: dict[str, Any], task: Task, url: str) -> str | None:
+        """Why ``task`` cannot add trials to the existing study ``name`` (None if it can)."""
+        return conflict(name, attrs, self.expected(task), url, self.phrases)
+
+    def record(self, task: Task, bundle: FederationBundle) -> dict[str, Any]:
+        """Every attr the study records when it is created (``expected`` among them)."""
+        raise NotImplementedError
+
+    def queue(self, task: Task, trials: Sequence[FrozenTrial]) -> list[Queued]:
+        """The trials to enqueue, given those the study holds: what is not there yet."""
+        raise NotImplementedError
+
+    def task_from(self, name: str, attrs: dict[str, Any], budget: int | None) -> Task:
+        """The task a joining worker serves for the stored study ``name`` (its attrs hold the
+        config, target and space; a fixed kind's queue is already in the study)."""
+        raise NotImplementedError
+
+    def work_left(self, counts: Counts, task: Task) -> int:
+        """Trials still to start in the study."""
+        if task.budget is None:
+            return counts.waiting
+        return counts.left(task.budget)
+
+    def prepare(
+        self,
+        trial: optuna.Trial,
+        task: Task,
+        bundle: FederationBundle,
+        *,
+        seed: int,
+        device: str,
+        precision: str,
+    ) -> Job:
+        """Suggest (or read back) the trial's parameters and say how to run it."""
+        raise NotImplementedError
+
+    #: What the objective value is, for worker logs.
+    value_name: ClassVar[str] = "gain"
+
+    def describe(self, params: dict[str, Any]) -> str:
+        """The trial's parameters in a short line (worker logs)."""
+        return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def missing(
+    wanted: Sequence[Queued], trials: Sequence[FrozenTrial], key: Callable[[dict], Any]
+) -> list[Queued]:
+    """The wanted trials whose ``key`` no trial holds (a failed one counts as missing: its
+    retries, if any, are WAITING and count as present)."""
+    present = {key(t.params or t.system_attrs.get("fixed_params") or {})
+               for t in trials if t.state != TrialState.FAIL}  # fmt: skip
+    return [q for q in wanted if key(q[0]) not in present]
+
+
+def stored_config(name: str, attrs: dict[str, Any]) -> StudyConfig:
+    """The config a study was set up with, parsed back from its attrs."""
+    return parse_config(attrs["config"], source=f"study {name}")
+
+
+def config_record(config: StudyConfig) -> dict[str, Any]:
+    """The config as stored in a study (without its file path, which differs per machine)."""
+    out = config.to_dict()
+    out.pop("source", None)
+    return out
+
+
+def _at(attrs: dict[str, Any], dotted: str) -> Any:
+    """``attrs["search"]["divergence"]`` for ``search.divergence``."""
+    value: Any = attrs
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def conflict(
+    name: str, attrs: dict[str, Any], want: dict[str, Any], url: str, phrases: dict[str, str]
+) -> str | None:
+    """Why a run that wants ``want`` (dotted keys) cannot add trials to the existing study
+    ``name`` holding ``attrs`` (None if it can): one line, with the fix."""
+    fix = f"use another --storage than {mask(url)} or another federation name (--set name=...)"
+    for key, wanted in want.items():
+        have = _at(attrs, key)
+        if have == wanted:
+            continue
+        if key == "kd_recipe":
+            changed = sorted(k for k in wanted if (have or {}).get(k) != wanted[k])
+            return f"study {name} was run with another KD recipe ([kd] {', '.join(changed)}): {fix}"
+        label = key.split(".")[-1]
+        phrase = phrases.get(key, "was run with {label} = {have}, the config gives {want}")
+        return f"study {name} {phrase.format(label=label, have=have, want=wanted)}: {fix}"
+    return None

@@ -1,0 +1,146 @@
+"""Pair studies: one per unordered pair ``<federation>/<a>-<b>``, searched over T, α, divergence,
+transfer set, position (and aggregation for several teachers); a trial is one KD round of the
+student the position names, learning from the other (objectives.run_trial). The default trials
+(T = 1, α = 0.5, kl, public, one per position) are enqueued once, when the study is created."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from objectives import FederationBundle, TrialResult, run_trial
+from objectives.batched import TrialSpec
+
+from ..space import parse_space
+from .base import Job, OnEval, Queued, StudyKind, Task, config_record, stored_config
+
+#: Result fields a completed pair trial records as user attrs.
+RESULT_ATTRS = (
+    "accuracy_before",
+    "accuracy_after",
+    "local_accuracy_before",
+    "local_accuracy_after",
+    "forgetting",
+    "seconds",
+    "steps",
+)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """A trial's seed: distinct per trial, reproducible per study."""
+    return seed * 1_000_003 + number
+
+
+def finish(result: TrialResult, fields: Sequence[str] = RESULT_ATTRS) -> tuple[float, dict]:
+    """The gain as the objective, and the result's fields as attrs."""
+    record = result.as_dict()
+    return result.gain, {k: record[k] for k in fields}
+
+
+def study_name(federation: str, pair: tuple[int, int]) -> str:
+    """A pair study's name, ``<federation>/<a>-<b>``."""
+    return f"{federation}/{pair[0]}-{pair[1]}"
+
+
+class PairKind(StudyKind):
+    name = "pair"
+    batchable = True
+
+    def study_name(self, federation: str, target: tuple[int, ...]) -> str:
+        return study_name(federation, (target[0], target[1]))
+
+    def task_from(self, name: str, attrs: dict[str, Any], budget: int | None) -> Task:
+        space = parse_space(attrs["search"], f"study {name}")
+        return Task(
+            name, self.name, tuple(attrs["pair"]), stored_config(name, attrs), space, budget
+        )
+
+    def expected(self, task: Task) -> dict[str, Any]:
+        search = task.space.to_dict()
+        # The ranges may change between runs; optuna cannot mix choice sets.
+        return {
+            "federation_hash": task.config.federation_hash,
+            "kd_recipe": config_record(task.config)["kd"],
+            **{f"search.{k}": search[k] for k in ("divergence", "transfer_set", "position",
+                                                   "aggregation")},
+        }  # fmt: skip
+
+    def record(self, task: Task, bundle: FederationBundle) -> dict[str, Any]:
+        a, b = task.target
+        return {
+            "mode": self.name,
+            "pair": [a, b],
+            "federation": task.config.name,
+            "federation_hash": bundle.hash,
+            "accuracy_a": round(float(bundle.accuracy[a]), 4),
+            "accuracy_b": round(float(bundle.accuracy[b]), 4),
+            "local_accuracy_a": round(float(bundle.local_accuracy[a]), 4),
+            "local_accuracy_b": round(float(bundle.local_accuracy[b]), 4),
+            "kd_recipe": config_record(task.config)["kd"],
+            "search": task.space.to_dict(),
+            "config": config_record(task.config),
+        }
+
+    def queue(self, task: Task, trials: Sequence[FrozenTrial]) -> list[Queued]:
+        present = {t.user_attrs.get("default") for t in trials}
+        return [
+            (params, {"default": params["position"], "attempt": 1})
+            for params in task.space.defaults()
+            if params["position"] not in present
+        ]
+
+    def prepare(
+        self,
+        trial: optuna.Trial,
+        task: Task,
+        bundle: FederationBundle,
+        *,
+        seed: int,
+        device: str,
+        precision: str,
+    ) -> Job:
+        params = task.space.suggest(trial)
+        a, b = task.target
+        student, teacher = (a, b) if params["position"] == "a" else (b, a)
+        spec = TrialSpec(
+            student=student,
+            teachers=(teacher,),
+            temperature=params["temperature"],
+            alpha=params["alpha"],
+            divergence=params["divergence"],
+            transfer_set=params["transfer_set"],
+            aggregation=params.get("aggregation", "avg"),
+            seed=trial_seed(seed, trial.number),
+        )
+        recipe = task.config.kd
+
+        def call(on_eval: OnEval | None) -> TrialResult:
+            return run_trial(
+                bundle,
+                student,
+                [teacher],
+                temperature=spec.temperature,
+                alpha=spec.alpha,
+                divergence=spec.divergence,
+                transfer_set=spec.transfer_set,
+                aggregation=spec.aggregation,
+                seed=spec.seed,
+                device=device,
+                on_eval=on_eval,
+                recipe=recipe,
+                precision=precision,
+            )
+
+        attrs = {"student": student, "teacher": teacher, "seed": spec.seed, "precision": precision}
+        return Job(params, attrs, call, finish, spec=spec)
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return (
+            f"T={params.get('temperature', 0):.3g} alpha={params.get('alpha', 0):.2f} "
+            f"{params.get('divergence')} {params.get('transfer_set')}"
+            + (f"/{params['aggregation']}" if "aggregation" in params else "")
+            + f" student={params.get('position')}"
+        )

@@ -1,0 +1,261 @@
+"""The read side: what the studies of every kind hold, read back from the storage (docs/design.md
+§4–5). One best-trial rule, one federation check, one function of rows per kind; ``tables``,
+``export``, ``report_data``/``report`` and ``notes`` are views over what is read here."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives import AGGREGATIONS, DIVERGENCES
+
+from .db import count_trials
+from .errors import StorageError, UsageError
+from .kinds import kind_of
+from .storage import mask
+
+#: The user attr on a pair study holding its confirmation (``dkd-tune confirm``).
+CONFIRM_ATTR = "confirm"
+
+
+def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The best COMPLETE trial: the highest value, the earliest on ties."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return max(done, key=lambda t: (t.value, -t.number), default=None)
+
+
+def studies_of(
+    storage: optuna.storages.RDBStorage, kind: str | None = None, federation: str | None = None
+) -> list[FrozenStudy]:
+    """dkd-tune's studies (of one kind, of one federation), sorted by federation and name."""
+    studies = [
+        s
+        for s in storage.get_all_studies()
+        if "federation_hash" in s.user_attrs
+        and (found := kind_of(s.user_attrs)) is not None
+        and (kind is None or found.name == kind)
+        and (federation is None or s.user_attrs.get("federation") == federation)
+    ]
+    return sorted(studies, key=lambda s: (s.user_attrs["federation"], _order(s)))
+
+
+def _order(study: FrozenStudy) -> tuple:
+    a = study.user_attrs
+    return tuple(a.get("pair", ())), a.get("client", -1), study.study_name
+
+
+def pair_studies(
+    storage: optuna.storages.RDBStorage, federation: str | None = None
+) -> list[FrozenStudy]:
+    """The pair studies, sorted by federation and pair."""
+    return studies_of(storage, "pair", federation)
+
+
+def one_federation(
+    storage: optuna.storages.RDBStorage,
+    url: str,
+    federation: str | None,
+    *,
+    kind: str | None = None,
+    what: str = "dkd-tune pair studies",
+    fix: str = "run dkd-tune first or pass --storage",
+) -> list[FrozenStudy]:
+    """The studies of the one federation in the storage (or of ``federation``); one line if
+    there is none, or several and no ``--federation``."""
+    studies = studies_of(storage, kind, federation)
+    names = sorted({s.user_attrs["federation"] for s in studies})
+    if not names:
+        raise StorageError(
+            f"no {what} in {mask(url)}"
+            + (f" for federation {federation}" if federation else "")
+            + f": {fix}"
+        )
+    if len(names) > 1:
+        raise UsageError(
+            f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
+        )
+    return studies
+
+
+def _value(trial: FrozenTrial | None) -> float | None:
+    return None if trial is None else trial.value
+
+
+def _counts(c: Any) -> dict[str, int]:
+    return {"finished": c.finished, "complete": c.complete, "pruned": c.pruned,
+            "running": c.running, "failed": c.failed}  # fmt: skip
+
+
+def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
+    """One dict per pair study: counts, the best trial and the same-position default."""
+    studies = pair_studies(storage, federation)
+    counts = count_trials(storage, [s._study_id for s in studies])
+    rows = []
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        a, b = s.user_attrs["pair"]
+        defaults = {t.user_attrs["default"]: t for t in trials if "default" in t.user_attrs}
+        best = best_trial(trials)
+        row: dict[str, Any] = {
+            "study": s.study_name,
+            "federation": s.user_attrs["federation"],
+            "federation_hash": s.user_attrs["federation_hash"],
+            "pair": f"{a}-{b}",
+            **_counts(counts[s._study_id]),
+            "budget": s.user_attrs.get("run", {}).get("budget"),
+            "student": None,
+            "teacher": None,
+            "trial": None,
+            "best_params": None,
+            "best_gain": None,
+            "default_gain": None,
+            "improvement": None,
+            "default_gain_a": _value(defaults.get("a")),
+            "default_gain_b": _value(defaults.get("b")),
+        }
+        if best is not None:
+            default = defaults.get(best.params.get("position"))
+            row.update(
+                student=best.user_attrs.get("student"),
+                teacher=best.user_attrs.get("teacher"),
+                trial=best.number,
+                best_params=dict(best.params),
+                best_gain=best.value,
+                default_gain=_value(default),
+                improvement=None if default is None else best.value - default.value,
+            )
+        rows.append(row)
+    return rows
+
+
+def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
+    """One dict per client study (neighbourhood mode): counts, the best trial, the default."""
+    studies = studies_of(storage, "neighbourhood", federation)
+    counts = count_trials(storage, [s._study_id for s in studies])
+    rows = []
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        default = next((t for t in trials if "default" in t.user_attrs), None)
+        best = best_trial(trials)
+        a = s.user_attrs
+        rows.append(
+            {
+                "study": s.study_name,
+                "mode": "neighbourhood",
+                "federation": a["federation"],
+                "federation_hash": a["federation_hash"],
+                "client": a["client"],
+                "neighbours": a["neighbours"],
+                "round_transfer_set": a["search"]["transfer_set"],
+                **_counts(counts[s._study_id]),
+                "budget": a.get("run", {}).get("budget"),
+                "accuracy_before": a.get("accuracy"),
+                "trial": None if best is None else best.number,
+                "best_params": None if best is None else dict(best.params),
+                "best_gain": None if best is None else best.value,
+                "best_accuracy": None if best is None else best.user_attrs.get("accuracy_after"),
+                "default_gain": _value(default),
+                "improvement": None
+                if best is None or default is None
+                else best.value - default.value,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the compare table for one federation: a divergence × aggregation over seeds."""
+
+    federation: str
+    partition: str
+    divergence: str
+    aggregation: str
+    accuracies: tuple[float, ...]  # per seed: the clients' mean head-2 accuracy, %
+    gains: tuple[float, ...]  # per seed: the clients' mean gain, pp
+    seconds: tuple[float, ...]  # per seed: seconds of the whole round (every client)
+
+    @property
+    def n(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def accuracy(self) -> float | None:
+        return statistics.fmean(self.accuracies) if self.accuracies else None
+
+    @property
+    def accuracy_std(self) -> float | None:
+        return statistics.stdev(self.accuracies) if self.n > 1 else None
+
+    @property
+    def gain(self) -> float | None:
+        return statistics.fmean(self.gains) if self.gains else None
+
+    @property
+    def seconds_per_round(self) -> float | None:
+        return statistics.fmean(self.seconds) if self.seconds else None
+
+
+def read_cells(
+    storage: optuna.storages.RDBStorage, names: Sequence[str] | None = None
+) -> list[Cell]:
+    """The compare table's cells from the stored compare studies (all, or these federations)."""
+    studies = sorted(studies_of(storage, "compare"), key=lambda s: s._study_id)  # run order
+    if names is not None:
+        order = {n: i for i, n in enumerate(names)}
+        studies = sorted(
+            (s for s in studies if s.user_attrs["federation"] in order),
+            key=lambda s: order[s.user_attrs["federation"]],
+        )
+    cells = []
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        for divergence in DIVERGENCES:
+            for aggregation in AGGREGATIONS:
+                mine = sorted(
+                    (t for t in trials if t.params["divergence"] == divergence
+                     and t.params["aggregation"] == aggregation),
+                    key=lambda t: t.params["seed"],
+                )  # fmt: skip
+                cells.append(
+                    Cell(
+                        federation=s.user_attrs["federation"],
+                        partition=s.user_attrs["partition"],
+                        divergence=divergence,
+                        aggregation=aggregation,
+                        accuracies=tuple(t.value for t in mine),
+                        gains=tuple(t.user_attrs["gain"] for t in mine),
+                        seconds=tuple(t.user_attrs["seconds"] for t in mine),
+                    )
+                )
+    return cells
+
+
+def confirmation_runs(
+    trials: Sequence[FrozenTrial], candidate: int, seeds: Sequence[int]
+) -> dict[str, Any] | None:
+    """One candidate's confirmation over ``seeds`` (per-seed gain, accuracy, forgetting, their
+    mean and std), from a confirmation study's trials; None while a seed is missing."""
+    done = {
+        t.params["seed"]: t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.params.get("candidate") == candidate
+    }
+    if any(s not in done for s in seeds):
+        return None
+    out = {
+        "gain": [float(done[s].value) for s in seeds],
+        "accuracy_after": [float(done[s].user_attrs["accuracy_after"]) for s in seeds],
+        "forgetting": [float(done[s].user_attrs["forgetting"]) for s in seeds],
+        "seconds": sum(float(done[s].user_attrs.get("seconds", 0.0)) for s in seeds),
+        "device": done[seeds[0]].user_attrs.get("device"),
+    }
+    out["gain_mean"] = statistics.fmean(out["gain"])
+    out["gain_std"] = statistics.stdev(out["gain"]) if len(seeds) >= 2 else None
+    return out
