@@ -10,8 +10,10 @@ from tuner_helpers import db_digest, finished, trials_of
 
 from objectives import load_config, prepare_federation, run_trial
 from tuner import tune
-from tuner.batch import pick_slots, run_pair_batch
 from tuner.cli import main
+from tuner.kinds import Task
+from tuner.lifecycle import Settings, run_batch
+from tuner.pool import pick_slots
 from tuner.space import parse_space
 from tuner.storage import get_storage
 
@@ -71,14 +73,18 @@ def _setup(opts, tiny, pairs: str, pruner: optuna.pruners.BasePruner):
     return o, config, bundle, parse_space(config.search), studies
 
 
+def _batch(studies, names, pairs, config, space, bundle, budget):
+    """One batch of the named studies' trials through the lifecycle, on the CPU."""
+    slots = [(studies[n], Task(n, "pair", pairs[n], config, space, budget)) for n in names]
+    return run_batch(slots, bundle, Settings(device="cpu", seed=0, retries=2))
+
+
 def test_a_batch_records_each_trial_as_a_single_trial_would(opts, tiny) -> None:
     o, config, bundle, space, studies = _setup(opts, tiny, "0-1,2-3", optuna.pruners.NopPruner())
     pairs = {"tiny/0-1": (0, 1), "tiny/2-3": (2, 3)}
-    slots = [(n, studies[n], pairs[n]) for n in ("tiny/0-1", "tiny/0-1", "tiny/2-3")]
-    outcomes = run_pair_batch(
-        slots, bundle, space, budget=5, device="cpu", seed=0, retries=2, recipe=config.kd
-    )
-    assert [(n, out.state) for n, out in outcomes] == [(n, "complete") for n, _, _ in slots]
+    names = ("tiny/0-1", "tiny/0-1", "tiny/2-3")
+    outcomes = _batch(studies, names, pairs, config, space, bundle, budget=5)
+    assert [(n, out.state) for n, out in outcomes] == [(n, "complete") for n in names]
     for name, pair in pairs.items():
         batched = [t for t in trials_of(o.storage, name) if "batch_trials" in t.user_attrs]
         assert len(batched) == (2 if name == "tiny/0-1" else 1)
@@ -107,10 +113,7 @@ def test_a_batch_records_each_trial_as_a_single_trial_would(opts, tiny) -> None:
 
 def test_claims_past_the_budget_are_given_back(opts, tiny) -> None:
     o, config, bundle, space, studies = _setup(opts, tiny, "0-1", optuna.pruners.NopPruner())
-    slots = [("tiny/0-1", studies["tiny/0-1"], (0, 1))] * 4
-    outcomes = run_pair_batch(
-        slots, bundle, space, budget=4, device="cpu", seed=0, retries=2, recipe=config.kd
-    )
+    outcomes = _batch(studies, ["tiny/0-1"] * 4, {"tiny/0-1": (0, 1)}, config, space, bundle, 4)
     assert sorted(out.state for _, out in outcomes) == [
         "complete",
         "complete",
@@ -123,10 +126,7 @@ def test_claims_past_the_budget_are_given_back(opts, tiny) -> None:
 def test_a_pruned_trial_leaves_the_batch_alone(opts, tiny) -> None:
     # Trial numbers 0-1 are the defaults; the batch claims 2, 3 and 4, and 3 is pruned.
     o, config, bundle, space, studies = _setup(opts, tiny, "0-1", PruneNumbers({3}))
-    slots = [("tiny/0-1", studies["tiny/0-1"], (0, 1))] * 3
-    outcomes = run_pair_batch(
-        slots, bundle, space, budget=5, device="cpu", seed=0, retries=2, recipe=config.kd
-    )
+    outcomes = _batch(studies, ["tiny/0-1"] * 3, {"tiny/0-1": (0, 1)}, config, space, bundle, 5)
     assert {out.number: out.state for _, out in outcomes} == {
         2: "complete",
         3: "pruned",
@@ -138,11 +138,8 @@ def test_a_pruned_trial_leaves_the_batch_alone(opts, tiny) -> None:
 
 def test_a_bug_fails_its_trial_is_retried_and_raises(opts, tiny) -> None:
     o, config, bundle, space, studies = _setup(opts, tiny, "0-1", BrokenPruner(3))
-    slots = [("tiny/0-1", studies["tiny/0-1"], (0, 1))] * 3
     with pytest.raises(RuntimeError, match="pruner broke"):
-        run_pair_batch(
-            slots, bundle, space, budget=5, device="cpu", seed=0, retries=2, recipe=config.kd
-        )
+        _batch(studies, ["tiny/0-1"] * 3, {"tiny/0-1": (0, 1)}, config, space, bundle, 5)
     trials = {t.number: t for t in trials_of(o.storage, "tiny/0-1")}
     assert (
         trials[3].state == TrialState.FAIL and "pruner broke" in trials[3].user_attrs["fail_reason"]

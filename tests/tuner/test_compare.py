@@ -13,8 +13,10 @@ from tuner_helpers import db_digest
 
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.cli import main
-from tuner.compare import CompareOptions, read_cells, run_compare, table
+from tuner.compare import CompareOptions, run_compare
+from tuner.results import read_cells
 from tuner.storage import get_storage
+from tuner.tables import compare_table as table
 
 
 @pytest.fixture(scope="module")

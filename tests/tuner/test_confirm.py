@@ -18,7 +18,8 @@ from objectives import load_config, prepare_federation, run_trial
 from tuner import TuneOptions, pair_rows, tune
 from tuner.cli import main
 from tuner.confirm import confirm
-from tuner.report_data import CONFIRM_ATTR, collect
+from tuner.report_data import collect
+from tuner.results import CONFIRM_ATTR
 from tuner.storage import get_storage
 
 PAIRS = ("0-1", "1-3", "2-3")

@@ -15,7 +15,8 @@ from tuner_helpers import db_digest, finished, trials_of
 
 from tuner import TuneOptions, tune
 from tuner.cli import main
-from tuner.neighbourhood import CLIENT_DEFAULT, client_rows
+from tuner.kinds.client import CLIENT_DEFAULT
+from tuner.results import client_rows
 from tuner.storage import get_storage
 
 

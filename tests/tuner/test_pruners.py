@@ -1,5 +1,5 @@
 """The tuner's pruners decide as documented: fed recorded gains at the evaluation points through a
-real (in-memory) Optuna study, as tuner.trials reports them."""
+real (in-memory) Optuna study, as tuner.lifecycle reports them."""
 
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ from tuner_helpers import trials_of
 from objectives import load_config, prepare_federation
 from tuner import parse_space
 from tuner.heartbeat import Heartbeat, check_heartbeat
+from tuner.kinds import Task
+from tuner.lifecycle import LOST, Settings, run_one
 from tuner.storage import get_storage
-from tuner.trials import LOST, run_pair_trial
 
 DEFAULT = {"temperature": 1.0, "alpha": 0.5, "divergence": "kl", "transfer_set": "public"}
 
@@ -78,10 +79,9 @@ def test_a_worker_whose_trial_was_failed_meanwhile_goes_on(tiny, tmp_path) -> No
     box: dict = {}
 
     def run() -> None:
-        box["outcome"] = run_pair_trial(
-            study, bundle, parse_space({}), (0, 1),
-            budget=5, device="cpu", seed=0, retries=2, recipe=recipe,
-        )  # fmt: skip
+        task = Task(study.study_name, "pair", (0, 1), dataclasses.replace(config, kd=recipe),
+                    parse_space({}), budget=5)  # fmt: skip
+        box["outcome"] = run_one(study, task, bundle, Settings(device="cpu", seed=0, retries=2))
 
     worker = threading.Thread(target=run)
     worker.start()

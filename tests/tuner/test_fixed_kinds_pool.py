@@ -1,0 +1,218 @@
+"""Compare and confirmation trials on the worker pool, with the guarantees pair trials have: two
+workers on SQLite, or a run joined by ``dkd-tune worker`` on PostgreSQL; a worker SIGKILLed in
+the middle of a trial costs that trial (failed by a heartbeat check and retried), Ctrl-C leaves
+nothing RUNNING, and a rerun adds only what is missing. Also: the database going away in the
+middle of a run ends it with one line and exit 1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from neighbourhood_helpers import make_tiny2
+from optuna.trial import TrialState
+from tuner_helpers import cli
+
+from tuner import TuneOptions, tune
+from tuner.compare import CompareOptions, run_compare
+from tuner.confirm import confirm
+from tuner.results import CONFIRM_ATTR
+
+DEADLINE_S = 300
+HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-grace", "3"]
+SPAWN = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+
+
+def _rows(url: str, sql: str) -> list[tuple]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql)]
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):  # no tables yet
+        return []
+    finally:
+        engine.dispose()
+
+
+def _running_by(url: str, pids: set[int]) -> int | None:
+    """A RUNNING trial's id whose worker is one of ``pids``, if there is one."""
+    rows = _rows(
+        url,
+        "SELECT t.trial_id, a.value_json FROM trials t JOIN trial_user_attributes a "
+        "ON a.trial_id = t.trial_id AND a.key = 'worker_pid' WHERE t.state = 'RUNNING'",
+    )
+    return next((tid for tid, pid in rows if int(pid) in pids), None)
+
+
+def _state(url: str, trial_id: int) -> str:
+    return _rows(url, f"SELECT state FROM trials WHERE trial_id = {int(trial_id)}")[0][0]
+
+
+def _wait(what: str, predicate, procs: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not predicate():
+        for p in procs:
+            assert p.poll() is None, (what, p.communicate())
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _children(pid: int) -> set[int]:
+    """The child processes of ``pid``, whichever of its threads started them."""
+    return {int(c) for path in Path(f"/proc/{pid}/task").glob("*/children")
+            for c in path.read_text().split()}  # fmt: skip
+
+
+def _kill_then_interrupt(url: str, run: subprocess.Popen, joiner: subprocess.Popen | None) -> dict:
+    """SIGKILL a worker in the middle of a trial (the joining process, else a worker process of
+    the run), wait until a heartbeat check failed that trial, then Ctrl-C the run."""
+    procs = [p for p in (run, joiner) if p is not None]
+    if joiner is not None:
+        victims = {joiner.pid}
+    else:
+        _wait("two worker processes", lambda: len(_children(run.pid)) >= 2, procs)
+        victims = _children(run.pid)
+    box: dict = {}
+
+    def caught() -> bool:
+        box["trial"] = _running_by(url, victims)
+        return box["trial"] is not None
+
+    _wait("a trial running in the victim", caught, procs)
+    pid = int(_rows(url, f"SELECT value_json FROM trial_user_attributes WHERE trial_id = "
+                         f"{box['trial']} AND key = 'worker_pid'")[0][0])  # fmt: skip
+    os.kill(pid, signal.SIGKILL)
+    if joiner is not None:
+        joiner.communicate(timeout=DEADLINE_S)
+    _wait("the killed trial failed", lambda: _state(url, box["trial"]) == "FAIL", [run])
+    os.killpg(run.pid, signal.SIGINT)
+    _out, err = run.communicate(timeout=DEADLINE_S)
+    reason = _rows(url, f"SELECT value_json FROM trial_user_attributes WHERE trial_id = "
+                        f"{box['trial']} AND key = 'fail_reason'")  # fmt: skip
+    running = _rows(url, "SELECT count(*) FROM trials WHERE state = 'RUNNING'")[0][0]
+    return {"code": run.returncode, "err": err, "reason": reason, "running": running}
+
+
+def _start(args: list[str], url: str, joined: bool, federation: str) -> tuple:
+    run = subprocess.Popen(
+        cli(*args, "--storage", url, "--workers", "1" if joined else "2", *HEARTBEAT),
+        start_new_session=True, **SPAWN,
+    )  # fmt: skip
+    joiner = None
+    if joined:
+        ready = (
+            "SELECT count(*) FROM study_user_attributes a JOIN studies s ON s.study_id = "
+            "a.study_id WHERE a.key = 'worker_settings' AND (s.study_name LIKE '%%/compare' "
+            "OR s.study_name LIKE '%%/confirm')"
+        )
+        _wait("the run's studies", lambda: _rows(url, ready) not in ([], [(0,)]), [run])
+        joiner = subprocess.Popen(
+            cli("worker", "--storage", url, "--federation", federation, "--bundles", args[-1],
+                "--progress", "quiet"),
+            start_new_session=True, **SPAWN,
+        )  # fmt: skip
+    return run, joiner
+
+
+def _check_scenario(result: dict) -> None:
+    assert result["code"] == 130, result["err"]
+    assert "Traceback" not in result["err"]
+    assert result["running"] == 0  # Ctrl-C left nothing RUNNING
+    assert result["reason"] and "heartbeat lost" in result["reason"][0][0]  # the SIGKILL's trial
+
+
+def test_compare_on_the_pool_survives_a_kill_and_ctrl_c(backend_url: str, tmp_path) -> None:
+    tiny2 = make_tiny2(tmp_path)
+    joined = backend_url.startswith("postgresql")
+    args = ["compare", "--config", tiny2["config"], "--seeds", "4", "--set", "kd.epochs=2",
+            "--bundles", tiny2["bundles"]]  # fmt: skip
+    run, joiner = _start(args, backend_url, joined, "tiny2")
+    _check_scenario(_kill_then_interrupt(backend_url, run, joiner))
+    opts = CompareOptions(
+        config=tiny2["config"], storage=backend_url, bundles=tiny2["bundles"], seeds=4,
+        overrides=["kd.epochs=2"], heartbeat_interval=1, heartbeat_grace=3,
+    )  # fmt: skip
+    cells = run_compare(opts, say=lambda _m: None)
+    assert len(cells) == 20 and all(c.n == 4 for c in cells)  # every cell x seed, once
+    storage = optuna.storages.RDBStorage(backend_url)
+    try:
+        for name in ("tiny2/compare", "tiny2-iid/compare"):
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            keys = [(t.params["divergence"], t.params["aggregation"], t.params["seed"])
+                    for t in done]  # fmt: skip
+            assert len(keys) == len(set(keys)) == 40, name
+            assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+            pids = {t.user_attrs["worker_pid"] for t in done}
+            assert len(pids) >= 2  # the run's workers (or the joining worker), then the rerun
+    finally:
+        storage.engine.dispose()
+
+
+def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) -> None:
+    base = TuneOptions(
+        config=tiny["config"], bundles=tiny["bundles"], storage=backend_url, pairs="all",
+        trials=3, sampler="random", pruner="none", progress="quiet",
+    )  # fmt: skip
+    tune(base, say=lambda _m: None)
+    joined = backend_url.startswith("postgresql")
+    args = ["confirm", "--repeats", "4", "--bundles", tiny["bundles"]]
+    run, joiner = _start(args, backend_url, joined, "tiny")
+    _check_scenario(_kill_then_interrupt(backend_url, run, joiner))
+    outcomes = confirm(
+        backend_url, repeats=4, bundles=tiny["bundles"], say=lambda _m: None,
+        heartbeat_interval=1, heartbeat_grace=3,
+    )  # fmt: skip
+    assert [o.state for o in outcomes] == ["confirmed"] * 6
+    storage = optuna.storages.RDBStorage(backend_url)
+    try:
+        for o in outcomes:
+            record = o.record
+            study = optuna.load_study(study_name=f"{o.study}/confirm", storage=storage)
+            trials = study.get_trials()
+            done = [(t.params["candidate"], t.params["seed"]) for t in trials
+                    if t.state == TrialState.COMPLETE]  # fmt: skip
+            assert len(done) == len(set(done))  # no run twice
+            assert not [t for t in trials if t.state == TrialState.RUNNING]
+            stored = optuna.load_study(study_name=o.study, storage=storage).user_attrs
+            assert stored[CONFIRM_ATTR] == record and len(record["best"]["gain"]) == 4
+    finally:
+        storage.engine.dispose()
+
+
+def test_the_database_going_away_mid_run_is_one_line_and_exit_1(tiny, backend_url: str) -> None:
+    if not backend_url.startswith("postgresql"):
+        pytest.skip("a server that stops answering: PostgreSQL")
+    url = sqlalchemy.engine.make_url(backend_url)
+    args = cli("--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", backend_url,
+               "--pairs", "0-1", "--trials", "60", "--workers", "1", "--sampler", "random",
+               "--pruner", "none", "--progress", "quiet", *HEARTBEAT)  # fmt: skip
+    run = subprocess.Popen(args, start_new_session=True, **SPAWN)
+    _wait("trials", lambda: _rows(
+        backend_url, "SELECT count(*) FROM trials WHERE state = 'COMPLETE'") not in ([], [(0,)]),
+        [run])  # fmt: skip
+    admin = sqlalchemy.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS false')
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{url.database}'"
+        )
+    _out, err = run.communicate(timeout=DEADLINE_S)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS true')
+    admin.dispose()
+    assert run.returncode == 1, err
+    assert err.count("\n") == 1 and "stopped answering" in err and "rerun" in err, err
+    # Back again: the same command finishes the study (the trial cut off is failed, retried).
+    rerun = subprocess.run(args, timeout=DEADLINE_S, **SPAWN)
+    assert rerun.returncode == 0, rerun.stderr
+    states = _rows(backend_url, "SELECT state, count(*) FROM trials GROUP BY state")
+    counts = {str(s).split(".")[-1]: n for s, n in states}
+    assert counts.get("COMPLETE") == 60 and not counts.get("RUNNING")
