@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from objectives import StudyConfig, bundle_path, load_config, parse_config
+from objectives import StudyConfig, bundle_path, check_federation, load_config, parse_config
 
 from .budget import count_trials, enqueue_missing_retries
 from .errors import RunError, StorageError, UsageError
@@ -71,6 +71,9 @@ def plan(opts: TuneOptions) -> Plan:
     space = parse_space(config.search, config.source)
     pairs = parse_pairs(opts.pairs, config.federation.participants)
     devices = parse_devices(opts.devices)
+    # The federation's data, partition and (the user's own) participants, read and checked now:
+    # a bad checkpoint or partition file is refused before a storage or a bundle is touched.
+    check_federation(config)
     return Plan(opts, config, space, pairs, devices)
 
 
