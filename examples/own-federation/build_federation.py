@@ -104,7 +104,10 @@ def build(
     part = make_partition(torch.from_numpy(train_y.astype(np.int64)), fed, seed)
     (out / "partition.json").write_text(
         json.dumps(
-            {"participants": [p.tolist() for p in part.participants], "public": part.public.tolist()}
+            {
+                "participants": [p.tolist() for p in part.participants],
+                "public": part.public.tolist(),
+            }
         )
     )
 
@@ -150,9 +153,7 @@ def config_text(name: str, participants: int) -> str:
     ]
     for k in range(participants):
         arch = architecture(k)
-        kwargs = ", ".join(
-            f"{key} = {json.dumps(value)}" for key, value in arch["kwargs"].items()
-        )
+        kwargs = ", ".join(f"{key} = {json.dumps(value)}" for key, value in arch["kwargs"].items())
         lines += [
             "",
             "[[participants]]",
