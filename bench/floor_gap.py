@@ -93,7 +93,7 @@ def layer_gemms(model: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="studies/fashion-mnist.toml")
+    parser.add_argument("--config", default="fashion-mnist")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
     args = parser.parse_args()

@@ -40,7 +40,7 @@ class FusedStepLoss(trial_module.StepLoss):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="studies/fashion-mnist.toml")
+    parser.add_argument("--config", default="fashion-mnist")
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args()
     bundle = prepare_federation(load_config(args.config))

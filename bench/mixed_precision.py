@@ -30,7 +30,7 @@ PAIRS = ((6, 8), (0, 1), (3, 2))  # student <- teacher: a large, a small and a m
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "studies/fashion-mnist.toml"))
+    parser.add_argument("--config", default="fashion-mnist")
     parser.add_argument("--bundles", default=str(ROOT / "bundles"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, default=5)

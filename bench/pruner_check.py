@@ -103,7 +103,7 @@ def replay(pruner: optuna.pruners.BasePruner, order: list[list[float]]) -> list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="studies/fashion-mnist.toml")
+    parser.add_argument("--config", default="fashion-mnist")
     parser.add_argument("--pairs", default="3-2,6-8", help="student-teacher, comma-separated")
     parser.add_argument("--trials", type=int, default=40, help="random trials per pair")
     parser.add_argument("--orders", type=int, default=20, help="random orders replayed per rule")

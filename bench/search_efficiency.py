@@ -195,7 +195,7 @@ def summary(counts: list[int | None], size: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="studies/fashion-mnist.toml")
+    parser.add_argument("--config", default="fashion-mnist")
     parser.add_argument("--pairs", default="0-1,3-2,6-8", help="student-teacher, comma-separated")
     parser.add_argument("--seeds", type=int, default=5, help="sampler seeds per pair")
     parser.add_argument(

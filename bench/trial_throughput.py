@@ -198,7 +198,7 @@ def synthetic_cifar(scale: str, bundles: str | None):
         ],
     }[scale]
     config = load_config(
-        "studies/cifar10-resnet18.toml",
+        "cifar10-resnet18",
         [
             "name=bench-synthetic-cifar-" + scale,
             "data.dataset=synthetic",
@@ -218,7 +218,7 @@ def stats(times: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="studies/fashion-mnist.toml")
+    parser.add_argument("--config", default="fashion-mnist")
     parser.add_argument(
         "--model",
         choices=("small-cnn", "resnet18"),

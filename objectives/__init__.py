@@ -3,15 +3,29 @@
 A KD trial from Python, with no database::
 
     from objectives import load_config, prepare_federation, run_trial
-    bundle = prepare_federation(load_config("studies/fashion-mnist.toml"))
+    bundle = prepare_federation(load_config("fashion-mnist"))  # a shipped config, by name
     result = run_trial(bundle, student=0, teachers=[1], temperature=4.0, alpha=0.7)
     print(result.gain)
 
 This package never imports the tuner or optuna; the tuner calls only what is exported here.
 """
 
-from .bundle import FederationBundle, bundle_path, load_bundle, prepare_federation
-from .config import KDRecipe, StudyConfig, TrainRecipe, apply_overrides, load_config, parse_config
+from .bundle import (
+    FederationBundle,
+    bundle_path,
+    check_federation,
+    load_bundle,
+    prepare_federation,
+)
+from .config import (
+    KDRecipe,
+    ParticipantConfig,
+    StudyConfig,
+    TrainRecipe,
+    apply_overrides,
+    load_config,
+    parse_config,
+)
 from .data import Dataset, load_dataset
 from .divergences import AGGREGATIONS, DIVERGENCES, get_divergence, kd_loss
 from .errors import (
@@ -20,6 +34,7 @@ from .errors import (
     DkdError,
     FederationError,
     NonFiniteLoss,
+    ParticipantError,
     TrialError,
 )
 from .neighbourhood import (
@@ -45,6 +60,8 @@ __all__ = [
     "FederationError",
     "KDRecipe",
     "NonFiniteLoss",
+    "ParticipantConfig",
+    "ParticipantError",
     "RoundResult",
     "StudyConfig",
     "TrainRecipe",
@@ -52,6 +69,7 @@ __all__ = [
     "TrialResult",
     "apply_overrides",
     "bundle_path",
+    "check_federation",
     "get_divergence",
     "kd_loss",
     "load_bundle",

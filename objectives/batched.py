@@ -12,6 +12,10 @@ statistics (the buffers are stacked too, so each trial's BN sees only its own ba
 transfer and local batches of a step stay two forwards, as in ``run_trial``); its own number of
 steps (a finished trial is frozen while the others go on). Only the float rounding of the fused
 kernels differs, so results agree within noise, not bit for bit.
+
+Only students of one architecture can be stacked: in a federation of the user's own participants
+the trials of a call are grouped by their student's architecture and each group is trained as one
+stacked batch, one group after the other.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from .bundle import DeviceTensors, FederationBundle
 from .config import KDRecipe
 from .divergences import get_divergence, teacher_target
 from .errors import NonFiniteLoss
-from .models import build_model
 from .train import accuracies, batches, lr_at
 from .trial import (
     EvalPoint,
@@ -76,7 +79,8 @@ def run_trials(
     tuner's ``optuna.TrialPruned``); the other trials go on. ``seconds`` of a result is the wall
     time from the start of the call to the end of that trial (the trials share it). An error of
     the call itself (a device that does not exist, an unknown precision) raises. ``recipe`` and
-    ``precision`` as in ``run_trial``.
+    ``precision`` as in ``run_trial``. Students of different architectures are trained in one
+    stacked batch per architecture, in turn.
     """
     started = time.perf_counter()
     recipe = recipe or bundle.config.kd
@@ -90,8 +94,11 @@ def run_trials(
             plans.append(_Plan.make(i, spec, bundle, data, recipe))
         except Exception as exc:  # a TrialError/ConfigError of this trial only
             outcomes[i] = exc
-    if plans:
-        _Batch(bundle, data, recipe, device, precision, plans, outcomes, started).run()
+    groups: dict[str, list[_Plan]] = {}
+    for plan in plans:
+        groups.setdefault(bundle.architecture(plan.spec.student), []).append(plan)
+    for group in groups.values():
+        _Batch(bundle, data, recipe, device, precision, group, outcomes, started).run()
     return outcomes  # type: ignore[return-value]
 
 
@@ -181,11 +188,11 @@ class _Batch:
             plan.row = row
         models = [b.model(p.spec.student, self.device) for p in plans]
         self.params, self.buffers = stack_module_state(models)
-        ds = b.dataset
         # A skeleton on the meta device: functional_call only needs the module's structure.
-        self.base = build_model(b.config.model.name, ds.channels, ds.classes, ds.image_size)
-        self.base = _vmap_friendly(self.base.to("meta"))
-        self.train_fwd = vmap(self._forward)
+        self.base = _vmap_friendly(b.new_model(plans[0].spec.student).to("meta"))
+        # randomness="different": a user's model may use dropout; each trial draws its own mask
+        # (the built-in models draw nothing, so for them this changes nothing).
+        self.train_fwd = vmap(self._forward, randomness="different")
         self.eval_fwd = vmap(self._forward, in_dims=(0, 0, None))
         self.optimizer = _StackedOptimizer(self.params, self.recipe, len(plans))
         self._constants()

@@ -2,7 +2,10 @@
 
 Built once per federation hash and kept on disk at ``<bundle_dir>/<name>-<hash>/``; asking again
 with the same config loads it and trains nothing. Everything a trial needs that does not depend on
-the trial's parameters is here, so a trial never runs a teacher forward pass.
+the trial's parameters is here, so a trial never runs a teacher forward pass. The participants
+are pre-trained here (``[model]`` + ``[pretrain]``) or, for the user's own federation
+(``[[participants]]``), loaded from their checkpoints: then nothing is trained, only their logits
+are cached.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import StudyConfig
 from .data import Dataset, load_dataset
 from .errors import FederationError
-from .models import Net, build_model
+from .models import build_model
+from .participants import load_participants, new_model
 from .partition import Partition, make_partition
 from .train import accuracies, predict, train_supervised
 
@@ -72,10 +76,18 @@ class FederationBundle:
     def participants(self) -> int:
         return len(self.partition.participants)
 
-    def model(self, participant: int, device: str | torch.device = "cpu") -> Net:
+    def architecture(self, participant: int) -> str:
+        """What ``participant``'s model is built from: equal strings, equal architectures
+        (objectives.batched stacks only students of one architecture)."""
+        return _architecture(self.config, participant)
+
+    def new_model(self, participant: int) -> nn.Module:
+        """An untrained model of ``participant``'s architecture, on the CPU."""
+        return _new_model(self.config, self.dataset, participant)
+
+    def model(self, participant: int, device: str | torch.device = "cpu") -> nn.Module:
         """A fresh copy of ``participant``'s pre-trained model on ``device``."""
-        ds = self.dataset
-        net = build_model(self.config.model.name, ds.channels, ds.classes, ds.image_size)
+        net = self.new_model(participant)
         net.load_state_dict(self.states[participant])
         return net.to(device)
 
@@ -99,7 +111,7 @@ class FederationBundle:
 
     def summary(self) -> list[dict]:
         """Per participant: local size and accuracies before KD (what `prepare` prints)."""
-        return [
+        rows = [
             {
                 "participant": p,
                 "samples": len(self.partition.participants[p]),
@@ -108,6 +120,50 @@ class FederationBundle:
             }
             for p in range(self.participants)
         ]
+        for row, spec in zip(rows, self.config.participants, strict=False):
+            row["model"] = spec.describe()  # the user's own: architectures may differ
+        return rows
+
+
+def _architecture(config: StudyConfig, participant: int) -> str:
+    if config.participants:
+        spec = config.participants[participant]
+        return f"{spec.model} {sorted(spec.kwargs.items())!r}"
+    return config.model.name
+
+
+def _new_model(config: StudyConfig, ds: Dataset, participant: int) -> nn.Module:
+    if config.participants:
+        return new_model(config.participants[participant], participant)
+    return build_model(config.model.name, ds.channels, ds.classes, ds.image_size)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A federation's inputs, read and checked before anything is written: its data, its
+    partition, and (for ``[[participants]]``) every participant's model with its weights."""
+
+    dataset: Dataset
+    partition: Partition
+    models: list[nn.Module] | None  # None: participants are pre-trained by build_bundle
+
+
+_CHECKED: dict[str, Checked] = {}
+
+
+def check_federation(config: StudyConfig) -> Checked:
+    """Read and check everything a bundle is built from, writing nothing, so that bad input
+    (data, partition, a participant's model or checkpoint) is refused before a bundle folder or a
+    study exists. Kept per process until the bundle is built from it."""
+    key = config.federation_hash  # reads every file the config names: missing ones fail here
+    if key not in _CHECKED:
+        ds = load_dataset(config.data)
+        partition = make_partition(ds.train_y, config.federation, config.seed)
+        models = None
+        if config.participants:
+            models = load_participants(config.participants, ds.train_x, ds.classes)
+        _CHECKED[key] = Checked(ds, partition, models)
+    return _CHECKED[key]
 
 
 def bundle_dir(explicit: str | Path | None = None) -> Path:
@@ -120,25 +176,37 @@ def bundle_path(config: StudyConfig, directory: str | Path | None = None) -> Pat
 
 
 def build_bundle(
-    config: StudyConfig, device: str | torch.device = "cpu", progress: Progress | None = None
+    config: StudyConfig,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    checked: Checked | None = None,
 ) -> FederationBundle:
-    """Partition, pre-train every participant on its own data only, cache logits and accuracies."""
+    """Partition, pre-train every participant on its own data only (or load the user's
+    checkpoints), cache logits and accuracies."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    ds = load_dataset(config.data)
-    partition = make_partition(ds.train_y, config.federation, config.seed)
+    checked = checked or check_federation(config)
+    ds, partition = checked.dataset, checked.partition
+    if ds.note:
+        say(ds.note)
     label_dist = partition.label_distribution(ds.train_y, ds.classes)
     train_x, train_y, test_x = ds.train_x.to(device), ds.train_y.to(device), ds.test_x.to(device)
     states, train_logits, test_logits, acc, local_acc, seconds = [], [], [], [], [], []
+    n = len(partition.participants)
     for p, indices in enumerate(partition.participants):
         t0 = time.perf_counter()
-        # Each participant's initialisation and data order depend on (seed, participant) only.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed * 10_007 + p)
-            net = build_model(config.model.name, ds.channels, ds.classes, ds.image_size).to(device)
-        gen = torch.Generator().manual_seed(config.seed * 10_007 + p)
-        idx = indices.to(device)
-        train_supervised(net, train_x[idx], train_y[idx], config.pretrain, gen)
+        if checked.models is not None:  # the user's checkpoint: nothing to train
+            net = checked.models[p].to(device)
+            how = f"{config.participants[p].describe()} from its checkpoint"
+        else:
+            # Each participant's initialisation and data order depend on (seed, participant) only.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed * 10_007 + p)
+                net = _new_model(config, ds, p).to(device)
+            gen = torch.Generator().manual_seed(config.seed * 10_007 + p)
+            idx = indices.to(device)
+            train_supervised(net, train_x[idx], train_y[idx], config.pretrain, gen)
+            how = "pre-trained"
         states.append({k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
         train_logits.append(predict(net, train_x).cpu())
         test_logits.append(predict(net, test_x).cpu())
@@ -147,7 +215,7 @@ def build_bundle(
         local_acc.append(loc)
         seconds.append(time.perf_counter() - t0)
         say(
-            f"participant {p + 1}/{len(partition.participants)}: {len(indices)} samples, "
+            f"participant {p} ({p + 1} of {n}): {how}, {len(indices)} samples, "
             f"accuracy {a:.2f}%, local {loc:.2f}%, {seconds[-1]:.1f}s"
         )
     meta = {
@@ -155,6 +223,8 @@ def build_bundle(
         "name": config.name,
         "config": config.to_dict(),
         "dataset_fingerprint": ds.fingerprint,
+        "data_note": ds.note,
+        "from_checkpoints": checked.models is not None,
         "pretrain_seconds": round(time.perf_counter() - started, 2),
         "participant_seconds": [round(s, 2) for s in seconds],
         "device": str(device),
@@ -249,6 +319,7 @@ def prepare_federation(
     path = bundle_path(config, directory)
     if (path / "meta.json").is_file():
         return load_bundle(path, config)
+    checked = check_federation(config)  # bad input is refused here, before anything is written
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.parent / f".{path.name}.lock", "w")  # noqa: SIM115 (held across the build)
@@ -261,6 +332,7 @@ def prepare_federation(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (path / "meta.json").is_file():
             return load_bundle(path, config)
-        bundle = build_bundle(config, device=device, progress=progress)
+        bundle = build_bundle(config, device=device, progress=progress, checked=checked)
         save_bundle(bundle, path)
+    _CHECKED.pop(config.federation_hash, None)  # the bundle holds it all now
     return bundle

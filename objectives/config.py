@@ -1,15 +1,23 @@
-"""Study configs: TOML files in ``studies/`` read into typed, validated dataclasses.
+"""Study configs: TOML files (the shipped ones in ``objectives/studies/``, package data) read into
+typed, validated dataclasses.
 
 Precedence is override (``--set section.key=value``) > file > dataclass default. Every field is
 checked for type and range, and an unknown field is named with the known ones, so a typo fails
 loudly instead of silently using a default. The ``[search]`` table belongs to the tuner and is
 passed through unvalidated.
+
+A config either describes participants dkd-tune pre-trains itself (``[model]`` + ``[pretrain]``)
+or lists the user's own pre-trained ones (``[[participants]]``: a model string and a checkpoint
+each). Paths inside a config file (data root, checkpoints, model files, partition file) are
+relative to the file; :func:`load_config` makes them absolute, so the parsed config (and what a
+study records of it) means the same from any working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -19,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, FederationError, ParticipantError
+from .sources import file_sha256, image_tree_sha256, torchvision_sha256
 from .topology import TOPOLOGIES, neighbours, parse_edges
+
+#: The study configs shipped with the package (package data), found from any working directory.
+STUDIES_DIR = Path(__file__).resolve().parent / "studies"
+#: The embedded default federation.
+DEFAULT_STUDY = "fashion-mnist"
 
 #: Bump when the bundle's content or layout changes, or when model or training code changes what
 #: pre-training produces, so a bundle built by other code never shares a hash with this one.
@@ -28,6 +42,10 @@ from .topology import TOPOLOGIES, neighbours, parse_edges
 BUNDLE_FORMAT = 2
 
 DATASETS = ("fashion-mnist", "cifar10", "synthetic")
+#: The user's own data: a folder of images per class, an npz file, or a torchvision dataset class.
+USER_DATASETS = ("imagefolder", "npz", "torchvision:<ClassName>")
+TORCHVISION_PREFIX = "torchvision:"
+PARTITION_FILE_PREFIX = "file:"
 MODELS = ("small-cnn", "resnet18", "small-cnn-2head", "resnet18-2head")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -54,8 +72,23 @@ def _positive() -> dict[str, Any]:
     return _check(lambda v: v > 0 and math.isfinite(v), "> 0")
 
 
+def is_user_dataset(name: str) -> bool:
+    """True for the user's own data sources (imagefolder, npz, torchvision:<ClassName>)."""
+    return name in ("imagefolder", "npz") or (
+        name.startswith(TORCHVISION_PREFIX) and name[len(TORCHVISION_PREFIX) :].isidentifier()
+    )
+
+
+def partition_file(spec: str) -> str | None:
+    """The path of a ``file:<path>`` partition spec, None for a drawn partition."""
+    return spec[len(PARTITION_FILE_PREFIX) :] if spec.startswith(PARTITION_FILE_PREFIX) else None
+
+
 def parse_partition(spec: str) -> tuple[str, float]:
-    """Parse a partition spec: ``iid``, ``dirichlet:0.5`` or ``shards:2`` → (kind, argument)."""
+    """Parse a partition spec: ``iid``, ``dirichlet:0.5``, ``shards:2`` → (kind, argument);
+    ``file:<path>`` → ("file", 0) (the path: :func:`partition_file`)."""
+    if partition_file(spec):
+        return "file", 0.0
     kind, _, arg = spec.partition(":")
     try:
         if kind == "iid" and not arg:
@@ -67,15 +100,34 @@ def parse_partition(spec: str) -> tuple[str, float]:
     except ValueError:
         pass
     raise ConfigError(
-        f"bad partition {spec!r}: write iid, dirichlet:<concentration > 0> or shards:<k >= 1>"
+        f"bad partition {spec!r}: write iid, dirichlet:<concentration > 0>, shards:<k >= 1> or "
+        "file:<partition.json>"
     )
+
+
+def _parse_floats(value: Any, where: str) -> tuple[float, ...]:
+    """A list of finite numbers (``[data].mean`` / ``.std``); an empty list means absent."""
+    ok = isinstance(value, list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
+    if not ok:
+        raise ConfigError(f"{where} must be a list of numbers, one per channel, e.g. [0.286]")
+    return tuple(float(v) for v in value)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset and where its files are. Synthetic sizes apply only to ``synthetic``."""
+    """Which dataset and where its files are. Synthetic sizes apply only to ``synthetic``;
+    ``channels``, ``image_size`` describe the images of the user's own data (and of
+    ``synthetic``), ``mean``/``std`` the normalisation its participants were trained with."""
 
-    dataset: str = field(default="fashion-mnist", metadata=_one_of(DATASETS))
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata=_check(
+            lambda v: v in DATASETS or is_user_dataset(v),
+            f"one of {', '.join(DATASETS + USER_DATASETS)}",
+        ),
+    )
     root: str = ""  # "" = the dataset's standard place (see objectives.data)
     download: bool = False  # torchvision's download; only on a machine with internet
     train_size: int = field(default=2000, metadata=_at_least(10))
@@ -83,6 +135,9 @@ class DataConfig:
     classes: int = field(default=10, metadata=_at_least(2))
     image_size: int = field(default=8, metadata=_at_least(4))
     channels: int = field(default=1, metadata=_at_least(1))
+    # Per-channel normalisation of the user's data; () = computed from the training split.
+    mean: tuple[float, ...] = field(default=(), metadata={"parse": _parse_floats})
+    std: tuple[float, ...] = field(default=(), metadata={"parse": _parse_floats})
 
 
 @dataclass(frozen=True)
@@ -103,6 +158,62 @@ class ModelConfig:
     """The architecture every participant uses; channels and classes come from the dataset."""
 
     name: str = field(default="small-cnn", metadata=_one_of(MODELS))
+
+
+@dataclass(frozen=True)
+class ParticipantConfig:
+    """One of the user's pre-trained participants: how to build its model, where its weights are.
+
+    ``model`` is ``"file.py:Name"`` (a Python file, relative to the config file) or
+    ``"package.module:Name"``; ``Name(**kwargs)`` returns an ``nn.Module`` mapping images to
+    logits. ``checkpoint`` is a ``state_dict`` saved with ``torch.save``, loaded weights-only.
+    """
+
+    model: str
+    checkpoint: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_file(self) -> str | None:
+        """The Python file of a ``file.py:Name`` model string, None for a package import."""
+        where = self.model.rpartition(":")[0]
+        return where if where.endswith(".py") else None
+
+    @property
+    def model_name(self) -> str:
+        return self.model.rpartition(":")[2]
+
+    def hash_key(self, index: int) -> dict[str, Any]:
+        """What identifies this participant in the federation hash: the model (by the file's
+        content for a file, by name for a package), its kwargs, the checkpoint's content."""
+        checkpoint = _digest(self.checkpoint, f"participant {index}: checkpoint", "checkpoint")
+        if self.model_file:
+            where = f"participant {index}: model file"
+            model = {
+                "file_sha256": _digest(self.model_file, where, "model"),
+                "name": self.model_name,
+            }
+        else:
+            model = {"import": self.model}
+        return {"model": model, "kwargs": dict(self.kwargs), "checkpoint_sha256": checkpoint}
+
+    def describe(self) -> str:
+        """``Name(k=v, ...)``: the architecture as a person reads it."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{self.model_name}({args})"
+
+
+def _digest(path: str, what: str, key: str) -> str:
+    """A file's SHA-256 for the federation hash; a missing file is the participant's error."""
+    try:
+        return file_sha256(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ParticipantError(
+            f"{what} {path} not found: fix [[participants]].{key} (paths are relative to the "
+            "config file)"
+        ) from None
+    except OSError as exc:
+        raise ParticipantError(f"{what} {path} cannot be read ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
@@ -197,24 +308,71 @@ class StudyConfig:
     compare: CompareConfig = CompareConfig()
     search: Mapping[str, Any] = field(default_factory=dict)  # the tuner's; not validated here
     source: str = "<defaults>"
+    #: The user's pre-trained participants, in order; () = pre-trained here from [model]/[pretrain].
+    participants: tuple[ParticipantConfig, ...] = ()
 
-    @property
+    @functools.cached_property
     def federation_hash(self) -> str:
-        """Hash of everything that determines the federation bundle (not the KD round or search)."""
-        data = {"dataset": self.data.dataset}
-        if self.data.dataset == "synthetic":
-            data = dataclasses.asdict(self.data)
-            del data["root"], data["download"]
-        key = {
+        """Hash of everything that determines the federation bundle (not the KD round or search).
+
+        For the user's own data, partition file and participants it covers the files' content
+        (so it reads them once per process); a built-in federation hashes as it always has.
+        """
+        blob = json.dumps(self._hash_key(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def _hash_key(self) -> dict[str, Any]:
+        d = self.data
+        data: dict[str, Any] = {"dataset": d.dataset}
+        if d.dataset == "synthetic":
+            data = {k: v for k, v in dataclasses.asdict(d).items() if k in _SYNTHETIC_KEYS}
+        elif is_user_dataset(d.dataset):
+            data = {
+                "dataset": d.dataset,
+                "source_sha256": _data_digest(d),
+                "channels": d.channels,
+                "image_size": d.image_size,
+                "mean": list(d.mean),
+                "std": list(d.std),
+            }
+        federation = dataclasses.asdict(self.federation)
+        path = partition_file(self.federation.partition)
+        if path is not None:  # the file's content, not where it lies
+            try:
+                federation["partition"] = f"file-sha256:{file_sha256(path)}"
+            except OSError:
+                raise FederationError(
+                    f"partition file {path} not found: fix [federation].partition = "
+                    '"file:<path>" (relative to the config file)'
+                ) from None
+        key: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
             "seed": self.seed,
             "data": data,
-            "federation": dataclasses.asdict(self.federation),
-            "model": dataclasses.asdict(self.model),
-            "pretrain": dataclasses.asdict(self.pretrain),
+            "federation": federation,
         }
-        blob = json.dumps(key, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        if self.participants:
+            key["participants"] = [p.hash_key(i) for i, p in enumerate(self.participants)]
+        else:
+            key["model"] = dataclasses.asdict(self.model)
+            key["pretrain"] = dataclasses.asdict(self.pretrain)
+        return key
+
+    def check_two_heads(self, mode: str = "the neighbourhood mode") -> None:
+        """``mode`` trains a second head: refuse a one-head model, and the user's own
+        participants (their models have one head and no second one to add)."""
+        if self.participants:
+            raise ConfigError(
+                f"{mode} needs two-head models, {self.source} lists its own [[participants]] "
+                "(one-head models from checkpoints): use it with the pair mode, or a [model] "
+                'name = "small-cnn-2head" federation (e.g. fashion-mnist-n3.toml)'
+            )
+        model = self.model.name
+        if not model.endswith("-2head"):
+            raise ConfigError(
+                f"{mode} needs a two-head model, {self.source} uses {model!r}: set "
+                f'[model] name = "{model}-2head" (e.g. fashion-mnist-n3.toml)'
+            )
 
     @property
     def neighbours(self) -> tuple[tuple[int, ...], ...]:
@@ -223,10 +381,36 @@ class StudyConfig:
         return neighbours(t.kind, self.federation.participants, t.edges)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain data (what a bundle or a study records)."""
+        """The config as plain data (what a bundle or a study records); :func:`parse_config`
+        reads it back. Without ``participants`` when there are none (so a built-in federation's
+        record is what it was), without ``model``/``pretrain`` when there are."""
         out = dataclasses.asdict(self)
         out["search"] = dict(self.search)
+        if self.participants:
+            del out["model"], out["pretrain"]
+            out["participants"] = [
+                {"model": p.model, "checkpoint": p.checkpoint, "kwargs": dict(p.kwargs)}
+                for p in self.participants
+            ]
+        else:
+            del out["participants"]
         return out
+
+
+#: The fields of [data] that shape a synthetic dataset (its hash key).
+_SYNTHETIC_KEYS = ("dataset", "train_size", "test_size", "classes", "image_size", "channels")
+
+
+def _data_digest(d: DataConfig) -> str:
+    """The content digest of the user's data source (files, not decoded images)."""
+    if d.dataset.startswith(TORCHVISION_PREFIX):
+        return torchvision_sha256(d.dataset[len(TORCHVISION_PREFIX) :], d.root, d.download)
+    # Missing files are objectives.data's to report (it names what is expected); here an empty
+    # digest, so the hash is computed and the loader's message is the one the user sees.
+    try:
+        return file_sha256(d.root) if d.dataset == "npz" else image_tree_sha256(d.root)
+    except OSError:
+        return "missing"
 
 
 _SECTIONS: dict[str, type] = {
@@ -240,6 +424,7 @@ _SECTIONS: dict[str, type] = {
     "compare": CompareConfig,
 }
 _TOP_LEVEL = {"name": str, "seed": int}
+_PARTICIPANT_KEYS = ("model", "checkpoint", "kwargs")
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:
@@ -290,9 +475,133 @@ def _build_section(source: str, section: str, cls: type, raw: Any) -> Any:
     return cls(**values)
 
 
-def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> StudyConfig:
-    """Validate a config given as nested dicts (what TOML gives) field by field."""
+def _absolute(path: str, base: Path | None) -> str:
+    """``path`` relative to ``base`` (the config file's folder), made absolute; as it is without
+    a base (a config from a study record holds absolute paths already)."""
+    if not path or base is None or Path(path).is_absolute():
+        return path
+    return str((base / path).resolve())
+
+
+def _parse_participant(item: Any, where: str, base: Path | None) -> ParticipantConfig:
+    """One ``[[participants]]`` table: its model string checked for form, its paths resolved."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be a table ([[participants]] with model and checkpoint)")
+    for key in item:
+        if key not in _PARTICIPANT_KEYS:
+            raise ConfigError(
+                f"{where}: unknown field {key!r} ({_suggest(key, _PARTICIPANT_KEYS)})"
+            )
+    for key in ("model", "checkpoint"):
+        if not isinstance(item.get(key), str) or not item[key]:
+            example = '"models.py:TinyNet"' if key == "model" else '"ckpt/participant-0.pt"'
+            raise ConfigError(f"{where}: missing {key} (a string, e.g. {key} = {example})")
+    kwargs = item.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{where}.kwargs must be a table, e.g. kwargs = {{ classes = 10 }}")
+    module, sep, name = item["model"].rpartition(":")
+    if not sep or not module or not name.isidentifier():
+        raise ConfigError(
+            f'{where}.model = {item["model"]!r}: write "file.py:Name" (a file next to the '
+            'config) or "package.module:Name", e.g. "torchvision.models:resnet18"'
+        )
+    if module.endswith(".py"):
+        module = _absolute(module, base)
+    return ParticipantConfig(
+        model=f"{module}:{name}", checkpoint=_absolute(item["checkpoint"], base), kwargs=kwargs
+    )
+
+
+def _parse_participants(
+    raw: dict[str, Any], source: str, base: Path | None
+) -> tuple[ParticipantConfig, ...]:
+    """``[[participants]]`` (popped from ``raw``), in order; it replaces [model] and [pretrain]
+    and sets [federation].participants."""
+    items = raw.pop("participants")
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{source}: participants must be [[participants]] tables, one each")
+    for section in ("model", "pretrain"):
+        if section in raw:
+            raise ConfigError(
+                f"{source}: [{section}] and [[participants]] exclude each other (the listed "
+                f"participants come pre-trained): drop [{section}]"
+            )
+    parts = tuple(
+        _parse_participant(item, f"{source}: [[participants]] {i}", base)
+        for i, item in enumerate(items)
+    )
+    federation = raw.setdefault("federation", {})
+    if isinstance(federation, dict):
+        given = federation.get("participants", len(parts))
+        if given != len(parts):
+            raise ConfigError(
+                f"{source}: [federation].participants = {given} but the config lists "
+                f"{len(parts)} [[participants]]: drop [federation].participants (the tables "
+                "count) or list every participant"
+            )
+        federation["participants"] = len(parts)
+    return parts
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path | None) -> None:
+    """Make [data].root and a file: partition absolute, relative to the config's folder."""
+    data, federation = raw.get("data"), raw.get("federation")
+    if isinstance(data, dict) and isinstance(data.get("root"), str):
+        data["root"] = _absolute(data["root"], base)
+    if isinstance(federation, dict) and isinstance(federation.get("partition"), str):
+        path = partition_file(federation["partition"])
+        if path:
+            federation["partition"] = PARTITION_FILE_PREFIX + _absolute(path, base)
+
+
+def _check_user_data(raw: Mapping[str, Any], data: DataConfig, source: str) -> None:
+    """The user's data needs its image shape and a normalisation that fits its channels;
+    built-in datasets have both fixed."""
+    given = raw.get("data", {}) if isinstance(raw.get("data"), dict) else {}
+    if not is_user_dataset(data.dataset):
+        for key in ("mean", "std"):
+            if getattr(data, key):
+                raise ConfigError(
+                    f"{source}: [data].{key} is for the user's own data (imagefolder, npz, "
+                    f"torchvision:<ClassName>); {data.dataset} has its own: drop it"
+                )
+        return
+    for key, example in (("channels", 3), ("image_size", 32)):
+        if key not in given:
+            raise ConfigError(
+                f"{source}: [data].{key} is required for {data.dataset} (what the participants "
+                f"take), e.g. {key} = {example}"
+            )
+    if not data.root:
+        raise ConfigError(
+            f"{source}: [data].root is required for {data.dataset}: the "
+            + ("npz file" if data.dataset == "npz" else "folder")
+            + " that holds the data, relative to the config file"
+        )
+    for key in ("mean", "std"):
+        values = getattr(data, key)
+        if values and len(values) != data.channels:
+            raise ConfigError(
+                f"{source}: [data].{key} has {len(values)} value(s) but channels = "
+                f"{data.channels}: give one per channel"
+            )
+    if bool(data.mean) != bool(data.std):
+        raise ConfigError(f"{source}: give [data].mean and [data].std together, or neither")
+    if any(v <= 0 for v in data.std):
+        raise ConfigError(f"{source}: [data].std must be > 0 for every channel")
+
+
+def parse_config(
+    raw: Mapping[str, Any], source: str = "<config>", base: str | Path | None = None
+) -> StudyConfig:
+    """Validate a config given as nested dicts (what TOML gives) field by field. Relative paths
+    in it are taken relative to ``base`` (the config file's folder) and made absolute."""
+    base = Path(base) if base is not None else None
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     kwargs: dict[str, Any] = {"source": source}
+    if "participants" in raw:
+        kwargs["participants"] = _parse_participants(raw, source, base)
+    _resolve_paths(raw, base)
     for key, value in raw.items():
         if key in _SECTIONS:
             kwargs[key] = _build_section(source, key, _SECTIONS[key], value)
@@ -303,7 +612,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> StudyConfi
                 raise ConfigError(f"{source}: [search] must be a table")
             kwargs[key] = value
         else:
-            known = [*_TOP_LEVEL, *_SECTIONS, "search"]
+            known = [*_TOP_LEVEL, *_SECTIONS, "search", "participants"]
             raise ConfigError(f"{source}: unknown field {key!r} ({_suggest(key, known)})")
     if "name" not in kwargs:
         raise ConfigError(f"{source}: missing 'name' (the federation name, e.g. fashion-mnist-n10)")
@@ -311,6 +620,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> StudyConfi
     if not name or any(c in name for c in "/ \t\n"):
         raise ConfigError(f"{source}: name {name!r} must be non-empty without '/' or spaces")
     config = StudyConfig(**kwargs)
+    _check_user_data(raw, config.data, source)
     try:  # the graph needs the number of participants, so it is checked across sections
         config.neighbours  # noqa: B018
     except ConfigError as exc:
@@ -347,18 +657,38 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return out
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> StudyConfig:
-    """Read and validate a study config file, with ``--set`` style overrides applied."""
+def shipped_configs() -> list[str]:
+    """The names of the shipped study configs (``fashion-mnist``, ...)."""
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """The config file ``path`` names: a file relative to the working directory; where none
+    exists, a shipped config by name (``fashion-mnist``, ``fashion-mnist-n3.toml``, or the old
+    in-checkout spelling ``studies/fashion-mnist-n3.toml``)."""
     path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("studies")):
+        return path
+    shipped = STUDIES_DIR / f"{path.name.removesuffix('.toml')}.toml"
+    return shipped if shipped.is_file() else path
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> StudyConfig:
+    """Read and validate a study config file, with ``--set`` style overrides applied. ``path``
+    is relative to the working directory (or a shipped config's name, see :func:`config_path`);
+    paths inside the file are relative to the file."""
+    path = config_path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
-            f"config file {path} not found: pass --config with a file from studies/ "
-            "(e.g. studies/fashion-mnist.toml)"
+            f"config file {path} not found (relative to {Path.cwd()}): pass --config with an "
+            f"existing file or a shipped config's name ({', '.join(shipped_configs())})"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(apply_overrides(raw, overrides), source=str(path))
+    return parse_config(
+        apply_overrides(raw, overrides), source=str(path), base=path.resolve().parent
+    )

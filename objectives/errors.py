@@ -17,6 +17,10 @@ class FederationError(DkdError):
     """A federation cannot be built as asked (e.g. a participant would be too small)."""
 
 
+class ParticipantError(DkdError):
+    """A participant given as ``[[participants]]`` (model string, checkpoint) cannot be used."""
+
+
 class TrialError(DkdError):
     """A one-round KD trial was asked with bad arguments."""
 

@@ -90,7 +90,10 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 500, head: int = 1) -
     """Logits of ``model`` (in eval mode) on all of ``x``, in float32, batched."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(xb, head=head).float() for xb in x.split(batch_size)])
+    # Only two-head models take ``head``: the user's own models are called with the images alone.
+    out = torch.cat(
+        [(model(xb) if head == 1 else model(xb, head=head)).float() for xb in x.split(batch_size)]
+    )
     model.train(was_training)
     return out
 

@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from objectives import DkdError
+from objectives.config import shipped_configs
 
 from .errors import RunError, UsageError
 from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S
-from .options import DEFAULT_CONFIG, PRUNERS, SAMPLERS, TuneOptions
+from .options import COMPARE_CONFIG, DEFAULT_CONFIG, PRUNERS, SAMPLERS, TuneOptions
 from .storage import DEFAULT_STORAGE
 
 PROG = "dkd-tune"
@@ -54,7 +55,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
         "--config",
         default=DEFAULT_CONFIG,
         metavar="FILE",
-        help=f"study config (TOML); default {DEFAULT_CONFIG}",
+        help="study config (TOML), relative to the working directory, or a shipped one by name "
+        f"({', '.join(shipped_configs())}); default: the shipped {Path(DEFAULT_CONFIG).stem}",
     )
     p.add_argument(
         "--set",
@@ -175,10 +177,10 @@ def _tune_parser() -> _Parser:
         f"(see {PROG} COMMAND --help); without a command, run a tuning.",
         f"  {PROG} --pairs all --trials 200\n"
         f"  {PROG} --pairs 0-1,2-5 --trials 30 --workers 2 --pruner hyperband\n"
-        f"  {PROG} --config studies/cifar10-resnet18.toml --devices cuda:0,cuda:1 --workers 4 \\\n"
+        f"  {PROG} --config cifar10-resnet18 --devices cuda:0,cuda:1 --workers 4 \\\n"
         "      --storage postgresql+psycopg://user:pw@db-host/dkd\n"
         f"  {PROG} --set kd.lr=0.02 --set name=fashion-mnist-lr02 --trials 50\n"
-        f"  {PROG} --mode neighbourhood --config studies/fashion-mnist-n3.toml --trials 30",
+        f"  {PROG} --mode neighbourhood --config fashion-mnist-n3 --trials 30",
     )
     _add_config(p)
     _add_storage(p)
@@ -277,7 +279,7 @@ def cmd_prepare(argv: Sequence[str]) -> int:
         f"{PROG} prepare",
         "Build the federation bundle (partitions, pre-trained "
         "participants, cached logits) once; later runs load it.",
-        f"  {PROG} prepare\n  {PROG} prepare --config studies/cifar10-resnet18.toml "
+        f"  {PROG} prepare\n  {PROG} prepare --config cifar10-resnet18 "
         "--devices cuda:0\n  DKD_TUNE_BUNDLES=/data/bundles {PROG} prepare",
     )
     _add_config(p)
@@ -285,9 +287,10 @@ def cmd_prepare(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     opts = TuneOptions(config=a.config, overrides=a.overrides, bundles=a.bundles, devices=a.devices)
     for row in prepare(opts, say=_say):
+        model = f" {row['model']}," if "model" in row else ""
         print(
-            f"participant {row['participant']}: {row['samples']} samples, accuracy "
-            f"{row['accuracy']:.2f}%, local accuracy {row['local_accuracy']:.2f}%"
+            f"participant {row['participant']}:{model} {row['samples']} samples, accuracy "
+            f"{row['accuracy']:.2f}% before KD, local accuracy {row['local_accuracy']:.2f}%"
         )
     return 0
 
@@ -368,7 +371,7 @@ def cmd_worker(argv: Sequence[str]) -> int:
         f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd --devices auto "
         "--workers-per-device 2 --bundles /shared/bundles\n"
         f"  {PROG} worker --federation fashion-mnist-n10 --devices cuda:1 --pairs 0-1,2-5\n"
-        f"  {PROG} worker --config studies/fashion-mnist.toml --set data.root=/data/fm --trials 50",
+        f"  {PROG} worker --config fashion-mnist --set data.root=/data/fm --trials 50",
     )
     _add_storage(p)
     _federation_arg(p)
@@ -506,9 +509,6 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
     return 0
 
 
-COMPARE_CONFIG = "studies/fashion-mnist-n3.toml"
-
-
 def cmd_compare(argv: Sequence[str]) -> int:
     from .compare import CompareOptions, run_compare
     from .report import write_page
@@ -528,7 +528,10 @@ def cmd_compare(argv: Sequence[str]) -> int:
     for action in p._actions:  # the two-head default, and a --help that says so
         if action.dest == "config":
             action.default = COMPARE_CONFIG
-            action.help = f"study config with a two-head model (TOML); default {COMPARE_CONFIG}"
+            action.help = (
+                "study config with a two-head model (TOML); default: the shipped "
+                f"{Path(COMPARE_CONFIG).stem}"
+            )
     _add_storage(p)
     p.add_argument(
         "--seeds", type=_whole, default=None, metavar="K", help="seeds per cell ([compare].seeds)"

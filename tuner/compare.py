@@ -22,7 +22,7 @@ from .db import open_storage, quiet_optuna
 from .errors import UsageError
 from .kinds import KINDS, Task, config_record
 from .kinds.cell import MAX_SEEDS, cells
-from .options import TuneOptions, check_options, parse_devices
+from .options import COMPARE_CONFIG, TuneOptions, check_options, parse_devices
 from .results import Cell, read_cells
 from .run import check_two_heads, start
 from .storage import mask
@@ -34,7 +34,7 @@ Say = Callable[[str], None]
 class CompareOptions:
     """One ``dkd-tune compare``; ``seeds``/``partitions`` None take the config's ``[compare]``."""
 
-    config: str = "studies/fashion-mnist-n3.toml"
+    config: str = COMPARE_CONFIG
     storage: str = "sqlite:///dkd-tune.db"
     overrides: list[str] = field(default_factory=list)
     bundles: str | None = None

@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from objectives.config import DEFAULT_STUDY, STUDIES_DIR
 from objectives.trial import PRECISIONS
 
 from .errors import UsageError
 from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, check_heartbeat
 from .storage import DEFAULT_STORAGE
 
-DEFAULT_CONFIG = "studies/fashion-mnist.toml"
+#: The embedded default, shipped as package data: found wherever dkd-tune runs.
+DEFAULT_CONFIG = str(STUDIES_DIR / f"{DEFAULT_STUDY}.toml")
+#: ``dkd-tune compare``'s default: the shipped two-head federation.
+COMPARE_CONFIG = str(STUDIES_DIR / "fashion-mnist-n3.toml")
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "quartile", "median", "hyperband")
 #: pair: one study per participant pair; neighbourhood: one study per client (tuner.kinds).

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from objectives import StudyConfig, bundle_path, load_config
+from objectives import StudyConfig, bundle_path, check_federation, load_config
 
 from .budget import enqueue_missing_retries
 from .db import count_trials, database_errors, open_storage, quiet_optuna
@@ -64,12 +64,7 @@ class RunSummary:
 
 def check_two_heads(config: StudyConfig) -> None:
     """The neighbourhood round trains head 2; a one-head federation cannot run it."""
-    model = config.model.name
-    if not model.endswith("-2head"):
-        raise UsageError(
-            f"the neighbourhood mode needs a two-head model, {config.source} uses {model!r}: set "
-            f'[model] name = "{model}-2head" (e.g. studies/fashion-mnist-n3.toml)'
-        )
+    config.check_two_heads()
 
 
 def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
@@ -123,6 +118,10 @@ def start(
 ) -> RunSummary:
     """Check the storage, set the tasks' studies up (nothing is written before every check
     passed) and serve them with the pool."""
+    for config in {t.config.name: t.config for t in tasks}.values():
+        # The federation's data, partition and (the user's own) participants, read and checked
+        # now: a bad checkpoint or partition file is refused before a storage is touched.
+        check_federation(config)
     check_storage(opts.storage)
     with database_errors(opts.storage):
         storage = open_storage(opts.storage)

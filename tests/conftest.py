@@ -1,0 +1,38 @@
+"""A small federation of the user's own, built once per session from real files: an imagefolder of
+Fashion-MNIST PNGs, a partition file, checkpoints of two architectures trained for a second each
+(examples/own-federation/build_federation.py, the example's own builder)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from objectives.data import FASHION_MNIST_DIR
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-federation"
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location(
+        "build_federation", EXAMPLE / "build_federation.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def own_federation(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The federation's folder, config file and builder module (3 participants: TinyCNN from
+    models.py for 0 and 2, the package's small CNN for 1; 1200 training and 400 test images)."""
+    if not (FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed (make dataset)")
+    folder = tmp_path_factory.mktemp("own")
+    builder = _builder()
+    config = builder.build(
+        folder, participants=3, train_size=1200, test_size=400, public_size=300, epochs=1,
+        name="own-test",
+    )  # fmt: skip
+    return {"folder": folder, "config": config, "builder": builder}
