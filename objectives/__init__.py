@@ -22,6 +22,7 @@ from .errors import (
     NonFiniteLoss,
     TrialError,
 )
+from .evaluation import EvalPoint
 from .neighbourhood import (
     RoundResult,
     run_federation_round,
@@ -29,7 +30,7 @@ from .neighbourhood import (
     train_neighbourhood_round,
 )
 from .topology import TOPOLOGIES, neighbours
-from .trial import TRANSFER_SETS, EvalPoint, TrialResult, run_trial
+from .trial import TRANSFER_SETS, TrialResult, run_trial
 
 __all__ = [
     "AGGREGATIONS",

@@ -30,17 +30,11 @@ from .bundle import DeviceTensors, FederationBundle
 from .config import KDRecipe
 from .divergences import get_divergence, teacher_target
 from .errors import NonFiniteLoss
+from .evaluation import EvalPoint, eval_subset
+from .kd_round import local_batches
 from .models import build_model
 from .train import accuracies, batches, lr_at
-from .trial import (
-    EvalPoint,
-    TrialResult,
-    _check_args,
-    _local_batches,
-    check_device,
-    check_precision,
-    eval_subset,
-)
+from .trial import TrialResult, _check_args, check_device, check_precision
 
 
 @dataclass(frozen=True)
@@ -138,7 +132,7 @@ class _Plan:
         # then a local batch per step only when the step draws one (public sets with α < 1).
         gen = torch.Generator().manual_seed(s.seed)
         cpu = torch.device("cpu")
-        local_stream = _local_batches(len(local_rows), recipe.batch_size, gen, cpu)
+        local_stream = local_batches(len(local_rows), recipe.batch_size, gen, cpu)
         steps: list[tuple[Tensor, Tensor | None]] = []
         for _ in range(recipe.epochs):
             for idx in batches(len(transfer_rows), recipe.batch_size, gen, cpu):
