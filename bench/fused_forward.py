@@ -3,7 +3,7 @@ two (128 each). Faster on the CPU, but BatchNorm then normalises each batch with
 of both, and its running statistics move once per step instead of twice — so the trial's result
 may change. This measures both: time per trial, interleaved, and the gain over the same seeds.
 
-The fused step replaces ``objectives.trial.StepLoss`` in this process only (the product keeps
+The fused step replaces ``objectives.kd_round.StepLoss`` in this process only (the product keeps
 two forwards unless the gains agree within the seed-to-seed noise). Run:
 ``.venv/bin/python bench/fused_forward.py --seeds 8``.
 """
@@ -17,14 +17,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-import objectives.trial as trial_module
+import objectives.kd_round as kd_round
 from objectives import load_config, prepare_federation, run_trial
 from objectives.divergences import kd_term
 
 STUDENT, TEACHER = 0, 1
 
 
-class FusedStepLoss(trial_module.StepLoss):
+class FusedStepLoss(kd_round.StepLoss):
     """StepLoss with one forward for both batches (public transfer sets with 0 < α < 1)."""
 
     def __call__(self, model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
@@ -44,17 +44,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args()
     bundle = prepare_federation(load_config(args.config))
-    two_forwards = trial_module.StepLoss
+    two_forwards = kd_round.StepLoss
     results: dict[str, list] = {"two": [], "one": []}
     times: dict[str, list] = {"two": [], "one": []}
     run_trial(bundle, STUDENT, [TEACHER])  # warm-up
     for seed in range(args.seeds):
         for name, cls in (("two", two_forwards), ("one", FusedStepLoss)):
-            trial_module.StepLoss = cls
+            kd_round.StepLoss = cls
             start = time.perf_counter()
             results[name].append(run_trial(bundle, STUDENT, [TEACHER], seed=seed).gain)
             times[name].append(time.perf_counter() - start)
-    trial_module.StepLoss = two_forwards
+    kd_round.StepLoss = two_forwards
     diffs = [o - t for o, t in zip(results["one"], results["two"], strict=True)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seeds} seeds")
     for name in ("two", "one"):

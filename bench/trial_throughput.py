@@ -38,8 +38,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from objectives import load_config, prepare_federation, run_trial
 from objectives.batched import TrialSpec, run_trials
+from objectives.evaluation import eval_subset
 from objectives.models import count_flops
-from objectives.trial import eval_subset
 
 STUDENT, TEACHER = 0, 1
 T, ALPHA = 1.0, 0.5

@@ -37,6 +37,7 @@ from .errors import (
     ParticipantError,
     TrialError,
 )
+from .evaluation import EvalPoint
 from .neighbourhood import (
     RoundResult,
     run_federation_round,
@@ -44,7 +45,7 @@ from .neighbourhood import (
     train_neighbourhood_round,
 )
 from .topology import TOPOLOGIES, neighbours
-from .trial import TRANSFER_SETS, EvalPoint, TrialResult, run_trial
+from .trial import TRANSFER_SETS, TrialResult, run_trial
 
 __all__ = [
     "AGGREGATIONS",

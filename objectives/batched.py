@@ -34,16 +34,10 @@ from .bundle import DeviceTensors, FederationBundle
 from .config import KDRecipe
 from .divergences import get_divergence, teacher_target
 from .errors import NonFiniteLoss
-from .train import accuracies, batches, lr_at
-from .trial import (
-    EvalPoint,
-    TrialResult,
-    _check_args,
-    _local_batches,
-    check_device,
-    check_precision,
-    eval_subset,
-)
+from .evaluation import EvalPoint, eval_schedule, eval_subset, subset_accuracy_before
+from .kd_round import local_batches
+from .train import accuracies, accuracy, batches, lr_at
+from .trial import TrialResult, _check_args, check_device, check_precision
 
 
 @dataclass(frozen=True)
@@ -145,17 +139,16 @@ class _Plan:
         # then a local batch per step only when the step draws one (public sets with α < 1).
         gen = torch.Generator().manual_seed(s.seed)
         cpu = torch.device("cpu")
-        local_stream = _local_batches(len(local_rows), recipe.batch_size, gen, cpu)
+        local_stream = local_batches(len(local_rows), recipe.batch_size, gen, cpu)
         steps: list[tuple[Tensor, Tensor | None]] = []
         for _ in range(recipe.epochs):
             for idx in batches(len(transfer_rows), recipe.batch_size, gen, cpu):
                 draws = s.transfer_set != "local" and s.alpha < 1
                 steps.append((idx, next(local_stream) if draws else None))
         total = len(steps)
-        points = min(recipe.eval_points, total)
-        eval_at = {math.ceil(total * i / points): i for i in range(1, points + 1)}
+        eval_at = eval_schedule(total, recipe.eval_points)
         lrs = [lr_at(recipe, step, total) for step in range(total)]
-        return cls(slot, s, transfer_rows, local_rows, targets, steps, eval_at, points, lrs)
+        return cls(slot, s, transfer_rows, local_rows, targets, steps, eval_at, len(eval_at), lrs)
 
 
 @dataclass
@@ -357,7 +350,7 @@ class _Batch:
                 acc, local = accuracies(logits, self.data.test_y, b.label_distribution[s.student])
                 before = float(b.accuracy[s.student])
             else:
-                acc = 100.0 * (logits.argmax(1) == self.y_subset).double().mean().item()
+                acc = accuracy(logits, self.y_subset)
                 before = self._subset_before(s.student)
             point = EvalPoint(index, p.points, step, acc, acc - before, index == p.points)
             if s.on_eval is not None:
@@ -366,30 +359,17 @@ class _Batch:
             p.done, self.outcomes[p.slot] = True, exc
             return
         if index == p.points:
-            acc_before = float(b.accuracy[s.student])
-            local_before = float(b.local_accuracy[s.student])
             p.done = True
-            self.outcomes[p.slot] = TrialResult(
-                student=s.student,
-                teachers=tuple(s.teachers),
-                accuracy_before=acc_before,
-                accuracy_after=acc,
-                gain=acc - acc_before,
-                local_accuracy_before=local_before,
-                local_accuracy_after=local,
-                forgetting=local_before - local,
-                seconds=time.perf_counter() - self.started,
-                steps=p.total,
-                device=str(self.device),
-            )
+            self.outcomes[p.slot] = TrialResult.after_round(
+                b, s.student, s.teachers, (acc, local), started=self.started, steps=p.total,
+                device=self.device,
+            )  # fmt: skip
 
     def _subset_before(self, student: int) -> float:
         """The student's pre-KD accuracy on the evaluation subset (from the cached logits)."""
         key = ("subset_before", student)
         if key not in self._state:
-            b = self.bundle
-            hits = b.test_logits[student][self.subset].argmax(1) == b.dataset.test_y[self.subset]
-            self._state[key] = 100.0 * hits.double().mean().item()
+            self._state[key] = subset_accuracy_before(self.bundle, student, self.subset)
         return self._state[key]
 
 

@@ -5,13 +5,12 @@ Head 1 and the backbone come pre-trained on the client's local data (the bundle)
 head 2 starts fresh and learns with α·T²·D(neighbours' soft predictions, head 2) + (1 − α)·CE(local
 labels, head 2); the backbone trains with it, head 1 is frozen. The neighbours' soft predictions
 come from the bundle's cached logits (their pre-trained models), combined by ``sum`` or ``avg``
-exactly as in the pair mode (``divergences.teacher_target``/``kd_term``, ``trial.StepLoss``).
+exactly as in the pair mode (``divergences.teacher_target``/``kd_term``, ``kd_round.StepLoss``).
 The accuracy reported is head 2's; the gain is measured against the client's accuracy before KD.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +20,12 @@ import torch
 
 from .bundle import FederationBundle
 from .config import NEIGHBOURHOOD_TRANSFER_SETS, KDRecipe
-from .divergences import AGGREGATIONS, get_divergence, teacher_target
-from .errors import NonFiniteLoss, TrialError
+from .divergences import AGGREGATIONS, get_divergence
+from .errors import TrialError
+from .evaluation import EvalPoint, RoundEvaluator
+from .kd_round import StepLoss, make_step_loss, seeded, train_round
 from .models import Net
-from .train import accuracies, batches, lr_at, make_optimizer
-from .trial import EvalPoint, StepLoss, TrialResult, _local_batches, check_device, eval_subset
+from .trial import TrialResult, check_device
 
 
 @dataclass(frozen=True)
@@ -95,22 +95,13 @@ def round_loss(
     """The round's step loss (called with a model's head-2 forward and a transfer batch index)
     and the transfer set's size. The neighbours' soft targets over the whole transfer set are
     computed once here."""
-    data = bundle.on(device)
-    local_idx = data.participants[client]
-    x_local, y_local = data.train_x[local_idx], data.train_y[local_idx]
-    local = transfer_set == "local"
-    transfer_idx = local_idx if local else data.public
-    # [K', n_transfer, classes]: K' = 1 for avg, one per neighbour for sum.
-    targets = teacher_target(
-        data.train_logits[list(neighbours)][:, transfer_idx], temperature, aggregation
-    )
-    x_transfer = x_local if local else data.public_x
-    loss = StepLoss(
-        x_transfer, targets, x_local, y_local,
-        _local_batches(len(x_local), batch_size, generator, device),
-        transfer_set, alpha, temperature, get_divergence(divergence),
+    loss = make_step_loss(
+        bundle.on(device), client, neighbours, transfer_set=transfer_set,
+        temperature=temperature, alpha=alpha, aggregation=aggregation,
+        divergence=get_divergence(divergence), batch_size=batch_size, generator=generator,
+        device=device,
     )  # fmt: skip
-    return loss, len(x_transfer)
+    return loss, len(loss.x_transfer)
 
 
 def train_neighbourhood_round(
@@ -138,70 +129,26 @@ def train_neighbourhood_round(
     recipe = recipe or bundle.config.kd
     started = time.perf_counter()
     device = check_device(device)
-    evaluate = _Head2Evaluator(bundle, client, recipe, device)
-
-    forked = []  # CUDA devices whose RNG the round's seeding must not disturb for the caller
-    if device.type == "cuda":
-        forked = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=forked):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
+    # Head 2 is trained and reported; head 1's final accuracy shows what the backbone did to it.
+    evaluate = RoundEvaluator(bundle, client, recipe, device, heads=(2, 1))
+    with seeded(seed, device) as gen:
         model = bundle.model(client, device)
         model.head2.reset_parameters()  # head 2 starts fresh, drawn from the round's seed
         model.head1.requires_grad_(False)  # head 1 keeps exactly what pre-training taught it
-        model.train()
-        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
-        step_loss, n_transfer = round_loss(
+        loss, _ = round_loss(
             bundle, client, neighbours, temperature=temperature, alpha=alpha,
             divergence=divergence, aggregation=aggregation, transfer_set=transfer_set,
             batch_size=recipe.batch_size, generator=gen, device=device,
         )  # fmt: skip
-        head2 = functools.partial(model, head=2)
-        total = recipe.epochs * math.ceil(n_transfer / recipe.batch_size)
-        points = min(recipe.eval_points, total)
-        eval_at = {math.ceil(total * i / points): i for i in range(1, points + 1)}
-        # Checked only at evaluation points: a per-step check would sync the GPU every step.
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        step = 0
-        for _ in range(recipe.epochs):
-            for idx in batches(n_transfer, recipe.batch_size, gen, device):
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(recipe, step, total)
-                loss = step_loss(head2, idx)
-                nonfinite |= ~torch.isfinite(loss)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                if step not in eval_at:
-                    continue
-                if bool(nonfinite):
-                    raise NonFiniteLoss(
-                        f"the KD loss became NaN or infinite by step {step} of {total} "
-                        f"(T={temperature}, alpha={alpha}, {divergence}/{aggregation}, "
-                        f"{transfer_set})"
-                    )
-                point = evaluate(model, eval_at[step], points, step)
-                if on_eval is not None:
-                    on_eval(point)
-
-    acc_before = float(bundle.accuracy[client])
-    local_before = float(bundle.local_accuracy[client])
-    acc_after, local_after, head1_after = evaluate.final
-    result = RoundResult(
-        student=client,
-        teachers=tuple(neighbours),
-        accuracy_before=acc_before,
-        accuracy_after=acc_after,
-        gain=acc_after - acc_before,
-        local_accuracy_before=local_before,
-        local_accuracy_after=local_after,
-        forgetting=local_before - local_after,
-        seconds=time.perf_counter() - started,
-        steps=total,
-        device=str(device),
-        head1_accuracy_after=head1_after,
-    )
+        steps = train_round(
+            model, loss, evaluate, head=2, recipe=recipe, generator=gen, device=device,
+            on_eval=on_eval, precision="fp32",
+            context=f"T={temperature}, alpha={alpha}, {divergence}/{aggregation}, {transfer_set}",
+        )  # fmt: skip
+    result = RoundResult.after_round(
+        bundle, client, neighbours, evaluate.final[:2], started=started, steps=steps,
+        device=device, head1_accuracy_after=evaluate.final[2],
+    )  # fmt: skip
     return model, result
 
 
@@ -221,49 +168,3 @@ def run_federation_round(
         run_neighbourhood_round(bundle, k, neighbour_sets[k], **kwargs)
         for k in range(bundle.participants)
     ]
-
-
-@torch.inference_mode()
-def _both_heads(model: Net, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Head 1 and head 2 logits on all of ``x`` from one backbone pass (eval mode, float32)."""
-    was_training = model.training
-    model.eval()
-    ones, twos = [], []
-    for xb in x.split(batch_size):
-        feats = model.backbone(xb)
-        ones.append(model.head1(feats).float())
-        twos.append(model.head2(feats).float())
-    model.train(was_training)
-    return torch.cat(ones), torch.cat(twos)
-
-
-class _Head2Evaluator:
-    """Evaluation points of a round, on head 2: the last on the full test split (global and local
-    accuracy, and head 1's accuracy), earlier ones on the fixed ``eval_subset`` against the
-    client's cached pre-KD accuracy there (as in the pair mode, so pruning compares alike)."""
-
-    def __init__(
-        self, bundle: FederationBundle, client: int, recipe: KDRecipe, device: torch.device
-    ):
-        self.data, self.batch = bundle.on(device), recipe.eval_batch_size
-        self.label_distribution = bundle.label_distribution[client]
-        self.accuracy_before = float(bundle.accuracy[client])
-        subset = eval_subset(bundle, recipe.eval_subset)
-        hits = bundle.test_logits[client][subset].argmax(1) == bundle.dataset.test_y[subset]
-        self.subset_before = 100.0 * hits.double().mean().item()
-        subset = subset.to(device)
-        self.x_subset, self.y_subset = self.data.test_x[subset], self.data.test_y[subset]
-        self.final: tuple[float, float, float] | None = None
-
-    def __call__(self, model: Net, index: int, points: int, step: int) -> EvalPoint:
-        if index == points:
-            logits1, logits2 = _both_heads(model, self.data.test_x, self.batch)
-            acc, local = accuracies(logits2, self.data.test_y, self.label_distribution)
-            head1 = 100.0 * (logits1.argmax(1) == self.data.test_y).double().mean().item()
-            self.final = (acc, local, head1)
-            before = self.accuracy_before
-        else:
-            _, logits2 = _both_heads(model, self.x_subset, self.batch)
-            acc = 100.0 * (logits2.argmax(1) == self.y_subset).double().mean().item()
-            before = self.subset_before
-        return EvalPoint(index, points, step, acc, acc - before, index == points)

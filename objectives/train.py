@@ -7,13 +7,14 @@ seeded generator, augmentation is applied to the whole batch on the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TrainRecipe
+from .models import Net
 
 
 def make_optimizer(params, recipe: TrainRecipe) -> torch.optim.Optimizer:
@@ -85,17 +86,43 @@ def train_supervised(
             step += 1
 
 
-@torch.inference_mode()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 500, head: int = 1) -> Tensor:
-    """Logits of ``model`` (in eval mode) on all of ``x``, in float32, batched."""
+    """Logits of ``model`` (in eval mode) on all of ``x``, in float32, batched. Head 1 is the
+    model's plain call, so the user's own models (images in, logits out) work too."""
+    if head != 1:
+        return predict_heads(model, x, batch_size, (head,))[0]
+    with torch.inference_mode():
+        was_training = model.training
+        model.eval()
+        out = torch.cat([model(xb).float() for xb in x.split(batch_size)])
+        model.train(was_training)
+    return out
+
+
+@torch.inference_mode()
+def predict_heads(model: Net, x: Tensor, batch_size: int, heads: Sequence[int]) -> list[Tensor]:
+    """Logits of each of ``heads`` (in eval mode) on all of ``x``, in float32, batched: one
+    backbone pass per batch feeds every head (the neighbourhood round reports two). Head 1
+    alone is the model's plain call (any model: the user's own have no heads to name)."""
+    if tuple(heads) == (1,):
+        return [predict(model, x, batch_size)]
+    layers = [model.head1 if h == 1 else model.head2 for h in heads]
+    if None in layers:
+        raise ValueError("this model has one head")
     was_training = model.training
     model.eval()
-    # Only two-head models take ``head``: the user's own models are called with the images alone.
-    out = torch.cat(
-        [(model(xb) if head == 1 else model(xb, head=head)).float() for xb in x.split(batch_size)]
-    )
+    outs: list[list[Tensor]] = [[] for _ in heads]
+    for xb in x.split(batch_size):
+        feats = model.backbone(xb)
+        for out, layer in zip(outs, layers, strict=True):
+            out.append(layer(feats).float())
     model.train(was_training)
-    return out
+    return [torch.cat(out) for out in outs]
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    """Share (in %) of rows whose largest logit is the label."""
+    return 100.0 * (logits.argmax(1) == y).double().mean().item()
 
 
 def per_class_accuracy(logits: Tensor, y: Tensor, classes: int) -> Tensor:
@@ -109,7 +136,7 @@ def per_class_accuracy(logits: Tensor, y: Tensor, classes: int) -> Tensor:
 def accuracies(logits: Tensor, y: Tensor, label_distribution: Tensor) -> tuple[float, float]:
     """(global accuracy, local accuracy) in %: local re-weights per-class accuracy by the
     participant's own label distribution (docs/design.md §1)."""
-    acc = 100.0 * (logits.argmax(1) == y).double().mean().item()
+    acc = accuracy(logits, y)
     per_class = per_class_accuracy(logits, y, len(label_distribution))
     local = float((per_class.cpu() * label_distribution.cpu().double()).sum())
     return acc, local

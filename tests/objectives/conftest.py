@@ -1,4 +1,5 @@
-"""A tiny synthetic federation, built once per test session (about a second on a CPU)."""
+"""A tiny synthetic federation, and its two-head twin for the neighbourhood round, each built once
+per test session (about a second each on a CPU)."""
 
 import pytest
 
@@ -17,6 +18,7 @@ TINY = {
     "pretrain": {"epochs": 3, "batch_size": 32},
     "kd": {"batch_size": 32, "eval_points": 3, "eval_subset": 200},
 }
+TINY2 = {**TINY, "name": "tiny2", "model": {"name": "small-cnn-2head"}}
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +35,14 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_config, tmp_path_factory):
     return prepare_federation(tiny_config, tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="session")
+def tiny2_raw():
+    return TINY2
+
+
+@pytest.fixture(scope="session")
+def bundle2(tmp_path_factory):
+    """The tiny federation with two-head models (the neighbourhood round's)."""
+    return prepare_federation(parse_config(TINY2, "tiny2"), tmp_path_factory.mktemp("b2"))

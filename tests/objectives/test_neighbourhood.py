@@ -9,32 +9,12 @@ import torch
 from objectives import (
     TrialError,
     parse_config,
-    prepare_federation,
     run_federation_round,
     run_neighbourhood_round,
     train_neighbourhood_round,
 )
 from objectives.neighbourhood import round_loss
 from objectives.train import accuracies, predict
-
-TINY2 = {
-    "name": "tiny2",
-    "data": {"dataset": "synthetic", "train_size": 1200, "test_size": 400},
-    "federation": {
-        "participants": 3,
-        "partition": "dirichlet:0.5",
-        "public_size": 300,
-        "min_size": 50,
-    },
-    "model": {"name": "small-cnn-2head"},
-    "pretrain": {"epochs": 3, "batch_size": 32},
-    "kd": {"batch_size": 32, "eval_points": 3, "eval_subset": 200},
-}
-
-
-@pytest.fixture(scope="module")
-def bundle2(tmp_path_factory):
-    return prepare_federation(parse_config(TINY2, "tiny2"), tmp_path_factory.mktemp("b2"))
 
 
 def test_head1_kept_head2_and_backbone_trained(bundle2):
@@ -127,8 +107,8 @@ def test_seed_decides_and_alpha_zero_ignores_the_neighbours(bundle2):
     assert torch.equal(z1.head2.weight, z2.head2.weight)
 
 
-def test_federation_round_gives_every_client_its_neighbours(bundle2):
-    sets = parse_config({**TINY2, "topology": {"kind": "edges", "edges": [[0, 1], [1, 2]]}})
+def test_federation_round_gives_every_client_its_neighbours(bundle2, tiny2_raw):
+    sets = parse_config({**tiny2_raw, "topology": {"kind": "edges", "edges": [[0, 1], [1, 2]]}})
     results = run_federation_round(bundle2, sets.neighbours, alpha=0.5)
     assert [(r.student, r.teachers) for r in results] == [(0, (1,)), (1, (0, 2)), (2, (1,))]
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from objectives import NonFiniteLoss, TrialError, run_trial
 from objectives.divergences import get_divergence, kd_term, teacher_target
-from objectives.trial import StepLoss
+from objectives.kd_round import StepLoss
 
 
 @pytest.mark.parametrize(
