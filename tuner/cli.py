@@ -12,6 +12,7 @@ Each command imports the library it calls inside its own function: for start-up 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -618,5 +619,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script: :func:`main`, then exit. After Ctrl-C (exit 130) every trial is
+    closed already, but a daemon thread (the in-process worker or the heartbeat) may still be
+    inside torch or a database call, and finalising the interpreter under it aborts the process
+    (SIGABRT instead of 130): exit at once instead."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
