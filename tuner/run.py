@@ -120,8 +120,10 @@ def start(
     passed) and serve them with the pool."""
     for config in {t.config.name: t.config for t in tasks}.values():
         # The federation's data, partition and (the user's own) participants, read and checked
-        # now: a bad checkpoint or partition file is refused before a storage is touched.
-        check_federation(config)
+        # now: a bad checkpoint or partition file is refused before a storage is touched. A
+        # bundle already built was checked when it was; its hash still reads every file named.
+        if not (bundle_path(config, opts.bundles) / "meta.json").is_file():
+            check_federation(config)
     check_storage(opts.storage)
     with database_errors(opts.storage):
         storage = open_storage(opts.storage)
