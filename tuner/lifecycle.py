@@ -123,8 +123,7 @@ def _claim(study: optuna.Study, task: Task, retries: int) -> optuna.Trial | Outc
         # Registered at once: an interrupt even during the claim must not leave it RUNNING.
         _RUNNING[trial._trial_id] = (study, trial, retries)
     try:
-        frozen = study._storage.get_trial(trial._trial_id)
-        if KINDS[task.kind].fixed and not frozen.system_attrs.get("fixed_params"):
+        if KINDS[task.kind].fixed and not _queued(study, trial):
             # A fixed kind's work is its queue: a claim that found it empty runs nothing.
             _close_surplus(study, trial)
             outcome = Outcome(trial.number, "empty", {})
@@ -142,6 +141,11 @@ def _claim(study: optuna.Study, task: Task, retries: int) -> optuna.Trial | Outc
         raise
     _RUNNING.pop(trial._trial_id, None)
     return outcome
+
+
+def _queued(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """True when ``ask`` popped an enqueued trial (it holds fixed parameters)."""
+    return bool(study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params"))
 
 
 def _prepare(
