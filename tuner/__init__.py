@@ -12,10 +12,11 @@ from .export import render
 from .kinds.pair import study_name
 from .options import TuneOptions, parse_devices, parse_pairs
 from .results import pair_rows
-from .run import join, plan, prepare, tune
+from .run import join, plan, prepare
 from .space import SearchSpace, parse_space
 from .storage import check_storage, get_storage
 from .tables import status_table
+from .tuning import tune
 
 __all__ = [
     "RunError",

@@ -229,14 +229,30 @@ def _tune_parser() -> _Parser:
         metavar="R",
         help="extra attempts for a failed trial's configuration (default 2)",
     )
+    p.add_argument(
+        "--confirm",
+        type=_whole,
+        default=3,
+        metavar="K",
+        help="once a pair study has its trials, re-run its 3 best configurations and the "
+        "default with K fresh seeds and recommend one (default 3; 0: off)",
+    )
+    p.add_argument(
+        "--max-forgetting",
+        type=float,
+        default=None,
+        metavar="P",
+        help="recommend only configurations whose confirmed forgetting of the student's own "
+        "data is at most P pp (and steer TPE away from the others)",
+    )
     return p
 
 
 def cmd_tune(argv: Sequence[str]) -> int:
     from .db import open_storage
     from .results import client_rows, pair_rows
-    from .run import tune
     from .tables import client_status_table, status_table
+    from .tuning import tune
 
     a = _tune_parser().parse_args(argv)
     opts = TuneOptions(
@@ -252,6 +268,8 @@ def cmd_tune(argv: Sequence[str]) -> int:
         overrides=a.overrides,
         bundles=a.bundles,
         retries=a.retries,
+        confirm=a.confirm,
+        max_forgetting=a.max_forgetting,
         progress=a.progress,
         mode=a.mode,
         clients=a.clients,

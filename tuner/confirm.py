@@ -26,13 +26,22 @@ from .kinds import KINDS, Task
 from .kinds.confirmation import runs
 from .notes import write_notes
 from .options import TuneOptions, check_options, parse_devices, parse_pairs
-from .results import CONFIRM_ATTR, best_trial, confirmation_runs, one_federation
+from .results import (
+    CONFIRM_ATTR,
+    PLAN_ATTR,
+    best_trial,
+    confirmation_runs,
+    one_federation,
+    pair_studies,
+)
 from .run import start
 from .storage import check_storage, mask
 
 Say = Callable[[str], None]
 #: First confirm seed; far above the tuning trials' seeds (seed * 1_000_003 + trial number).
 CONFIRM_SEED_BASE = 2_000_000_011
+#: Candidates a run confirms per pair (besides the defaults they are compared with).
+TOP_CANDIDATES = 3
 
 
 @dataclass
@@ -128,6 +137,72 @@ def _record(plan: _Plan, trials: Sequence[FrozenTrial]) -> dict[str, Any] | None
         "best": {"trial": plan.best.number, "params": dict(plan.best.params), **best},
         "default": {"trial": plan.default.number, "params": dict(plan.default.params), **default},
     }
+
+
+def candidates(trials: Sequence[FrozenTrial], top: int = TOP_CANDIDATES) -> list[FrozenTrial]:
+    """The ``top`` best COMPLETE trials with distinct configurations (the first trial of a
+    configuration run twice), then the same-position default of each: what a run confirms."""
+    done = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: (-t.value, t.number),
+    )
+    chosen: dict[tuple, FrozenTrial] = {}
+    for t in done:
+        key = tuple(sorted(t.params.items()))
+        if key not in chosen and len(chosen) < top:
+            chosen[key] = t
+    defaults = {t.user_attrs["default"]: t for t in done if "default" in t.user_attrs}
+    out = list(chosen.values())
+    for position in dict.fromkeys(t.params["position"] for t in out):
+        d = defaults.get(position)
+        if d is not None and d not in out:
+            out.append(d)
+    return out
+
+
+def confirm_in_run(opts: TuneOptions, names: Sequence[str], devices: list[str], say: Say) -> None:
+    """After a run's pair studies have their trials: confirm each one's candidates with
+    ``opts.confirm`` fresh seeds on the pool (a confirmation study per pair, counted apart from
+    ``--trials``) and record the plan the recommendation is read from (tuner.results)."""
+    storage = open_storage(opts.storage)
+    tasks = []
+    for s in (s for s in pair_studies(storage) if s.study_name in set(names)):
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        chosen = candidates(trials)
+        if not any("default" in t.user_attrs for t in chosen):
+            continue  # no default finished yet: nothing to compare with
+        seeds = fresh_seeds(trials, opts.confirm)
+        plan = {"candidates": [t.number for t in chosen], "seeds": seeds}
+        if s.user_attrs.get(PLAN_ATTR) != plan:
+            storage.set_study_user_attr(s._study_id, PLAN_ATTR, plan)
+        config = KINDS["pair"].task_from(s.study_name, s.user_attrs, None).config
+        pair = tuple(s.user_attrs["pair"])
+        wanted = tuple(q for t in chosen for q in runs(t.number, t.params, seeds))
+        kind = KINDS["confirm"]
+        tasks.append(Task(kind.study_name(config.name, pair), kind.name, pair, config,
+                          wanted=wanted))  # fmt: skip
+    if not tasks:
+        return
+    start(
+        opts, tasks, devices, say,
+        f"confirming {len(tasks)} pair(s): {TOP_CANDIDATES} best configurations and the default "
+        f"with {opts.confirm} fresh seeds each",
+    )  # fmt: skip
+    # The best and its default confirmed: the summary the report and the notes read, as after
+    # dkd-tune confirm (which then skips these pairs).
+    confirmed = []
+    for s in (s for s in pair_studies(storage) if s.study_name in set(names)):
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        planned = _plan(s, trials, opts.confirm, force=True)
+        if isinstance(planned, ConfirmOutcome):
+            continue
+        cid = storage.get_study_id_from_name(planned.task.study)
+        record = _record(planned, storage.get_all_trials(cid, deepcopy=False))
+        if record is not None and s.user_attrs.get(CONFIRM_ATTR) != record:
+            storage.set_study_user_attr(s._study_id, CONFIRM_ATTR, record)
+            confirmed.append(s.study_name)
+    if confirmed:
+        write_notes(storage, opts.storage, [s.study_name for s in pair_studies(storage)])
 
 
 def confirm(

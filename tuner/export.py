@@ -1,8 +1,10 @@
 """``dkd-tune export``: the rows of tuner.results as JSON or CSV, the file users take home.
 
-For each pair study: trial counts, the best trial (its parameters, gain, student and teacher),
-and the default trial's gain for the same student (the same position), so ``improvement`` is
-what tuning added over T = 1, α = 0.5 for that direction of distillation.
+For each pair study: the recommendation (``recommended_*``: the configuration to use, confirmed
+over fresh seeds against the same-student default, with ``beyond_noise`` saying whether it beats
+it), and the single-trial figures: trial counts, the best trial (its parameters, gain, student and
+teacher) and the default trial's gain for the same student, so ``improvement`` is what the single
+best trial added over T = 1, α = 0.5 for that direction of distillation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from .errors import UsageError
 
 PARAMS = ("temperature", "alpha", "divergence", "transfer_set", "position", "aggregation")
 FORMATS = ("json", "csv")
+#: Configuration dicts of a row and the prefix of their CSV columns (the single best trial's
+#: parameters keep their bare names, as before recommendations existed).
+NESTED = {"best_params": "", "recommended_params": "recommended_"}
 
 
 def render(rows: list[dict], fmt: str) -> str:
@@ -24,15 +29,19 @@ def render(rows: list[dict], fmt: str) -> str:
     if fmt != "csv":
         raise UsageError(f"unknown export format {fmt!r}: choose json or csv")
     out = io.StringIO()
-    # Pair rows and neighbourhood client rows (tuner.neighbourhood) have different keys.
+    # Pair rows and neighbourhood client rows have different keys; configurations (the single
+    # best trial's, the recommended one's) become one column per parameter.
     keys = dict.fromkeys(k for row in rows for k in row) if rows else _empty()
-    columns = [k for k in keys if k != "best_params"]
-    columns += list(PARAMS)
+    columns = [k for k in keys if k not in NESTED]
+    columns += [f"{prefix}{p}" for key, prefix in NESTED.items() if key in keys for p in PARAMS]
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        flat = {k: v for k, v in row.items() if k != "best_params"}
-        flat.update({p: (row["best_params"] or {}).get(p, "") for p in PARAMS})
+        flat = {k: (json.dumps(v) if isinstance(v, list) else v)
+                for k, v in row.items() if k not in NESTED}  # fmt: skip
+        for key, prefix in NESTED.items():
+            if key in keys:
+                flat.update({f"{prefix}{p}": (row.get(key) or {}).get(p, "") for p in PARAMS})
         writer.writerow({k: "" if v is None else v for k, v in flat.items()})
     return out.getvalue()
 

@@ -55,12 +55,14 @@ class Outcome:
 
 @dataclass
 class Settings:
-    """What every trial of a worker shares: device, seed base, retries, precision."""
+    """What every trial of a worker shares: device, seed base, retries, precision, and the
+    forgetting bound its trials' constraint is measured against (``--max-forgetting``)."""
 
     device: str
     seed: int
     retries: int
     precision: str = "fp32"
+    max_forgetting: float | None = None
 
 
 # --- interrupts and registration ----------------------------------------------------------------
@@ -188,7 +190,12 @@ def pruning(trial: optuna.Trial, job: Job):
 
 
 def _close(
-    study: optuna.Study, trial: optuna.Trial, job: Job, result: Any, retries: int
+    study: optuna.Study,
+    trial: optuna.Trial,
+    job: Job,
+    result: Any,
+    retries: int,
+    max_forgetting: float | None = None,
 ) -> Outcome:
     """Tell one trial's result: COMPLETE with its value and attrs, PRUNED, or FAIL (retried). A
     bug's exception is recorded, then raised."""
@@ -208,6 +215,9 @@ def _close(
         return Outcome(trial.number, "failed", params, reason="non-finite value")
     for key, v in attrs.items():
         trial.set_user_attr(key, v)
+    if max_forgetting is not None and "forgetting" in attrs:
+        # Optuna's constraint (feasible at <= 0): TPE samples away from trials that forgot more.
+        trial.set_constraint("forgetting", float(attrs["forgetting"]) - max_forgetting)
     study.tell(trial, value)
     return Outcome(trial.number, "complete", params, value, float(attrs.get("seconds", 0.0)))
 
@@ -274,7 +284,7 @@ def run_one(study: optuna.Study, task: Task, bundle: FederationBundle, s: Settin
         except BaseException as exc:  # a bug or an interrupt: record it, then end the worker
             _fail(study, trial, f"{exc.__class__.__name__}: {exc}", s.retries)
             raise
-        return _close(study, trial, job, result, s.retries)
+        return _close(study, trial, job, result, s.retries, s.max_forgetting)
     except BaseException as exc:
         lost = _lost(study, trial, exc)
         if lost is not None:
@@ -316,7 +326,7 @@ def run_batch(
     try:
         for (study, task, trial, job), result in zip(claims, results, strict=True):
             try:
-                outcome = _close(study, trial, job, result, s.retries)
+                outcome = _close(study, trial, job, result, s.retries, s.max_forgetting)
             except BaseException as exc:
                 lost = _lost(study, trial, exc)
                 if lost is None:

@@ -14,6 +14,7 @@ import optuna
 
 from .report_data import PairResult, ReportData, collect, describe
 from .results import pair_rows
+from .tables import recommended
 
 
 def _pp(value: float | None, std: float | None = None) -> str:
@@ -66,8 +67,11 @@ def note_text(p: PairResult, data: ReportData, export_row: dict | None) -> str:
             "",
         ]
     lines += [f"Trials: {p.finished} finished" + (f" of {p.budget}" if p.budget else "") + "."]
+    if export_row is not None and export_row.get("recommended_gain_mean") is not None:
+        lines += ["", f"**Recommended** (confirmed over fresh seeds): {recommended(export_row)}."]
     if export_row is not None:
-        keep = ("pair", "student", "teacher", "best_params", "best_gain", "default_gain")
+        keep = ("pair", "student", "teacher", "best_params", "best_gain", "default_gain",
+                "recommended_params", "recommended_gain_mean", "beyond_noise")  # fmt: skip
         shown = {k: export_row[k] for k in keep if k in export_row}
         lines += [
             "",

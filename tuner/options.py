@@ -48,6 +48,8 @@ class TuneOptions:
     overrides: list[str] = field(default_factory=list)
     bundles: str | None = None  # None: $DKD_TUNE_BUNDLES or ./bundles
     retries: int = 2  # extra attempts for a failed trial's configuration
+    confirm: int = 3  # fresh seeds for each pair's candidates once tuned (0: no confirmation)
+    max_forgetting: float | None = None  # pp of local accuracy a recommendation may forget
     progress: str = "auto"  # auto (live line on a TTY) | live | log | quiet
     workers_per_device: int | None = None  # k workers on every device (instead of --workers N)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the KD steps; objectives.run_trial)
@@ -81,6 +83,16 @@ def check_options(opts: TuneOptions) -> None:
             "time), e.g. --batch-trials 8 on a GPU"
         )
     check_heartbeat(opts.heartbeat_interval, opts.heartbeat_grace)
+    if not isinstance(opts.confirm, int) or opts.confirm < 0 or opts.confirm == 1:
+        raise UsageError(
+            f"--confirm {opts.confirm}: one seed gives no spread; use 0 (no confirmation) or 2 "
+            "and more, e.g. --confirm 3"
+        )
+    if opts.max_forgetting is not None and not -100 <= opts.max_forgetting <= 100:
+        raise UsageError(
+            f"--max-forgetting {opts.max_forgetting} is not a share of accuracy: give percentage "
+            "points in -100..100, e.g. --max-forgetting 2"
+        )
     if opts.retries < 0:
         raise UsageError(f"--retries {opts.retries} must be >= 0")
     if opts.sampler not in SAMPLERS:

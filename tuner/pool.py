@@ -68,6 +68,7 @@ class WorkerSpec:
     batch_trials: int = 1  # trials of a batchable kind trained at once; 1: one at a time
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     heartbeat_grace: float = HEARTBEAT_GRACE_S
+    max_forgetting: float | None = None  # --max-forgetting: each trial's constraint
 
 
 @dataclass
@@ -112,6 +113,8 @@ def make_sampler(name: str, space: Any, seed: int) -> optuna.samplers.BaseSample
         return _GridSampler(space.grid(), seed=seed)
     # constant_liar: running trials count as bad guesses, so parallel workers do not all
     # sample the same promising point.
+    # With --max-forgetting each trial records its constraint (tuner.lifecycle): TPE then
+    # treats trials that forgot too much as infeasible, and samples away from them.
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
@@ -184,7 +187,7 @@ def _take_trials(
     rng = random.Random(hash((spec.seed, spec.index)))
     tasks = {t.study: t for t in spec.tasks}
     failures: dict[str, int] = dict.fromkeys(tasks, 0)
-    settings = Settings(spec.device, spec.seed, spec.retries, spec.precision)
+    settings = Settings(spec.device, spec.seed, spec.retries, spec.precision, spec.max_forgetting)
     while True:
         counts = count_trials(storage, ids.values())
         live = [t for t in spec.tasks if failures[t.study] < MAX_CONSECUTIVE_FAILURES]

@@ -34,7 +34,7 @@ from .report_data import (
     describe,
     student_role,
 )
-from .results import Cell, read_cells
+from .results import LEVEL, Cell, read_cells
 from .storage import mask
 from .tables import compare_rows
 
@@ -460,6 +460,35 @@ def pairs_section(d: ReportData) -> Section:
     return Section("pairs", "Every pair", table(head, rows, "pairs"))
 
 
+def recommendation_section(d: ReportData) -> Section | None:
+    """What to use per pair: the candidates a run confirmed over fresh seeds, the recommended
+    one (the default unless a tuned configuration beats it beyond noise), with its forgetting."""
+    if not d.recommended:
+        return None
+    rows = []
+    for r in d.recommended:
+        what = "the default" if r["recommended_is_default"] else describe(r["recommended_params"])
+        rows.append((
+            r["pair"], f"{r['recommended_student']}←{r['recommended_teacher']}", what,
+            pp(r["recommended_gain_mean"], r["recommended_gain_std"]),
+            pp(r["confirmed_default_gain_mean"], r["confirmed_default_gain_std"]),
+            pp(r["confirmed_difference"]), num(r["p_value"], ".3f"),
+            "yes" if r["beyond_noise"] else "no",
+            pp(r["recommended_forgetting_mean"], r["recommended_forgetting_std"]), r["seeds"],
+        ))  # fmt: skip
+    head = ("pair", "student←teacher", "recommended", "gain (pp)", "default gain (pp)",
+            "best tuned − default", "p (one-sided paired t)", "beyond noise",
+            "forgetting (pp)", "seeds")  # fmt: skip
+    beyond = sum(1 for r in d.recommended if r["beyond_noise"])
+    intro = (
+        f"<p>Each pair's 3 best configurations and the same-student default re-run with fresh "
+        f"seeds: a tuned configuration is recommended only where a one-sided paired t-test over "
+        f"the seeds puts it above the default (p &lt; {LEVEL}); {beyond} of "
+        f"{len(d.recommended)} pairs. Gains and forgetting: mean ± std over the seeds.</p>"
+    )
+    return Section("recommended", "Recommended per pair", intro + table(head, rows))
+
+
 def neighbourhood_section(d: ReportData) -> Section | None:
     """The client studies of ``--mode neighbourhood`` in the same storage, if any."""
     if not d.clients:
@@ -488,6 +517,7 @@ SECTIONS: list[SectionFn] = [
     importance_section,
     forgetting_section,
     pairs_section,
+    recommendation_section,
     neighbourhood_section,
     compare_section,
 ]

@@ -31,6 +31,7 @@ from .results import (
     best_trial,
     client_rows,
     one_federation,
+    pair_rows,
     read_cells,
 )
 from .space import DEFAULT_PARAMS
@@ -228,6 +229,8 @@ class ReportData:
     importance_pairs: int = 0
     compare: list = field(default_factory=list)  # tuner.results.Cell of every compare study
     clients: list[dict] = field(default_factory=list)  # tuner.results.client_rows
+    #: The pair rows (tuner.results.pair_rows) whose run confirmed its candidates (--confirm).
+    recommended: list[dict] = field(default_factory=list)
 
     @property
     def compared(self) -> list[PairResult]:
@@ -281,6 +284,9 @@ def collect(
         data.importances, data.importance_pairs = pooled_importances(storage, studies)
     # The neighbourhood mode's studies, shown where present.
     data.compare, data.clients = read_cells(storage), client_rows(storage, federation)
+    data.recommended = [
+        r for r in pair_rows(storage, names[0]) if r["recommended_gain_mean"] is not None
+    ]
     return data
 
 

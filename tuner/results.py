@@ -12,16 +12,21 @@ from typing import Any
 import optuna
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 from objectives import AGGREGATIONS, DIVERGENCES
 
 from .db import count_trials
 from .errors import StorageError, UsageError
-from .kinds import kind_of
+from .kinds import KINDS, kind_of
 from .storage import mask
 
 #: The user attr on a pair study holding its confirmation (``dkd-tune confirm``).
 CONFIRM_ATTR = "confirm"
+#: The user attr on a pair study naming the candidates and seeds a run confirmed (``--confirm``).
+PLAN_ATTR = "confirmation"
+#: Level of the one-sided paired test a recommendation must pass to differ from the default.
+LEVEL = 0.05
 
 
 def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
@@ -96,6 +101,7 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
     """One dict per pair study: counts, the best trial and the same-position default."""
     studies = pair_studies(storage, federation)
     counts = count_trials(storage, [s._study_id for s in studies])
+    recommended = recommendations(storage, studies)
     rows = []
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
@@ -118,6 +124,7 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
             "improvement": None,
             "default_gain_a": _value(defaults.get("a")),
             "default_gain_b": _value(defaults.get("b")),
+            **recommendation_fields(recommended.get(s.study_name)),
         }
         if best is not None:
             default = defaults.get(best.params.get("position"))
@@ -259,3 +266,137 @@ def confirmation_runs(
     out["gain_mean"] = statistics.fmean(out["gain"])
     out["gain_std"] = statistics.stdev(out["gain"]) if len(seeds) >= 2 else None
     return out
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) >= 2 else None)
+
+
+def paired_p_value(candidate: Sequence[float], default: Sequence[float]) -> float:
+    """One-sided paired t-test that the candidate's gain exceeds the default's over the same
+    seeds (same seed, same batch order: the pairing removes the seed's share of the noise)."""
+    diff = [c - d for c, d in zip(candidate, default, strict=True)]
+    if len(set(diff)) == 1:  # no spread: the test is undefined; only a sure gain passes
+        return 0.0 if diff[0] > 0 else 1.0
+    return float(stats.ttest_rel(candidate, default, alternative="greater").pvalue)
+
+
+def recommendation(
+    study: FrozenStudy,
+    trials: Sequence[FrozenTrial],
+    confirmations: Sequence[FrozenTrial],
+    max_forgetting: float | None = None,
+) -> dict[str, Any] | None:
+    """The configuration to use for a pair, from its confirmed candidates (docs/design.md §5):
+    the candidate with the best mean gain over the fresh seeds (among those forgetting at most
+    ``max_forgetting`` pp, if given) is recommended only if a one-sided paired t-test over the
+    seeds puts it above its same-student default at level ``LEVEL``; otherwise the default is.
+    None while the study has no complete confirmation."""
+    plan = study.user_attrs.get(PLAN_ATTR)
+    if not plan:
+        return None
+    by_number = {t.number: t for t in trials}
+    seeds = plan["seeds"]
+    confirmed = {}
+    for number in plan["candidates"]:
+        runs = confirmation_runs(confirmations, number, seeds)
+        if runs is None or number not in by_number:
+            return None
+        confirmed[number] = runs
+    a, b = study.user_attrs["pair"]
+
+    def entry(number: int) -> dict[str, Any]:
+        t, runs = by_number[number], confirmed[number]
+        position = t.params["position"]
+        forgetting, forgetting_std = _mean_std(runs["forgetting"])
+        return {
+            "trial": number,
+            "params": dict(t.params),
+            "student": a if position == "a" else b,
+            "teacher": b if position == "a" else a,
+            "gain": runs["gain"],
+            "gain_mean": runs["gain_mean"],
+            "gain_std": runs["gain_std"],
+            "forgetting_mean": forgetting,
+            "forgetting_std": forgetting_std,
+            "single_trial_gain": t.value,
+        }
+
+    entries = [entry(n) for n in plan["candidates"]]
+    defaults = {e["params"]["position"]: e for e in entries
+                if "default" in by_number[e["trial"]].user_attrs}  # fmt: skip
+    admitted = [
+        e for e in entries
+        if "default" not in by_number[e["trial"]].user_attrs
+        and e["params"]["position"] in defaults
+        and (max_forgetting is None or e["forgetting_mean"] <= max_forgetting)
+    ]  # fmt: skip
+    if not defaults:
+        return None
+    best = max(admitted, key=lambda e: (e["gain_mean"], -e["trial"]), default=None)
+    position = best["params"]["position"] if best else next(iter(defaults))
+    default = defaults[position]
+    p_value = None if best is None else paired_p_value(best["gain"], default["gain"])
+    beyond = p_value is not None and p_value < LEVEL
+    chosen = best if beyond else default
+    return {
+        "seeds": seeds,
+        "recommended": chosen,
+        "default": default,
+        "candidates": entries,
+        "difference": None if best is None else best["gain_mean"] - default["gain_mean"],
+        "p_value": p_value,
+        "beyond_noise": beyond,
+        "criterion": f"one-sided paired t-test over {len(seeds)} seeds, p < {LEVEL}",
+        "max_forgetting": max_forgetting,
+    }
+
+
+def recommendations(
+    storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy]
+) -> dict[str, dict[str, Any] | None]:
+    """Each pair study's recommendation (None where its confirmation is missing)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    names = {s.study_name: s for s in storage.get_all_studies()}
+    for s in studies:
+        plan = s.user_attrs.get(PLAN_ATTR)
+        confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
+        if not plan or confirm_name not in names:
+            out[s.study_name] = None
+            continue
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        confirmations = storage.get_all_trials(names[confirm_name]._study_id, deepcopy=False)
+        limit = s.user_attrs.get("run", {}).get("max_forgetting")
+        out[s.study_name] = recommendation(s, trials, confirmations, limit)
+    return out
+
+
+def recommendation_fields(rec: dict[str, Any] | None) -> dict[str, Any]:
+    """A pair row's recommendation columns (None where no confirmation is complete)."""
+    keys = ("recommended_params", "recommended_trial", "recommended_student",
+            "recommended_teacher", "recommended_is_default", "recommended_gain_mean",
+            "recommended_gain_std", "recommended_forgetting_mean", "recommended_forgetting_std",
+            "confirmed_default_gain_mean", "confirmed_default_gain_std",
+            "confirmed_default_forgetting_mean", "confirmed_difference", "p_value",
+            "beyond_noise", "seeds")  # fmt: skip
+    if rec is None:
+        return dict.fromkeys(keys)
+    r, d = rec["recommended"], rec["default"]
+    return {
+        "recommended_params": r["params"],
+        "recommended_trial": r["trial"],
+        "recommended_student": r["student"],
+        "recommended_teacher": r["teacher"],
+        "recommended_is_default": r is d,
+        "recommended_gain_mean": r["gain_mean"],
+        "recommended_gain_std": r["gain_std"],
+        "recommended_forgetting_mean": r["forgetting_mean"],
+        "recommended_forgetting_std": r["forgetting_std"],
+        "confirmed_default_gain_mean": d["gain_mean"],
+        "confirmed_default_gain_std": d["gain_std"],
+        "confirmed_default_forgetting_mean": d["forgetting_mean"],
+        "confirmed_difference": rec["difference"],
+        "p_value": rec["p_value"],
+        "beyond_noise": rec["beyond_noise"],
+        "seeds": len(rec["seeds"]),
+    }

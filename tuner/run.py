@@ -4,9 +4,9 @@ kind) set up and served by the worker pool.
 Order matters: everything that can be refused is checked before anything is written — options,
 config, search space, targets, devices, the storage URL, and the existing studies' attrs — so bad
 input leaves the database exactly as it was. Only then is the bundle prepared, the studies set up
-(their trials enqueued once), and the pool started. ``tune`` (pair or client studies), ``compare``
-and ``confirm`` build their tasks and call :func:`run_tasks`; ``join`` rebuilds the tasks of a
-stored run for ``dkd-tune worker``.
+(their trials enqueued once), and the pool started. ``tuner.tuning.tune`` (pair or client
+studies), ``compare`` and ``confirm`` build their tasks and call :func:`start`; ``join`` rebuilds
+the tasks of a stored run for ``dkd-tune worker``.
 """
 
 from __future__ import annotations
@@ -94,25 +94,6 @@ def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
     return config, tasks, parse_devices(opts.devices)
 
 
-def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
-    """Run a tuning: top every pair (or client) study up to ``opts.trials`` finished trials."""
-    quiet_optuna()
-    config, tasks, devices = plan(opts)
-    what = (
-        "pair(s)"
-        if opts.mode == "pair"
-        else (
-            f"client(s) in neighbourhood mode ({config.topology.kind} graph, transfer set "
-            f"{config.neighbourhood.transfer_set})"
-        )
-    )
-    return start(
-        opts, tasks, devices, say,
-        f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
-        f"{opts.trials} trials each, storage {mask(opts.storage)}",
-    )  # fmt: skip
-
-
 def start(
     opts: TuneOptions, tasks: Sequence[Task], devices: list[str], say: Say, headline: str
 ) -> RunSummary:
@@ -143,7 +124,8 @@ def start(
                 storage, opts.storage, task, bundles[task.config.name]
             )
             record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
-                       seed=opts.seed, retries=opts.retries)  # fmt: skip
+                       seed=opts.seed, retries=opts.retries,
+                       max_forgetting=opts.max_forgetting)  # fmt: skip
             enqueue_missing_retries(
                 optuna.load_study(study_name=task.study, storage=storage), opts.retries
             )
@@ -216,6 +198,7 @@ def join(
         else:
             opts.trials = run["budget"] or opts.trials
         opts.sampler, opts.pruner = run["sampler"], run["pruner"]
+        opts.max_forgetting = run.get("max_forgetting")
         opts.seed, opts.retries = (
             run["seed"] + 7_919,
             run["retries"],
@@ -321,6 +304,7 @@ def run_tasks(
         pruner=opts.pruner,
         seed=opts.seed,
         retries=opts.retries,
+        max_forgetting=opts.max_forgetting,
         log=progress.mode == "log",
         **settings,
     )

@@ -102,8 +102,11 @@ def record_run(
     pruner: str,
     seed: int,
     retries: int,
+    max_forgetting: float | None = None,
 ) -> None:
     """The latest run's settings, which ``dkd-tune worker`` reads to join it."""
     run = {"budget": budget, "sampler": sampler, "pruner": pruner, "seed": seed, "retries": retries}
+    if max_forgetting is not None:
+        run["max_forgetting"] = max_forgetting
     if storage.get_study_user_attrs(study_id).get("run") != run:
         storage.set_study_user_attr(study_id, "run", run)

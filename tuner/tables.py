@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from objectives import AGGREGATIONS, DIVERGENCES
 
-from .results import Cell
+from .results import LEVEL, Cell
 
 
 def layout(rows: Sequence[Sequence[str]], left: Sequence[int]) -> list[str]:
@@ -50,23 +50,57 @@ def client_config(row: dict) -> str:
     return f"T={p['temperature']:.3g} a={p['alpha']:.2f} {p['divergence']}/{p['aggregation']}"
 
 
+def recommended(row: dict) -> str:
+    """A pair row's recommendation in one line: what to use, its confirmed gain against the
+    default's over the same fresh seeds, and whether the difference is beyond the noise."""
+    if row.get("recommended_gain_mean") is None:
+        return "-"
+    what = "the default" if row["recommended_is_default"] else pair_config(
+        {**row, "best_params": row["recommended_params"], "student": row["recommended_student"],
+         "teacher": row["recommended_teacher"]})  # fmt: skip
+    if row["recommended_is_default"]:
+        best = row["confirmed_difference"]
+        verdict = "no candidate beyond noise" + ("" if best is None else f", best {best:+.2f}")
+    else:
+        verdict = f"{row['confirmed_difference']:+.2f} beyond noise"
+    return (
+        f"{what}: {_pm(row['recommended_gain_mean'], row['recommended_gain_std'])} vs default "
+        f"{_pm(row['confirmed_default_gain_mean'], row['confirmed_default_gain_std'])} "
+        f"({verdict}, {row['seeds']} seeds)"
+    )
+
+
+def _pm(mean: float, std: float | None) -> str:
+    return f"{mean:+.2f}" + ("" if std is None else f"±{std:.2f}")
+
+
 def status_table(rows: list[dict]) -> str:
-    """The pair studies' lines of ``dkd-tune status``."""
+    """The pair studies' lines of ``dkd-tune status``: single-trial figures, and the confirmed
+    recommendation where the run confirmed its candidates."""
     if not rows:
         return "no dkd-tune studies in this storage yet: run dkd-tune to start one\n"
+    confirmed = any(r.get("recommended_gain_mean") is not None for r in rows)
     head = ("study", "finished", "running", "failed", "pruned", "best", "default",
-            "improvement", "best configuration")  # fmt: skip
+            "improvement", "best configuration (single trials)")  # fmt: skip
+    head += ("recommended (confirmed)",) if confirmed else ()
     lines = [head] + [
         (r["study"], _budget(r), str(r["running"]), str(r["failed"]), str(r["pruned"]),
          gain(r["best_gain"]), gain(r["default_gain"]), gain(r["improvement"]), pair_config(r))
+        + ((recommended(r),) if confirmed else ())
         for r in rows
     ]  # fmt: skip
     better = [r for r in rows if r["improvement"] is not None and r["improvement"] > 0]
-    return "\n".join([
-        *layout(lines, left=(0, 8)),
-        f"gains in percentage points; tuning beats the default in {len(better)} of "
-        f"{len(rows)} pairs",
-    ]) + "\n"  # fmt: skip
+    tail = [
+        f"gains in percentage points; the single best trial beats the default in {len(better)} "
+        f"of {len(rows)} pairs"
+    ]
+    if confirmed:
+        beyond = sum(1 for r in rows if r.get("beyond_noise"))
+        tail.append(
+            f"confirmed over fresh seeds: a tuned configuration beats the default beyond noise "
+            f"(one-sided paired t-test, p < {LEVEL}) in {beyond} of {len(rows)} pairs"
+        )
+    return "\n".join([*layout(lines, left=(0, 8, 9)), *tail]) + "\n"
 
 
 def client_status_table(rows: list[dict]) -> str:

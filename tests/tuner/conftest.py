@@ -63,6 +63,7 @@ def opts(tiny: dict, tmp_path: Path):
             trials=3,
             pruner="none",
             progress="quiet",
+            confirm=0,  # the tests of confirmation in the run ask for it
         )
         base.update(kw)
         return TuneOptions(**base)

@@ -27,6 +27,7 @@ def run_db(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     url = f"sqlite:///{folder / 'run.db'}"
     tune(
         TuneOptions(
+            confirm=0,
             config=tiny["config"],
             bundles=tiny["bundles"],
             storage=url,

@@ -31,6 +31,7 @@ def tuned(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("confirm")
     tune(
         TuneOptions(
+            confirm=0,
             config=tiny["config"],
             bundles=tiny["bundles"],
             storage=f"sqlite:///{folder / 'run.db'}",

@@ -156,7 +156,7 @@ def test_compare_on_the_pool_survives_a_kill_and_ctrl_c(backend_url: str, tmp_pa
 
 
 def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) -> None:
-    base = TuneOptions(
+    base = TuneOptions(confirm=0,
         config=tiny["config"], bundles=tiny["bundles"], storage=backend_url, pairs="0-1,1-3,2-3",
         trials=3, sampler="random", pruner="none", progress="quiet",
         overrides=["kd.epochs=6"],  # runs that outlast a joining worker's start-up
@@ -193,7 +193,7 @@ def test_the_database_going_away_mid_run_is_one_line_and_exit_1(tiny, backend_ur
     url = sqlalchemy.engine.make_url(backend_url)
     args = cli("--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", backend_url,
                "--pairs", "0-1", "--trials", "30", "--workers", "1", "--sampler", "random",
-               "--pruner", "none", "--progress", "quiet", *HEARTBEAT)  # fmt: skip
+               "--pruner", "none", "--progress", "quiet", "--confirm", "0", *HEARTBEAT)  # fmt: skip
     run = subprocess.Popen(args, start_new_session=True, **SPAWN)
     _wait("trials", lambda: _rows(
         backend_url, "SELECT count(*) FROM trials WHERE state = 'COMPLETE'") not in ([], [(0,)]),

@@ -21,7 +21,7 @@ def test_pair_run_with_two_workers_then_a_changed_checkpoint_is_refused(
 ):
     url = f"sqlite:///{tmp_path / 'own.db'}"
     bundles = tmp_path / "bundles"
-    opts = TuneOptions(
+    opts = TuneOptions(confirm=0,
         config=str(own_federation["config"]), bundles=str(bundles), storage=url, pairs="0-1",
         trials=4, workers=2, pruner="none", progress="quiet",
     )  # fmt: skip

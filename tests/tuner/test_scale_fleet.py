@@ -163,7 +163,7 @@ def fleet(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     with ConnectionSampler(sqlalchemy.engine.make_url(pg_url).database) as sampler:
         run = subprocess.Popen(
             cli("--config", str(config), *common, "--pairs", "all", "--trials", str(BUDGET),
-                "--sampler", "random", "--pruner", "none", *HEARTBEAT),
+                "--sampler", "random", "--pruner", "none", "--confirm", "0", *HEARTBEAT),
             **spawn,
         )  # fmt: skip
         _wait(run_ready, "the run to set up its studies", [run])

@@ -32,7 +32,7 @@ def sqlite_run(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     args = cli(
         "--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", url,
         "--pairs", "all", "--trials", str(BUDGET), "--workers", str(WORKERS),
-        "--sampler", "random", "--pruner", "none", "--progress", "log",
+        "--sampler", "random", "--pruner", "none", "--progress", "log", "--confirm", "0",
         "--set", "kd.eval_points=1",  # short trials: the test is about the database
     )  # fmt: skip
     spawn = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
@@ -59,7 +59,7 @@ def sqlite_run(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     names = [f"tiny/{a}-{b}" for a in range(4) for b in range(a + 1, 4)]
     after_interrupt = {name: trials_of(url, name) for name in names}
     engine.dispose()
-    rerun = TuneOptions(
+    rerun = TuneOptions(confirm=0,
         config=tiny["config"], bundles=tiny["bundles"], storage=url, pairs="all",
         trials=BUDGET, sampler="random", pruner="none", progress="quiet",
         overrides=["kd.eval_points=1"],

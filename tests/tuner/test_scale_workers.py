@@ -36,6 +36,7 @@ def run(tiny, tmp_path_factory: pytest.TempPathFactory) -> TuneOptions:
     """A finished run of two pairs (bf16, a 2 s heartbeat) whose settings a worker joins. Shared
     by the module: only the last test adds trials to it."""
     o = TuneOptions(
+        confirm=0,
         config=tiny["config"],
         bundles=tiny["bundles"],
         storage=f"sqlite:///{tmp_path_factory.mktemp('join') / 'run.db'}",
@@ -67,7 +68,9 @@ def test_another_bundle_or_none_is_refused(run: TuneOptions, tiny, tmp_path: Pat
     before = db_digest(run.storage)
     other = _tampered_copy(tiny, tmp_path / "other")
     for attempt in (
-        lambda: join(TuneOptions(storage=run.storage, bundles=other), "tiny", lambda _m: None),
+        lambda: join(
+            TuneOptions(confirm=0, storage=run.storage, bundles=other), "tiny", lambda _m: None
+        ),
         lambda: tune(dataclasses.replace(run, bundles=other), say=lambda _m: None),
     ):
         with pytest.raises(StorageError) as err:
@@ -76,7 +79,9 @@ def test_another_bundle_or_none_is_refused(run: TuneOptions, tiny, tmp_path: Pat
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(StorageError) as err:
-        join(TuneOptions(storage=run.storage, bundles=str(empty)), "tiny", lambda _m: None)
+        join(
+            TuneOptions(confirm=0, storage=run.storage, bundles=str(empty)), "tiny", lambda _m: None
+        )
     assert "no bundle of federation tiny" in str(err.value)
     assert list(empty.iterdir()) == []  # a worker never builds (pre-trains) a bundle itself
     assert db_digest(run.storage) == before
@@ -95,7 +100,7 @@ def test_a_worker_with_a_config_of_another_federation_is_refused(
     ):
         with pytest.raises(UsageError) as err:
             join(
-                TuneOptions(storage=run.storage, bundles=tiny["bundles"], **opts),
+                TuneOptions(confirm=0, storage=run.storage, bundles=tiny["bundles"], **opts),
                 "tiny",
                 lambda _m: None,
                 own=(own,),
@@ -155,7 +160,9 @@ def test_a_worker_takes_the_runs_settings_unless_given_its_own(run: TuneOptions,
         2,
         6,
     )
-    mine = TuneOptions(storage=run.storage, bundles=tiny["bundles"], pairs="0-2", trials=3)
+    mine = TuneOptions(
+        confirm=0, storage=run.storage, bundles=tiny["bundles"], pairs="0-2", trials=3
+    )
     summary = join(mine, "tiny", lambda _m: None, own=("pairs", "trials"))
     assert summary.finished == 1
     assert (mine.precision, mine.heartbeat_interval, mine.heartbeat_grace) == ("bf16", 2, 6)

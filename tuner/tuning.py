@@ -1,0 +1,33 @@
+"""``dkd-tune``: a tuning run — the pair (or client) studies topped up to ``--trials``, then each
+pair's candidates confirmed with fresh seeds (``--confirm K``), from which the recommendation per
+pair is read (tuner.results)."""
+
+from __future__ import annotations
+
+from .confirm import confirm_in_run
+from .db import quiet_optuna
+from .options import TuneOptions
+from .run import RunSummary, Say, plan, start
+from .storage import mask
+
+
+def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
+    """Run a tuning: top every pair (or client) study up to ``opts.trials`` finished trials."""
+    quiet_optuna()
+    config, tasks, devices = plan(opts)
+    what = (
+        "pair(s)"
+        if opts.mode == "pair"
+        else (
+            f"client(s) in neighbourhood mode ({config.topology.kind} graph, transfer set "
+            f"{config.neighbourhood.transfer_set})"
+        )
+    )
+    summary = start(
+        opts, tasks, devices, say,
+        f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
+        f"{opts.trials} trials each, storage {mask(opts.storage)}",
+    )  # fmt: skip
+    if opts.mode == "pair" and opts.confirm:
+        confirm_in_run(opts, list(summary.studies), devices, say)
+    return summary
