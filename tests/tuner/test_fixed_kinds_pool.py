@@ -69,77 +69,85 @@ def _children(pid: int) -> set[int]:
             for c in path.read_text().split()}  # fmt: skip
 
 
-def _kill_then_interrupt(url: str, run: subprocess.Popen, joiner: subprocess.Popen | None) -> dict:
-    """SIGKILL a worker in the middle of a trial (the joining process, else a worker process of
-    the run), wait until a heartbeat check failed that trial, then Ctrl-C the run."""
-    procs = [p for p in (run, joiner) if p is not None]
-    if joiner is not None:
-        victims = {joiner.pid}
-    else:
-        _wait("two worker processes", lambda: len(_children(run.pid)) >= 2, procs)
-        victims = _children(run.pid)
+def _caught(url: str, pids: set[int], procs: list[subprocess.Popen]) -> int:
+    """The id of a trial that one of ``pids`` is running, once there is one."""
     box: dict = {}
 
     def caught() -> bool:
-        box["trial"] = _running_by(url, victims)
+        box["trial"] = _running_by(url, pids)
         return box["trial"] is not None
 
-    _wait("a trial running in the victim", caught, procs)
-    pid = int(_rows(url, f"SELECT value_json FROM trial_user_attributes WHERE trial_id = "
-                         f"{box['trial']} AND key = 'worker_pid'")[0][0])  # fmt: skip
-    os.kill(pid, signal.SIGKILL)
-    if joiner is not None:
-        joiner.communicate(timeout=DEADLINE_S)
-    _wait("the killed trial failed", lambda: _state(url, box["trial"]) == "FAIL", [run])
-    os.killpg(run.pid, signal.SIGINT)
-    _out, err = run.communicate(timeout=DEADLINE_S)
-    reason = _rows(url, f"SELECT value_json FROM trial_user_attributes WHERE trial_id = "
-                        f"{box['trial']} AND key = 'fail_reason'")  # fmt: skip
-    running = _rows(url, "SELECT count(*) FROM trials WHERE state = 'RUNNING'")[0][0]
-    return {"code": run.returncode, "err": err, "reason": reason, "running": running}
+    _wait("a trial running in a worker", caught, procs)
+    return box["trial"]
 
 
-def _start(args: list[str], url: str, joined: bool, federation: str) -> tuple:
+def _pid_of(url: str, trial_id: int) -> int:
+    rows = _rows(url, f"SELECT value_json FROM trial_user_attributes WHERE trial_id = "
+                      f"{int(trial_id)} AND key = 'worker_pid'")  # fmt: skip
+    return int(rows[0][0])
+
+
+def _kill_then_interrupt(url: str, args: list[str], joined: bool, federation: str) -> dict:
+    """Start the run; SIGKILL a worker in the middle of a trial; Ctrl-C a live worker in the
+    middle of another. SQLite: two worker processes of the run, one killed, then Ctrl-C to the
+    run. PostgreSQL: the run (one in-process worker) killed, then ``dkd-tune worker`` joins it
+    and is interrupted. Each step waits for a RUNNING trial, so no step races the work's end."""
     run = subprocess.Popen(
         cli(*args, "--storage", url, "--workers", "1" if joined else "2", *HEARTBEAT),
         start_new_session=True, **SPAWN,
     )  # fmt: skip
-    joiner = None
     if joined:
-        ready = (
-            "SELECT count(*) FROM study_user_attributes a JOIN studies s ON s.study_id = "
-            "a.study_id WHERE a.key = 'worker_settings' AND (s.study_name LIKE '%%/compare' "
-            "OR s.study_name LIKE '%%/confirm')"
-        )
-        _wait("the run's studies", lambda: _rows(url, ready) not in ([], [(0,)]), [run])
-        joiner = subprocess.Popen(
+        killed = _caught(url, {run.pid}, [run])
+        os.kill(run.pid, signal.SIGKILL)
+        run.communicate(timeout=DEADLINE_S)
+        live = subprocess.Popen(
             cli("worker", "--storage", url, "--federation", federation, "--bundles", args[-1],
                 "--progress", "quiet"),
             start_new_session=True, **SPAWN,
         )  # fmt: skip
-    return run, joiner
+        _caught(url, {live.pid}, [live])
+    else:
+        _wait("two worker processes", lambda: len(_children(run.pid)) >= 2, [run])
+        children = _children(run.pid)
+        killed = _caught(url, children, [run])
+        os.kill(_pid_of(url, killed), signal.SIGKILL)
+        _caught(url, children - {_pid_of(url, killed)}, [run])
+        live = run
+    os.killpg(live.pid, signal.SIGINT)
+    _out, err = live.communicate(timeout=DEADLINE_S)
+    running = _rows(url, f"SELECT count(*) FROM trials WHERE state = 'RUNNING' "
+                         f"AND trial_id != {killed}")[0][0]  # fmt: skip
+    return {"code": live.returncode, "err": err, "running": running, "killed": killed}
 
 
 def _check_scenario(result: dict) -> None:
     assert result["code"] == 130, result["err"]
     assert "Traceback" not in result["err"]
-    assert result["running"] == 0  # Ctrl-C left nothing RUNNING
-    assert result["reason"] and "heartbeat lost" in result["reason"][0][0]  # the SIGKILL's trial
+    assert result["running"] == 0  # Ctrl-C left nothing RUNNING (but the killed worker's trial)
+
+
+def _check_killed(url: str, result: dict) -> None:
+    """After the rerun: the killed worker's trial was failed by a heartbeat check."""
+    assert _state(url, result["killed"]) == "FAIL"
+    reason = _rows(url, f"SELECT value_json FROM trial_user_attributes WHERE trial_id = "
+                        f"{result['killed']} AND key = 'fail_reason'")  # fmt: skip
+    assert reason and "heartbeat lost" in reason[0][0]
 
 
 def test_compare_on_the_pool_survives_a_kill_and_ctrl_c(backend_url: str, tmp_path) -> None:
     tiny2 = make_tiny2(tmp_path)
     joined = backend_url.startswith("postgresql")
-    args = ["compare", "--config", tiny2["config"], "--seeds", "3", "--set", "kd.epochs=2",
+    args = ["compare", "--config", tiny2["config"], "--seeds", "2", "--set", "kd.epochs=2",
             "--bundles", tiny2["bundles"]]  # fmt: skip
-    run, joiner = _start(args, backend_url, joined, "tiny2")
-    _check_scenario(_kill_then_interrupt(backend_url, run, joiner))
+    result = _kill_then_interrupt(backend_url, args, joined, "tiny2")
+    _check_scenario(result)
     opts = CompareOptions(
-        config=tiny2["config"], storage=backend_url, bundles=tiny2["bundles"], seeds=3,
+        config=tiny2["config"], storage=backend_url, bundles=tiny2["bundles"], seeds=2,
         overrides=["kd.epochs=2"], heartbeat_interval=1, heartbeat_grace=3,
     )  # fmt: skip
     cells = run_compare(opts, say=lambda _m: None)
-    assert len(cells) == 20 and all(c.n == 3 for c in cells)  # every cell x seed, once
+    _check_killed(backend_url, result)
+    assert len(cells) == 20 and all(c.n == 2 for c in cells)  # every cell x seed, once
     storage = optuna.storages.RDBStorage(backend_url)
     try:
         for name in ("tiny2/compare", "tiny2-iid/compare"):
@@ -147,10 +155,8 @@ def test_compare_on_the_pool_survives_a_kill_and_ctrl_c(backend_url: str, tmp_pa
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             keys = [(t.params["divergence"], t.params["aggregation"], t.params["seed"])
                     for t in done]  # fmt: skip
-            assert len(keys) == len(set(keys)) == 30, name
+            assert len(keys) == len(set(keys)) == 20, name
             assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-            pids = {t.user_attrs["worker_pid"] for t in done}
-            assert len(pids) >= 2  # the run's workers (or the joining worker), then the rerun
     finally:
         storage.engine.dispose()
 
@@ -163,14 +169,15 @@ def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) 
     )  # fmt: skip
     tune(base, say=lambda _m: None)
     joined = backend_url.startswith("postgresql")
-    args = ["confirm", "--repeats", "4", "--bundles", tiny["bundles"]]
-    run, joiner = _start(args, backend_url, joined, "tiny")
-    _check_scenario(_kill_then_interrupt(backend_url, run, joiner))
+    args = ["confirm", "--repeats", "3", "--bundles", tiny["bundles"]]
+    result = _kill_then_interrupt(backend_url, args, joined, "tiny")
+    _check_scenario(result)
     outcomes = confirm(
-        backend_url, repeats=4, bundles=tiny["bundles"], say=lambda _m: None,
+        backend_url, repeats=3, bundles=tiny["bundles"], say=lambda _m: None,
         heartbeat_interval=1, heartbeat_grace=3,
     )  # fmt: skip
     assert [o.state for o in outcomes] == ["confirmed"] * 3
+    _check_killed(backend_url, result)
     storage = optuna.storages.RDBStorage(backend_url)
     try:
         for o in outcomes:
@@ -182,7 +189,7 @@ def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) 
             assert len(done) == len(set(done))  # no run twice
             assert not [t for t in trials if t.state == TrialState.RUNNING]
             stored = optuna.load_study(study_name=o.study, storage=storage).user_attrs
-            assert stored[CONFIRM_ATTR] == record and len(record["best"]["gain"]) == 4
+            assert stored[CONFIRM_ATTR] == record and len(record["best"]["gain"]) == 3
     finally:
         storage.engine.dispose()
 
@@ -192,7 +199,7 @@ def test_the_database_going_away_mid_run_is_one_line_and_exit_1(tiny, backend_ur
         pytest.skip("a server that stops answering: PostgreSQL")
     url = sqlalchemy.engine.make_url(backend_url)
     args = cli("--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", backend_url,
-               "--pairs", "0-1", "--trials", "30", "--workers", "1", "--sampler", "random",
+               "--pairs", "0-1", "--trials", "16", "--workers", "1", "--sampler", "random",
                "--pruner", "none", "--progress", "quiet", "--confirm", "0", *HEARTBEAT)  # fmt: skip
     run = subprocess.Popen(args, start_new_session=True, **SPAWN)
     _wait("trials", lambda: _rows(
@@ -216,4 +223,4 @@ def test_the_database_going_away_mid_run_is_one_line_and_exit_1(tiny, backend_ur
     assert rerun.returncode == 0, rerun.stderr
     states = _rows(backend_url, "SELECT state, count(*) FROM trials GROUP BY state")
     counts = {str(s).split(".")[-1]: n for s, n in states}
-    assert counts.get("COMPLETE") == 30 and not counts.get("RUNNING")
+    assert counts.get("COMPLETE") == 16 and not counts.get("RUNNING")
