@@ -287,11 +287,11 @@ def recommendation(
     confirmations: Sequence[FrozenTrial],
     max_forgetting: float | None = None,
 ) -> dict[str, Any] | None:
-    """The configuration to use for a pair, from its confirmed candidates (docs/design.md §5):
-    the candidate with the best mean gain over the fresh seeds (among those forgetting at most
-    ``max_forgetting`` pp, if given) is recommended only if a one-sided paired t-test over the
-    seeds puts it above its same-student default at level ``LEVEL``; otherwise the default is.
-    None while the study has no complete confirmation."""
+    """The configuration to use for a pair, from its confirmed candidates (docs/design.md §4):
+    the candidate with the best mean gain over the fresh seeds (the defaults among them; tuned
+    ones only if they forget at most ``max_forgetting`` pp, where given) is recommended only if a
+    one-sided paired t-test over the seeds puts it above its same-student default at level
+    ``LEVEL``; otherwise that default is. None while the confirmation is incomplete."""
     plan = study.user_attrs.get(PLAN_ATTR)
     if not plan:
         return None
@@ -323,20 +323,22 @@ def recommendation(
         }
 
     entries = [entry(n) for n in plan["candidates"]]
-    defaults = {e["params"]["position"]: e for e in entries
-                if "default" in by_number[e["trial"]].user_attrs}  # fmt: skip
-    admitted = [
-        e for e in entries
-        if "default" not in by_number[e["trial"]].user_attrs
-        and e["params"]["position"] in defaults
-        and (max_forgetting is None or e["forgetting_mean"] <= max_forgetting)
-    ]  # fmt: skip
+    is_default = {e["trial"]: "default" in by_number[e["trial"]].user_attrs for e in entries}
+    defaults = {e["params"]["position"]: e for e in entries if is_default[e["trial"]]}
     if not defaults:
         return None
-    best = max(admitted, key=lambda e: (e["gain_mean"], -e["trial"]), default=None)
-    position = best["params"]["position"] if best else next(iter(defaults))
-    default = defaults[position]
-    p_value = None if best is None else paired_p_value(best["gain"], default["gain"])
+    # Every candidate with a default to compare with; the defaults compete as they are, the
+    # tuned ones only within the forgetting bound.
+    admitted = [
+        e for e in entries
+        if e["params"]["position"] in defaults
+        and (is_default[e["trial"]] or max_forgetting is None
+             or e["forgetting_mean"] <= max_forgetting)
+    ]  # fmt: skip
+    best = max(admitted, key=lambda e: (e["gain_mean"], -e["trial"]))
+    default = defaults[best["params"]["position"]]
+    tuned = not is_default[best["trial"]]
+    p_value = paired_p_value(best["gain"], default["gain"]) if tuned else None
     beyond = p_value is not None and p_value < LEVEL
     chosen = best if beyond else default
     return {
@@ -344,7 +346,7 @@ def recommendation(
         "recommended": chosen,
         "default": default,
         "candidates": entries,
-        "difference": None if best is None else best["gain_mean"] - default["gain_mean"],
+        "difference": best["gain_mean"] - default["gain_mean"] if tuned else None,
         "p_value": p_value,
         "beyond_noise": beyond,
         "criterion": f"one-sided paired t-test over {len(seeds)} seeds, p < {LEVEL}",

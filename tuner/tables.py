@@ -55,19 +55,22 @@ def recommended(row: dict) -> str:
     default's over the same fresh seeds, and whether the difference is beyond the noise."""
     if row.get("recommended_gain_mean") is None:
         return "-"
-    what = "the default" if row["recommended_is_default"] else pair_config(
+    seeds = f"{row['seeds']} seeds"
+    gain_ = _pm(row["recommended_gain_mean"], row["recommended_gain_std"])
+    diff, p = row["confirmed_difference"], row["p_value"]
+    if row["recommended_is_default"]:
+        who = f"{row['recommended_student']}<-{row['recommended_teacher']}"
+        why = (
+            "no tuned candidate confirmed above it"
+            if diff is None
+            else f"best tuned {diff:+.2f}, p={p:.2f}: within noise"
+        )
+        return f"the default, {who}: {gain_} ({why}; {seeds})"
+    config = pair_config(
         {**row, "best_params": row["recommended_params"], "student": row["recommended_student"],
          "teacher": row["recommended_teacher"]})  # fmt: skip
-    if row["recommended_is_default"]:
-        best = row["confirmed_difference"]
-        verdict = "no candidate beyond noise" + ("" if best is None else f", best {best:+.2f}")
-    else:
-        verdict = f"{row['confirmed_difference']:+.2f} beyond noise"
-    return (
-        f"{what}: {_pm(row['recommended_gain_mean'], row['recommended_gain_std'])} vs default "
-        f"{_pm(row['confirmed_default_gain_mean'], row['confirmed_default_gain_std'])} "
-        f"({verdict}, {row['seeds']} seeds)"
-    )
+    default = _pm(row["confirmed_default_gain_mean"], row["confirmed_default_gain_std"])
+    return f"{config}: {gain_} vs default {default} ({diff:+.2f}, p={p:.3f}; {seeds})"
 
 
 def _pm(mean: float, std: float | None) -> str:
