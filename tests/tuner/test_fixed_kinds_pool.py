@@ -137,13 +137,13 @@ def _check_killed(url: str, result: dict) -> None:
 def test_compare_on_the_pool_survives_a_kill_and_ctrl_c(backend_url: str, tmp_path) -> None:
     tiny2 = make_tiny2(tmp_path)
     joined = backend_url.startswith("postgresql")
-    args = ["compare", "--config", tiny2["config"], "--seeds", "2", "--set", "kd.epochs=2",
+    args = ["compare", "--config", tiny2["config"], "--seeds", "2",
             "--bundles", tiny2["bundles"]]  # fmt: skip
     result = _kill_then_interrupt(backend_url, args, joined, "tiny2")
     _check_scenario(result)
     opts = CompareOptions(
         config=tiny2["config"], storage=backend_url, bundles=tiny2["bundles"], seeds=2,
-        overrides=["kd.epochs=2"], heartbeat_interval=1, heartbeat_grace=3,
+        heartbeat_interval=1, heartbeat_grace=3,
     )  # fmt: skip
     cells = run_compare(opts, say=lambda _m: None)
     _check_killed(backend_url, result)
@@ -165,7 +165,7 @@ def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) 
     base = TuneOptions(confirm=0,
         config=tiny["config"], bundles=tiny["bundles"], storage=backend_url, pairs="0-1,1-3,2-3",
         trials=3, sampler="random", pruner="none", progress="quiet",
-        overrides=["kd.epochs=6"],  # runs that outlast a joining worker's start-up
+        overrides=["kd.epochs=2"],  # a few seconds of work: steps wait for RUNNING trials
     )  # fmt: skip
     tune(base, say=lambda _m: None)
     joined = backend_url.startswith("postgresql")

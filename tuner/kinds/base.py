@@ -133,6 +133,17 @@ class StudyKind:
         return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+def missing_defaults(task: Task, trials: Sequence[FrozenTrial], field: str) -> list[Queued]:
+    """A searched kind's default trials that the study lacks, each named in the user attr
+    ``default`` by its value of ``field`` (the pair's position, the client's aggregation)."""
+    present = {t.user_attrs.get("default") for t in trials}
+    return [
+        (params, {"default": params[field], "attempt": 1})
+        for params in task.space.defaults()
+        if params[field] not in present
+    ]
+
+
 def missing(
     wanted: Sequence[Queued], trials: Sequence[FrozenTrial], key: Callable[[dict], Any]
 ) -> list[Queued]:

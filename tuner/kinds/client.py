@@ -15,7 +15,16 @@ from optuna.trial import FrozenTrial
 
 from objectives import FederationBundle, RoundResult, run_neighbourhood_round
 
-from .base import Job, OnEval, Queued, StudyKind, Task, config_record, stored_config
+from .base import (
+    Job,
+    OnEval,
+    Queued,
+    StudyKind,
+    Task,
+    config_record,
+    missing_defaults,
+    stored_config,
+)
 from .pair import RESULT_ATTRS, finish, trial_seed
 
 #: The default trial of a client study: the pair default, with the plain average of teachers.
@@ -122,12 +131,7 @@ class ClientKind(StudyKind):
         }
 
     def queue(self, task: Task, trials: Sequence[FrozenTrial]) -> list[Queued]:
-        present = {t.user_attrs.get("default") for t in trials}
-        return [
-            (params, {"default": params["aggregation"], "attempt": 1})
-            for params in task.space.defaults()
-            if params["aggregation"] not in present
-        ]
+        return missing_defaults(task, trials, "aggregation")
 
     def prepare(
         self,

@@ -15,7 +15,16 @@ from objectives import FederationBundle, TrialResult, run_trial
 from objectives.batched import TrialSpec
 
 from ..space import parse_space
-from .base import Job, OnEval, Queued, StudyKind, Task, config_record, stored_config
+from .base import (
+    Job,
+    OnEval,
+    Queued,
+    StudyKind,
+    Task,
+    config_record,
+    missing_defaults,
+    stored_config,
+)
 
 #: Result fields a completed pair trial records as user attrs.
 RESULT_ATTRS = (
@@ -85,12 +94,7 @@ class PairKind(StudyKind):
         }
 
     def queue(self, task: Task, trials: Sequence[FrozenTrial]) -> list[Queued]:
-        present = {t.user_attrs.get("default") for t in trials}
-        return [
-            (params, {"default": params["position"], "attempt": 1})
-            for params in task.space.defaults()
-            if params["position"] not in present
-        ]
+        return missing_defaults(task, trials, "position")
 
     def prepare(
         self,
