@@ -24,7 +24,7 @@ from .kinds import KINDS, Task, config_record
 from .kinds.cell import MAX_SEEDS, cells
 from .options import COMPARE_CONFIG, TuneOptions, check_options, parse_devices
 from .results import Cell, read_cells
-from .run import check_two_heads, start
+from .run import start
 from .storage import mask
 
 Say = Callable[[str], None]
@@ -109,7 +109,7 @@ def run_compare(opts: CompareOptions, say: Say = print) -> list[Cell]:
     pool = opts.pool()
     check_options(pool)
     base = load_config(opts.config, opts.overrides)
-    check_two_heads(base)
+    base.check_two_heads()
     seeds = _seeds(opts, base)
     configs = federations(base, _partitions(opts, base))
     devices = parse_devices(opts.devices)

@@ -146,6 +146,10 @@ def work(spec: WorkerSpec) -> WorkerReport:
 
 def _work(spec: WorkerSpec) -> WorkerReport:
     storage = open_storage(spec.url)
+    # Each federation's bundle once, before the loop (not looked up again per trial).
+    bundles = {
+        t.config.name: load_bundle_once(t.config, spec.bundles, spec.device) for t in spec.tasks
+    }
     ids = {t.study: storage.get_study_id_from_name(t.study) for t in spec.tasks}
     counts = count_trials(storage, ids.values())
     studies: dict[str, optuna.Study] = {}
@@ -170,7 +174,7 @@ def _work(spec: WorkerSpec) -> WorkerReport:
         retries=spec.retries,
     )
     with heartbeat:
-        _take_trials(spec, storage, ids, studies, report)
+        _take_trials(spec, storage, ids, studies, report, bundles)
     report.reaped = len(heartbeat.reaped)
     return report
 
@@ -181,6 +185,7 @@ def _take_trials(
     ids: dict[str, int],
     studies: dict[str, optuna.Study],
     report: WorkerReport,
+    bundles: dict[str, FederationBundle],
 ) -> None:
     """The worker's loop: pick the study with the most work left, run one trial there (or K of
     a batchable kind), repeat."""
@@ -206,11 +211,11 @@ def _take_trials(
             # K trials at once: the slots go to the studies with the most work left.
             picked = pick_slots({n: left[n] for n in batchable}, spec.batch_trials, batchable)
             slots = [(studies[n], tasks[n]) for n in picked]
-            bundle = load_bundle_once(tasks[picked[0]].config, spec.bundles, spec.device)
+            bundle = bundles[tasks[picked[0]].config.name]
             outcomes = run_batch(slots, bundle, settings)
         else:
             task = tasks[order[0]]
-            bundle = load_bundle_once(task.config, spec.bundles, spec.device)
+            bundle = bundles[task.config.name]
             outcomes = [(task.study, run_one(studies[task.study], task, bundle, settings))]
         for name, outcome in outcomes:
             report.outcomes[outcome.state] = report.outcomes.get(outcome.state, 0) + 1

@@ -62,11 +62,6 @@ class RunSummary:
     finished: int = 0  # trials finished during this run
 
 
-def check_two_heads(config: StudyConfig) -> None:
-    """The neighbourhood round trains head 2; a one-head federation cannot run it."""
-    config.check_two_heads()
-
-
 def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
     """Validate everything that needs no database; return the config, the tasks and devices
     (raises a DkdError with one line)."""
@@ -78,7 +73,7 @@ def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
             raise UsageError(
                 "--pairs is for --mode pair; with --mode neighbourhood pick clients with --clients"
             )
-        check_two_heads(config)
+        config.check_two_heads()
         space = NeighbourhoodSpace.from_search(space, config.neighbourhood.transfer_set)
         sets = config.neighbours
         targets = [
