@@ -1,20 +1,28 @@
-"""Search efficiency: TPE with median pruning against the exhaustive T × α grid (the poster's
-method) on three student ← teacher pairs of the default federation.
+"""Search efficiency on fresh seeds: does dkd-tune's recommendation hold up against the
+exhaustive T × α grid, and how often does it claim a gain that is not there?
 
-For each pair the grid (7 temperatures × 6 α, divergence ``kl``, transfer set ``public``: the
-other parameters at their defaults) gives the optimum; then dkd-tune's own sampler and pruner
-(``tuner.pool.make_sampler("tpe")``, ``make_pruner("quartile")``, the default trial enqueued first)
-search the same ranges for as many trials as the grid has, once per sampler seed, and we count
-the trials — pruned ones included — until the best gain found is within ``--tolerance`` pp of the
-grid optimum. Target: at most 20 % of the grid's trials. Every trial uses seed 0, so the gain is a
-deterministic function of (T, α) and both methods search the same landscape; the grid optimum and
-the default are also run at other trial seeds to show how far one trial's gain scatters (the
-grid optimum is the largest of 42 such scattered values, so it sits above the landscape's mean).
+A configuration's *true gain* is its mean gain over ``--truth-seeds`` trial seeds that no search
+and no confirmation uses (from ``TRUTH_SEED_BASE``). Per pair (student ← teacher, divergence
+``kl``, transfer set ``public``, T and α searched):
 
-The grid is the expensive part; its gains are cached in ``--cache`` (JSON, keyed by federation
-hash, KD recipe, pair, T, α and seed) and reused by later runs. Run:
-``.venv/bin/python bench/search_efficiency.py`` (about 20 min on 2 idle CPU cores, half of it the
-grid).
+1. the grid: every (T, α) of 7 temperatures × 6 α at every truth seed; its best cell by true gain
+   is the target, and the default cell (T = 1, α = 0.5) is the default's true gain;
+2. the search: the real pipeline, ``dkd-tune --pairs … --trials N --confirm K`` (a subprocess on
+   its own SQLite file, the space narrowed with ``--set search.…``), once per sampler seed, cold
+   (``--warm-start off``) and warm (``--warm-start on``);
+3. what a user takes home, read from that storage: the recommendation (``tuner.results``; at the
+   shipped level and at a Bonferroni level over the candidates) and, for comparison, the single
+   best trial (what ``export`` gave before confirmation). Their true gains are measured like the
+   grid's.
+
+Reported: the recommended configuration's distance to the grid's best cell (median over pairs and
+sampler seeds, and the share within 0.5 pp), the compute spent (search trials, pruned ones by the
+share of the round they ran, plus confirmation runs) against the grid's trials, and the false
+claims: of the pairs whose take-home configuration claims to beat the default, the share whose
+true gains say it does not. True gains are cached in ``--cache`` (JSON), so a rerun computes only
+what is missing; the search storages in ``--runs`` are resumed by the rerun's own ``dkd-tune``.
+Run from the repository root: ``.venv/bin/python bench/search_efficiency.py`` (about 70 min on 2
+idle CPU cores; most of it is the grid's 42 × 5 runs per pair).
 """
 
 from __future__ import annotations
@@ -23,301 +31,368 @@ import argparse
 import dataclasses
 import json
 import statistics
+import subprocess
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import optuna
+import torch
+from scipy import stats
 
-from objectives import EvalPoint, load_config, prepare_federation, run_trial
-from tuner.options import PRUNERS
-from tuner.pool import make_pruner, make_sampler
-from tuner.space import SearchSpace
+from objectives import load_config, prepare_federation, run_trial
+from tuner.db import open_storage
+from tuner.results import LEVEL, best_trial, pair_studies, paired_p_value, recommendations
 
 GRID_T = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 GRID_ALPHA = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-DEFAULT = {"temperature": 1.0, "alpha": 0.5}
+DEFAULT = (1.0, 0.5)
+#: Truth seeds start here: far from the search's (seed · 1,000,003 + trial number) and the
+#: confirmation's (tuner.confirm.CONFIRM_SEED_BASE = 2,000,000,011 onwards).
+TRUTH_SEED_BASE = 1_500_000_001
 HERE = Path(__file__).resolve().parent
+#: The search space every search run gets: the grid's (one student, kl, public, T up to 16).
+NARROW = (
+    'search.position=["a"]',
+    'search.divergence=["kl"]',
+    'search.transfer_set=["public"]',
+    "search.temperature=[0.25, 16.0]",
+)
+
+_BUNDLE: Any = None
+_RECIPE: Any = None
 
 
-def parse_pairs(text: str) -> list[tuple[int, int]]:
-    """``6-8,0-1`` → [(6, 8), (0, 1)]: student-teacher, in that order."""
-    out = []
-    for item in text.split(","):
-        student, teacher = (int(v) for v in item.split("-"))
-        out.append((student, teacher))
-    return out
+def _init_worker(config: str) -> None:
+    """A truth process: one thread (the processes share the cores), the bundle loaded once."""
+    global _BUNDLE, _RECIPE
+    torch.set_num_threads(1)
+    study = load_config(config)
+    _BUNDLE, _RECIPE = prepare_federation(study), study.kd
 
 
-class GridCache:
-    """Trial gains on disk, so a second run (or a re-run elsewhere) skips the grid."""
+def _gain(job: tuple[int, int, float, float, int]) -> float:
+    student, teacher, t, alpha, seed = job
+    return run_trial(
+        _BUNDLE, student, [teacher], temperature=t, alpha=alpha, seed=seed, recipe=_RECIPE
+    ).gain
 
-    def __init__(self, path: Path, context: dict):
+
+class TruthCache:
+    """True-gain runs on disk, keyed by federation, KD recipe, pair, T, α and seed."""
+
+    def __init__(self, path: Path, context: dict) -> None:
         self.path = path
-        self.key_prefix = json.dumps(context, sort_keys=True)
-        self.data: dict[str, float] = {}
-        if path.is_file():
-            self.data = json.loads(path.read_text())
+        self.prefix = json.dumps(context, sort_keys=True)
+        self.data: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def key(self, student: int, teacher: int, t: float, alpha: float, seed: int) -> str:
-        tail = f"|seed={seed}" if seed else ""  # seed 0's keys predate the seed field
-        return f"{self.key_prefix}|{student}<-{teacher}|T={t}|alpha={alpha}{tail}"
+    def key(self, job: tuple[int, int, float, float, int]) -> str:
+        student, teacher, t, alpha, seed = job
+        return f"{self.prefix}|{student}<-{teacher}|T={t!r}|alpha={alpha!r}|seed={seed}"
 
-    def gain(
-        self, bundle, recipe, student: int, teacher: int, t: float, alpha: float, seed: int = 0
-    ) -> tuple[float, bool]:
-        """(gain, whether it was computed now) of one full trial."""
-        key = self.key(student, teacher, t, alpha, seed)
-        if key in self.data:
-            return self.data[key], False
-        r = run_trial(
-            bundle, student, [teacher], temperature=t, alpha=alpha, seed=seed, recipe=recipe
-        )
-        self.data[key] = r.gain
+    def fill(self, jobs: list[tuple], pool: ProcessPoolExecutor, say=print) -> None:
+        """Run the jobs not cached yet (in parallel), saving as they finish."""
+        todo = [j for j in dict.fromkeys(jobs) if self.key(j) not in self.data]
+        if not todo:
+            return
+        say(f"  {len(todo)} truth runs to do ({len(jobs) - len(todo)} cached)")
+        start = time.perf_counter()
+        for n, (job, gain) in enumerate(zip(todo, pool.map(_gain, todo), strict=True), 1):
+            self.data[self.key(job)] = gain
+            if n % 20 == 0 or n == len(todo):
+                self.save()
+                rate = n / (time.perf_counter() - start) * 60
+                say(f"  {n}/{len(todo)} truth runs, {rate:.1f}/min", flush=True)
+
+    def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
         tmp.replace(self.path)  # never a half-written cache
-        return r.gain, True
+
+    def truth(self, student: int, teacher: int, t: float, alpha: float, seeds: list[int]):
+        return [self.data[self.key((student, teacher, t, alpha, s))] for s in seeds]
 
 
-def grid_search(
-    bundle, recipe, cache: GridCache, student: int, teacher: int, noise_seeds: int
-) -> dict:
-    """Every (T, α) of the grid at seed 0, from the cache where present; then the grid optimum
-    and the default again at seeds 1..noise_seeds, to show how much one trial's gain scatters."""
-    computed = 0
-    start = time.perf_counter()
-
-    def gain_at(t: float, alpha: float, seed: int = 0) -> float:
-        nonlocal computed
-        gain, new = cache.gain(bundle, recipe, student, teacher, t, alpha, seed)
-        computed += new
-        return gain
-
-    gains = {(t, alpha): gain_at(t, alpha) for t in GRID_T for alpha in GRID_ALPHA}
-    best = max(gains, key=gains.__getitem__)
-    seeds = range(noise_seeds + 1)
-    default = (DEFAULT["temperature"], DEFAULT["alpha"])
-    return {
-        "gains": gains,
-        "best": best,
-        "best_gain": gains[best],
-        "best_by_seed": [gain_at(*best, seed) for seed in seeds],
-        "default_gain": gain_at(*default),
-        "default_by_seed": [gain_at(*default, seed) for seed in seeds],
-        "computed": computed,
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def tpe_search(
-    bundle,
-    recipe,
-    student: int,
-    teacher: int,
-    seed: int,
-    sampler: str,
-    trials: int,
-    pruner: str = "quartile",
-    startup: int | None = None,
-    multivariate: bool = False,
-) -> list[dict]:
-    """``trials`` trials as a dkd-tune pair study runs them (default first, then the sampler,
-    pruned on the evaluation points); each trial's T, α, state, gain and share of a full trial
-    run."""
-    space = SearchSpace(temperature=(GRID_T[0], GRID_T[-1]), alpha=(0.0, 1.0))
-    if startup is None and not multivariate:
-        chosen = make_sampler(sampler, space, seed)  # dkd-tune's own
-    else:  # the same TPE with other random startup trials and/or a joint model of T and α
-        chosen = optuna.samplers.TPESampler(
-            seed=seed,
-            constant_liar=True,
-            n_startup_trials=10 if startup is None else startup,
-            multivariate=multivariate,
-        )
-    study = optuna.create_study(
-        direction="maximize", sampler=chosen, pruner=make_pruner(pruner, recipe.eval_points)
-    )
-    study.enqueue_trial(DEFAULT)  # every dkd-tune study starts with the default trial
+def parse_pairs(text: str) -> list[tuple[int, int]]:
+    """``0-1,2-5`` → [(0, 1), (2, 5)]: student-teacher, the student the lower number (the
+    searched position is ``a``)."""
     out = []
-    for _ in range(trials):
-        trial = study.ask()
-        t = trial.suggest_float("temperature", *space.temperature, log=True)
-        alpha = trial.suggest_float("alpha", *space.alpha)
-        reached = [0.0]
-
-        def on_eval(point: EvalPoint, trial=trial, reached=reached) -> None:
-            reached[0] = point.index / point.points
-            trial.report(point.gain, point.index)
-            if not point.final and trial.should_prune():
-                raise optuna.TrialPruned()
-
-        try:
-            r = run_trial(
-                bundle,
-                student,
-                [teacher],
-                temperature=t,
-                alpha=alpha,
-                seed=0,
-                on_eval=on_eval,
-                recipe=recipe,
-            )
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            out.append({"T": t, "alpha": alpha, "gain": None, "work": reached[0]})
-            continue
-        study.tell(trial, r.gain)
-        out.append({"T": t, "alpha": alpha, "gain": r.gain, "work": 1.0})
+    for item in text.split(","):
+        student, teacher = (int(v) for v in item.split("-"))
+        if student >= teacher:
+            raise SystemExit(f"pair {item}: the student must be the lower number (position a)")
+        out.append((student, teacher))
     return out
 
 
-def trials_to(run: list[dict], target: float) -> tuple[int | None, float]:
-    """(trials until a complete gain >= target, or None; the work spent until then)."""
-    work = 0.0
-    for n, trial in enumerate(run, 1):
-        work += trial["work"]
-        if trial["gain"] is not None and trial["gain"] >= target:
-            return n, work
-    return None, work
+def search(args, arm: str, seed: int) -> Path:
+    """One search run through dkd-tune itself (resumed if its storage exists)."""
+    db = Path(args.runs) / f"{arm}-seed{seed}.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "tuner", "--config", args.config,
+           "--pairs", ",".join(f"{s}-{t}" for s, t in args.pairs),
+           "--trials", str(args.trials), "--confirm", str(args.confirm), "--seed", str(seed),
+           "--workers", str(args.jobs), "--progress", "quiet",
+           "--warm-start", "on" if arm == "warm" else "off",
+           "--storage", f"sqlite:///{db}"]  # fmt: skip
+    for item in NARROW:
+        cmd += ["--set", item]
+    start = time.perf_counter()
+    with db.with_suffix(".log").open("a") as log:  # dkd-tune's own tables, kept apart
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    print(f"  {arm} seed {seed}: search and confirmation in {time.perf_counter() - start:.0f} s")
+    return db
 
 
-def summary(counts: list[int | None], size: int) -> str:
-    done = sorted(c for c in counts if c is not None)
-    # A run that never got there counts as the whole budget (a lower bound on its cost).
-    med = statistics.median([c if c is not None else size for c in counts])
-    return (
-        f"median {med:g} trials = {100 * med / size:.0f} % of the grid, "
-        f"{len(done)}/{len(counts)} runs got there"
-        + (f" (in {', '.join(map(str, done))})" if done else "")
-    )
+def read_run(db: Path, eval_points: int) -> dict[tuple[int, int], dict]:
+    """Per pair: the search's compute, the single best trial and the default trial, dkd-tune's
+    recommendation, and the confirmed per-seed gains of every candidate (so that other decision
+    rules can be evaluated on the same runs)."""
+    storage = open_storage(f"sqlite:///{db}")
+    studies = pair_studies(storage)
+    recs = recommendations(storage, studies)
+    out = {}
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        work = sum(
+            1.0 if t.state.name == "COMPLETE" else len(t.intermediate_values) / eval_points
+            for t in trials
+        )
+        rec = recs[s.study_name]
+        best = best_trial(trials)
+        default = next(t for t in trials if "default" in t.user_attrs)
+        cands = [
+            {"T": c["params"]["temperature"], "alpha": c["params"]["alpha"],
+             "is_default": c is rec["default"], "gains": c["gain"]}
+            for c in rec["candidates"]
+        ]  # fmt: skip
+        out[tuple(s.user_attrs["pair"])] = {
+            "trials": len(trials),
+            "work": work,
+            "confirm_runs": len(cands) * len(rec["seeds"]),
+            "single": (best.params["temperature"], best.params["alpha"], best.value),
+            "single_is_default": best.number == default.number,
+            "default_value": default.value,
+            "warm_trials": sum("warm_from" in t.user_attrs for t in trials),
+            "dkd_tune_claims": rec["recommended"] is not rec["default"],
+            "candidates": cands,
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="fashion-mnist")
-    parser.add_argument("--pairs", default="0-1,3-2,6-8", help="student-teacher, comma-separated")
-    parser.add_argument("--seeds", type=int, default=5, help="sampler seeds per pair")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        nargs="+",
-        default=[0.5, 1.0],
-        help="pp below the grid optimum (the first is the target's)",
-    )
-    parser.add_argument(
-        "--noise-seeds",
-        type=int,
-        default=4,
-        help="trial seeds 1..N for the optimum and the default (noise)",
-    )
-    parser.add_argument("--sampler", default="tpe", choices=("tpe", "random"))
-    parser.add_argument("--pruner", default="quartile", choices=PRUNERS)
-    parser.add_argument(
-        "--startup",
-        type=int,
-        default=None,
-        help="TPE's random startup trials (default: dkd-tune's sampler, 10)",
-    )
-    parser.add_argument(
-        "--multivariate",
-        action="store_true",
-        help="TPE with one joint density over T and alpha (default: dkd-tune's, independent)",
-    )
-    parser.add_argument("--cache", default=str(HERE / "results" / "search_grid.json"))
+    parser.add_argument("--pairs", type=parse_pairs, default=parse_pairs("0-1,2-5,4-6,6-8,3-7"))
+    parser.add_argument("--grid-t", type=float, nargs="+", default=GRID_T, metavar="T")
+    parser.add_argument("--grid-alpha", type=float, nargs="+", default=GRID_ALPHA, metavar="A")
+    parser.add_argument("--truth-seeds", type=int, default=5)
+    parser.add_argument("--sampler-seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=8, help="search trials per pair (8 = 19 %%)")
+    parser.add_argument("--confirm", type=int, default=3)
+    parser.add_argument("--arms", default="cold,warm")
+    parser.add_argument("--jobs", type=int, default=2, help="processes (truth runs, workers)")
+    parser.add_argument("--stage", choices=("grid", "all"), default="all")
+    parser.add_argument("--cache", default=str(HERE / "results" / "search_truth.json"))
+    parser.add_argument("--runs", default=str(HERE / "results" / "search_runs"))
     parser.add_argument("--out", default=str(HERE / "results" / "search_efficiency.json"))
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_config(args.config)
+    for item in NARROW:  # the searches' recipe and federation are the grid's
+        assert item.startswith("search."), item
     bundle = prepare_federation(config, progress=print)
     recipe = config.kd
-    context = {"federation": bundle.hash, "kd": dataclasses.asdict(recipe), "seed": 0}
-    cache = GridCache(Path(args.cache), context)
-    size = len(GRID_T) * len(GRID_ALPHA)
-    rows = []
-    for student, teacher in parse_pairs(args.pairs):
-        grid = grid_search(bundle, recipe, cache, student, teacher, args.noise_seeds)
-        t_best, a_best = grid["best"]
-        sd_best = statistics.stdev(grid["best_by_seed"])
-        sd_default = statistics.stdev(grid["default_by_seed"])
+    cache = TruthCache(
+        Path(args.cache), {"federation": bundle.hash, "kd": dataclasses.asdict(recipe)}
+    )
+    seeds = [TRUTH_SEED_BASE + i for i in range(args.truth_seeds)]
+    cells = [(t, a) for t in args.grid_t for a in args.grid_alpha]
+    assert DEFAULT in cells, "the grid must hold the default (T = 1, alpha = 0.5)"
+    pool = ProcessPoolExecutor(args.jobs, initializer=_init_worker, initargs=(args.config,))
+    print(f"grid: {len(cells)} cells x {len(seeds)} truth seeds per pair", flush=True)
+    grid_jobs = [(s, t, *c, seed) for s, t in args.pairs for c in cells for seed in seeds]
+    cache.fill(grid_jobs, pool)
+    grid = {}
+    for s, t in args.pairs:
+        means = {c: statistics.mean(cache.truth(s, t, *c, seeds)) for c in cells}
+        best = max(means, key=means.__getitem__)
+        grid[(s, t)] = {"means": means, "best": best}
         print(
-            f"{student} <- {teacher}: grid optimum {grid['best_gain']:+.2f} pp at T={t_best}, "
-            f"alpha={a_best} (over {len(grid['best_by_seed'])} trial seeds "
-            f"{statistics.mean(grid['best_by_seed']):+.2f} ± {sd_best:.2f}); default "
-            f"{grid['default_gain']:+.2f} ({statistics.mean(grid['default_by_seed']):+.2f} ± "
-            f"{sd_default:.2f}); {grid['computed']} trials run, the rest cached "
-            f"({grid['seconds']:.0f} s)",
+            f"{s} <- {t}: grid best by true gain {means[best]:+.2f} at T={best[0]}, "
+            f"alpha={best[1]}; default {means[DEFAULT]:+.2f}",
             flush=True,
         )
-        near = {
-            tol: sum(g >= grid["best_gain"] - tol for g in grid["gains"].values())
-            for tol in args.tolerance
-        }
-        print("  grid points within " + ", ".join(f"{tol} pp: {n}" for tol, n in near.items()))
-        runs = []
-        for seed in range(args.seeds):
-            run = tpe_search(
-                bundle,
-                recipe,
-                student,
-                teacher,
-                seed,
-                args.sampler,
-                size,
-                args.pruner,
-                args.startup,
-                args.multivariate,
-            )
-            runs.append(run)
-            hits = [trials_to(run, grid["best_gain"] - tol)[0] for tol in args.tolerance]
-            best = max(t["gain"] for t in run if t["gain"] is not None)
-            print(
-                f"  {args.sampler} seed {seed}: best {best:+.2f} in {size} trials "
-                f"({sum(t['work'] for t in run):.1f} trial-equivalents); first within "
-                + ", ".join(
-                    f"{tol} pp: {h or '-'}" for tol, h in zip(args.tolerance, hits, strict=True)
-                ),
-                flush=True,
-            )
-        rows.append(
+    if args.stage == "grid":
+        return
+    rows = []
+    for arm in args.arms.split(","):
+        for seed in range(args.sampler_seeds):
+            run = read_run(search(args, arm, seed), recipe.eval_points)
+            jobs = []
+            for pair, r in run.items():
+                for c in [r["single"][:2]] + [_cell(c) for c in r["candidates"]]:
+                    jobs += [(*pair, *c, x) for x in seeds]
+            cache.fill(jobs, pool)
+            for pair, r in run.items():
+                g = grid[pair]
+
+                def true(c, pair=pair):
+                    return statistics.mean(cache.truth(*pair, *c, seeds))
+
+                rows.append(
+                    {
+                        "arm": arm,
+                        "sampler_seed": seed,
+                        "pair": pair,
+                        **r,
+                        "grid_best": g["best"],
+                        "grid_best_true": g["means"][g["best"]],
+                        "default_true": g["means"][DEFAULT],
+                        "single_true": true(r["single"][:2]),
+                        "candidates_true": [true(_cell(c)) for c in r["candidates"]],
+                    }
+                )
+    pool.shutdown()
+    summarise(rows, len(cells), args)
+    Path(args.out).write_text(
+        json.dumps(
             {
-                "student": student,
-                "teacher": teacher,
-                "grid_best_gain": grid["best_gain"],
-                "grid_best": {"temperature": t_best, "alpha": a_best},
-                "grid_best_by_seed": grid["best_by_seed"],
-                "default_gain": grid["default_gain"],
-                "default_by_seed": grid["default_by_seed"],
-                "grid": {f"{t},{a}": g for (t, a), g in grid["gains"].items()},
-                "runs": runs,
-            }
+                "date": time.strftime("%Y-%m-%d"),
+                "args": _jsonable(vars(args)),
+                "truth_seeds": seeds,
+                "rows": rows,
+            },
+            indent=1,
+            default=list,
         )
-    print(
-        f"\ngrid: {len(GRID_T)} T x {len(GRID_ALPHA)} alpha = {size} trials per pair; "
-        f"{args.sampler}, pruner {args.pruner}, {args.seeds} sampler seeds per pair"
     )
-    for tol in args.tolerance:
-        every = []
-        for row in rows:
-            counts = [trials_to(run, row["grid_best_gain"] - tol)[0] for run in row["runs"]]
-            every += counts
-            print(f"within {tol} pp, {row['student']} <- {row['teacher']}: {summary(counts, size)}")
-        print(f"within {tol} pp, all pairs: {summary(every, size)}")
-    work = [sum(t["work"] for t in run) / len(run) for row in rows for run in row["runs"]]
-    print(f"a pruned-search trial costs {statistics.mean(work):.2f} of a full trial on average")
-    out = {
-        "date": time.strftime("%Y-%m-%d"),
-        "sampler": args.sampler,
-        "pruner": args.pruner,
-        "startup": args.startup,
-        "multivariate": args.multivariate,
-        "tolerance": args.tolerance,
-        "grid": {"temperature": GRID_T, "alpha": GRID_ALPHA},
-        "pairs": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
+
+
+def _cell(candidate: dict) -> tuple[float, float]:
+    return candidate["T"], candidate["alpha"]
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (v if isinstance(v, str | int | float) else str(v)) for k, v in d.items()}
+
+
+def _best_and_default(r: dict) -> tuple[int, int]:
+    """Indexes of the best confirmed candidate (by mean gain) and of the default."""
+    cands = r["candidates"]
+    best = max(range(len(cands)), key=lambda i: statistics.mean(cands[i]["gains"]))
+    return best, next(i for i, c in enumerate(cands) if c["is_default"])
+
+
+def pooled_sd(rows: list[dict]) -> tuple[float, int]:
+    """The standard deviation of a tuned candidate's per-seed difference to the default, pooled
+    over every tuned candidate of the rows (each centred on its own mean), and its degrees of
+    freedom."""
+    ss, df = 0.0, 0
+    for r in rows:
+        _, d = _best_and_default(r)
+        base = r["candidates"][d]["gains"]
+        for c in r["candidates"]:
+            if not c["is_default"]:
+                diff = [x - y for x, y in zip(c["gains"], base, strict=True)]
+                m = statistics.mean(diff)
+                ss += sum((x - m) ** 2 for x in diff)
+                df += len(diff) - 1
+    return (ss / df) ** 0.5, df
+
+
+def decide(rows: list[dict], rule: str) -> list[tuple[bool, float]]:
+    """Per row: (whether the rule claims the best confirmed candidate beats the default, the
+    true gain of what it recommends). Rules: ``single`` (the best single trial, if not the
+    default and above it), ``mean`` (the best confirmed mean, no test), ``t`` and ``t/3``
+    (dkd-tune's one-sided paired t-test per pair at LEVEL, and at LEVEL / 3), ``pooled`` (the
+    same test with the difference's standard deviation pooled over the run's pairs)."""
+    out = []
+    sd, df = pooled_sd(rows) if rule == "pooled" else (0.0, 0)
+    for r in rows:
+        if rule == "single":
+            claim = not r["single_is_default"] and r["single"][2] > r["default_value"]
+            out.append((claim, r["single_true"] if claim else r["default_true"]))
+            continue
+        b, d = _best_and_default(r)
+        gains, base = r["candidates"][b]["gains"], r["candidates"][d]["gains"]
+        diff = [x - y for x, y in zip(gains, base, strict=True)]
+        if b == d:
+            claim = False
+        elif rule == "mean":
+            claim = True
+        elif rule == "pooled":
+            t = statistics.mean(diff) / (sd / len(diff) ** 0.5)
+            claim = float(stats.t.sf(t, df)) < LEVEL
+        else:
+            claim = paired_p_value(gains, base) < (LEVEL if rule == "t" else LEVEL / 3)
+        out.append((claim, r["candidates_true"][b] if claim else r["default_true"]))
+    return out
+
+
+RULES = {
+    "single": "single best trial (export before confirmation)",
+    "mean": "best confirmed mean, no test",
+    "t": f"paired t-test per pair, p < {LEVEL} (dkd-tune)",
+    "t/3": f"paired t-test per pair, p < {LEVEL / 3:.4f} (Bonferroni over 3)",
+    "pooled": f"paired test, sd pooled over the run's pairs, p < {LEVEL}",
+}
+
+
+def summarise(rows: list[dict], grid_size: int, args) -> dict:
+    """The figures of bench/RESULTS.md, per arm and decision rule."""
+    print(
+        f"\n{len(args.pairs)} pairs x {args.sampler_seeds} sampler seeds per arm; "
+        f"{args.trials} search trials + confirmation ({args.confirm} seeds); "
+        f"true gain = mean over {args.truth_seeds} unused seeds; grid {grid_size} cells"
+    )
+    table = {}
+    for arm in args.arms.split(","):
+        mine = [r for r in rows if r["arm"] == arm]
+        if not mine:
+            continue
+        compute = statistics.median(r["work"] + r["confirm_runs"] for r in mine)
+        share = statistics.mean(r["confirm_runs"] / (r["work"] + r["confirm_runs"]) for r in mine)
+        print(
+            f"{arm}: compute median {compute:.1f} runs = {100 * compute / grid_size:.0f} % of the "
+            f"grid's, the confirmation {100 * share:.0f} % of it; warm-start trials "
+            f"{sum(r['warm_trials'] for r in mine)}"
+        )
+        runs = {}
+        for r in mine:
+            runs.setdefault(r["sampler_seed"], []).append(r)
+        for rule, label in RULES.items():
+            decided = [x for group in runs.values() for x in decide(group, rule)]
+            order = [r for group in runs.values() for r in group]
+            gaps = [r["grid_best_true"] - true for r, (_, true) in zip(order, decided, strict=True)]
+            claims = [r for r, (claim, _) in zip(order, decided, strict=True) if claim]
+            false = sum(
+                true <= r["default_true"]
+                for r, (claim, true) in zip(order, decided, strict=True)
+                if claim
+            )
+            within = sum(g <= 0.5 for g in gaps)
+            table[(arm, rule)] = (statistics.median(gaps), within, len(gaps), len(claims), false)
+            print(
+                f"  {label}: below the grid's best by median {statistics.median(gaps):.2f} pp "
+                f"(within 0.5 pp in {within}/{len(gaps)}); {len(claims)} claims over the "
+                f"default, {false} false"
+            )
+            if rule == "t":  # the rule re-evaluated here is the one dkd-tune applied
+                assert [c for c, _ in decided] == [r["dkd_tune_claims"] for r in order]
+        for r in mine:
+            b, d = _best_and_default(r)
+            best = r["candidates"][b]
+            print(
+                f"  seed {r['sampler_seed']} {r['pair'][0]}<-{r['pair'][1]}: grid best "
+                f"{r['grid_best_true']:+.2f}, default {r['default_true']:+.2f}; best confirmed "
+                f"T={best['T']:.3g} a={best['alpha']:.2f} {statistics.mean(best['gains']):+.2f} "
+                f"vs {statistics.mean(r['candidates'][d]['gains']):+.2f}, true "
+                f"{r['candidates_true'][b]:+.2f}; single best {r['single_true']:+.2f}"
+            )
+    return table
 
 
 if __name__ == "__main__":

@@ -245,6 +245,14 @@ def _tune_parser() -> _Parser:
         help="recommend only configurations whose confirmed forgetting of the student's own "
         "data is at most P pp (and steer TPE away from the others)",
     )
+    p.add_argument(
+        "--warm-start",
+        choices=("on", "off"),
+        default="off",
+        help="on: each pair study, after its defaults and 3 sampled trials, tries the 3 "
+        "configurations that beat their default by most in the other pairs (default off: it "
+        "did not measure better, bench/RESULTS.md)",
+    )
     return p
 
 
@@ -270,6 +278,7 @@ def cmd_tune(argv: Sequence[str]) -> int:
         retries=a.retries,
         confirm=a.confirm,
         max_forgetting=a.max_forgetting,
+        warm_start=a.warm_start == "on",
         progress=a.progress,
         mode=a.mode,
         clients=a.clients,

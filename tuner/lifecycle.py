@@ -55,14 +55,16 @@ class Outcome:
 
 @dataclass
 class Settings:
-    """What every trial of a worker shares: device, seed base, retries, precision, and the
-    forgetting bound its trials' constraint is measured against (``--max-forgetting``)."""
+    """What every trial of a worker shares: device, seed base, retries, precision, the
+    forgetting bound its trials' constraint is measured against (``--max-forgetting``) and
+    whether searched studies warm-start from the others (``--warm-start``)."""
 
     device: str
     seed: int
     retries: int
     precision: str = "fp32"
     max_forgetting: float | None = None
+    warm_start: bool = False
 
 
 # --- interrupts and registration ----------------------------------------------------------------
@@ -118,8 +120,10 @@ def abandon_running(reason: str) -> None:
 # --- the steps ----------------------------------------------------------------------------------
 
 
-def _claim(study: optuna.Study, task: Task, retries: int) -> optuna.Trial | Outcome:
-    """Ask for a trial and keep it only if the study has room (else an Outcome saying why)."""
+def _claim(study: optuna.Study, task: Task, s: Settings) -> optuna.Trial | Outcome:
+    """Ask for a trial and keep it only if the study has room (else an Outcome saying why);
+    with ``--warm-start``, the kind may enqueue what other studies found good (tuner.warm)."""
+    retries = s.retries
     with interrupts_held():
         trial = study.ask()
         # Registered at once: an interrupt even during the claim must not leave it RUNNING.
@@ -136,6 +140,9 @@ def _claim(study: optuna.Study, task: Task, retries: int) -> optuna.Trial | Outc
         else:
             with contextlib.suppress(Exception):  # best effort: the heartbeat thread beats soon
                 study._storage.record_heartbeat(trial._trial_id)
+            if s.warm_start:
+                with interrupts_held():  # the enqueue happens whole or, if interrupted, not at all
+                    KINDS[task.kind].warm_start(study, task, trial.number)
             return trial
     except BaseException as exc:
         _abandon(study, trial, exc, retries)
@@ -271,7 +278,7 @@ def _give_back(study: optuna.Study, trial: optuna.Trial) -> Outcome:
 
 def run_one(study: optuna.Study, task: Task, bundle: FederationBundle, s: Settings) -> Outcome:
     """Claim one trial of ``study`` and run it to COMPLETE, PRUNED or FAIL."""
-    claimed = _claim(study, task, s.retries)
+    claimed = _claim(study, task, s)
     if isinstance(claimed, Outcome):
         return claimed
     trial = claimed
@@ -305,7 +312,7 @@ def run_batch(
     taken: list[tuple[optuna.Study, optuna.Trial]] = []
     try:
         for study, task in slots:
-            claimed = _claim(study, task, s.retries)
+            claimed = _claim(study, task, s)
             if isinstance(claimed, Outcome):
                 outcomes.append((task.study, claimed))
                 continue

@@ -50,6 +50,7 @@ class TuneOptions:
     retries: int = 2  # extra attempts for a failed trial's configuration
     confirm: int = 3  # fresh seeds for each pair's candidates once tuned (0: no confirmation)
     max_forgetting: float | None = None  # pp of local accuracy a recommendation may forget
+    warm_start: bool = False  # pair studies try other pairs' good configurations (tuner.warm)
     progress: str = "auto"  # auto (live line on a TTY) | live | log | quiet
     workers_per_device: int | None = None  # k workers on every device (instead of --workers N)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the KD steps; objectives.run_trial)

@@ -69,6 +69,7 @@ class WorkerSpec:
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     heartbeat_grace: float = HEARTBEAT_GRACE_S
     max_forgetting: float | None = None  # --max-forgetting: each trial's constraint
+    warm_start: bool = False  # --warm-start: pair studies take other pairs' good configurations
 
 
 @dataclass
@@ -192,7 +193,9 @@ def _take_trials(
     rng = random.Random(hash((spec.seed, spec.index)))
     tasks = {t.study: t for t in spec.tasks}
     failures: dict[str, int] = dict.fromkeys(tasks, 0)
-    settings = Settings(spec.device, spec.seed, spec.retries, spec.precision, spec.max_forgetting)
+    settings = Settings(
+        spec.device, spec.seed, spec.retries, spec.precision, spec.max_forgetting, spec.warm_start
+    )
     while True:
         counts = count_trials(storage, ids.values())
         live = [t for t in spec.tasks if failures[t.study] < MAX_CONSECUTIVE_FAILURES]

@@ -286,12 +286,13 @@ def recommendation(
     trials: Sequence[FrozenTrial],
     confirmations: Sequence[FrozenTrial],
     max_forgetting: float | None = None,
+    level: float = LEVEL,
 ) -> dict[str, Any] | None:
     """The configuration to use for a pair, from its confirmed candidates (docs/design.md §4):
     the candidate with the best mean gain over the fresh seeds (the defaults among them; tuned
     ones only if they forget at most ``max_forgetting`` pp, where given) is recommended only if a
-    one-sided paired t-test over the seeds puts it above its same-student default at level
-    ``LEVEL``; otherwise that default is. None while the confirmation is incomplete."""
+    one-sided paired t-test over the seeds puts it above its same-student default at ``level``;
+    otherwise that default is. None while the confirmation is incomplete."""
     plan = study.user_attrs.get(PLAN_ATTR)
     if not plan:
         return None
@@ -339,7 +340,7 @@ def recommendation(
     default = defaults[best["params"]["position"]]
     tuned = not is_default[best["trial"]]
     p_value = paired_p_value(best["gain"], default["gain"]) if tuned else None
-    beyond = p_value is not None and p_value < LEVEL
+    beyond = p_value is not None and p_value < level
     chosen = best if beyond else default
     return {
         "seeds": seeds,
@@ -349,13 +350,13 @@ def recommendation(
         "difference": best["gain_mean"] - default["gain_mean"] if tuned else None,
         "p_value": p_value,
         "beyond_noise": beyond,
-        "criterion": f"one-sided paired t-test over {len(seeds)} seeds, p < {LEVEL}",
+        "criterion": f"one-sided paired t-test over {len(seeds)} seeds, p < {level:g}",
         "max_forgetting": max_forgetting,
     }
 
 
 def recommendations(
-    storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy]
+    storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy], level: float = LEVEL
 ) -> dict[str, dict[str, Any] | None]:
     """Each pair study's recommendation (None where its confirmation is missing)."""
     out: dict[str, dict[str, Any] | None] = {}
@@ -369,7 +370,7 @@ def recommendations(
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
         confirmations = storage.get_all_trials(names[confirm_name]._study_id, deepcopy=False)
         limit = s.user_attrs.get("run", {}).get("max_forgetting")
-        out[s.study_name] = recommendation(s, trials, confirmations, limit)
+        out[s.study_name] = recommendation(s, trials, confirmations, limit, level)
     return out
 
 

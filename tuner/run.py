@@ -120,7 +120,8 @@ def start(
             )
             record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
                        seed=opts.seed, retries=opts.retries,
-                       max_forgetting=opts.max_forgetting)  # fmt: skip
+                       max_forgetting=opts.max_forgetting,
+                       warm_start=opts.warm_start)  # fmt: skip
             enqueue_missing_retries(
                 optuna.load_study(study_name=task.study, storage=storage), opts.retries
             )
@@ -194,6 +195,7 @@ def join(
             opts.trials = run["budget"] or opts.trials
         opts.sampler, opts.pruner = run["sampler"], run["pruner"]
         opts.max_forgetting = run.get("max_forgetting")
+        opts.warm_start = run.get("warm_start", False)
         opts.seed, opts.retries = (
             run["seed"] + 7_919,
             run["retries"],
@@ -300,6 +302,7 @@ def run_tasks(
         seed=opts.seed,
         retries=opts.retries,
         max_forgetting=opts.max_forgetting,
+        warm_start=opts.warm_start,
         log=progress.mode == "log",
         **settings,
     )

@@ -103,10 +103,13 @@ def record_run(
     seed: int,
     retries: int,
     max_forgetting: float | None = None,
+    warm_start: bool = False,
 ) -> None:
     """The latest run's settings, which ``dkd-tune worker`` reads to join it."""
     run = {"budget": budget, "sampler": sampler, "pruner": pruner, "seed": seed, "retries": retries}
     if max_forgetting is not None:
         run["max_forgetting"] = max_forgetting
+    if warm_start:
+        run["warm_start"] = True
     if storage.get_study_user_attrs(study_id).get("run") != run:
         storage.set_study_user_attr(study_id, "run", run)

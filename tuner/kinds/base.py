@@ -125,6 +125,11 @@ class StudyKind:
         """Suggest (or read back) the trial's parameters and say how to run it."""
         raise NotImplementedError
 
+    def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:
+        """Enqueue what the kind's other studies found good if the claim numbered ``number`` is
+        the one that does (``--warm-start``); return how many. Default: no warm start."""
+        return 0
+
     #: What the objective value is, for worker logs.
     value_name: ClassVar[str] = "gain"
 

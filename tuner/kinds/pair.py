@@ -15,6 +15,7 @@ from objectives import FederationBundle, TrialResult, run_trial
 from objectives.batched import TrialSpec
 
 from ..space import parse_space
+from ..warm import WARM_TRIALS, enqueue_warm, warm_at
 from .base import (
     Job,
     OnEval,
@@ -140,6 +141,13 @@ class PairKind(StudyKind):
 
         attrs = {"student": student, "teacher": teacher, "seed": spec.seed, "precision": precision}
         return Job(params, attrs, call, finish, spec=spec)
+
+    def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:
+        if number != warm_at(task.space):
+            return 0
+        # Never more than the budget can run: a warm trial left WAITING would wait forever.
+        room = WARM_TRIALS if task.budget is None else task.budget - number - 1
+        return enqueue_warm(study, task.space, min(room, WARM_TRIALS))
 
     def describe(self, params: dict[str, Any]) -> str:
         return (
