@@ -6,7 +6,7 @@ and no confirmation uses (from ``TRUTH_SEED_BASE``). Per pair (student ← teach
 ``kl``, transfer set ``public``, T and α searched):
 
 1. the grid: every (T, α) of 7 temperatures × 6 α at every truth seed; its best cell by true gain
-   is the target, and the default cell (T = 1, α = 0.5) is the default's true gain;
+   is the target; the default (T = 1, α = 0.5, off the grid) is measured the same way;
 2. the search: the real pipeline, ``dkd-tune --pairs … --trials N --confirm K`` (a subprocess on
    its own SQLite file, the space narrowed with ``--set search.…``), once per sampler seed, cold
    (``--warm-start off``) and warm (``--warm-start on``);
@@ -93,6 +93,7 @@ class TruthCache:
 
     def fill(self, jobs: list[tuple], pool: ProcessPoolExecutor, say=print) -> None:
         """Run the jobs not cached yet (in parallel), saving as they finish."""
+        self.load()  # another stage's process may have run some meanwhile
         todo = [j for j in dict.fromkeys(jobs) if self.key(j) not in self.data]
         if not todo:
             return
@@ -105,7 +106,14 @@ class TruthCache:
                 rate = n / (time.perf_counter() - start) * 60
                 say(f"  {n}/{len(todo)} truth runs, {rate:.1f}/min", flush=True)
 
+    def load(self) -> None:
+        if self.path.is_file():
+            self.data = {**json.loads(self.path.read_text()), **self.data}
+
     def save(self) -> None:
+        """Merge into the file (a grid stage and a search stage may run at once) and replace
+        it whole."""
+        self.load()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=0, sort_keys=True))
@@ -189,12 +197,18 @@ def main() -> None:
     parser.add_argument("--grid-t", type=float, nargs="+", default=GRID_T, metavar="T")
     parser.add_argument("--grid-alpha", type=float, nargs="+", default=GRID_ALPHA, metavar="A")
     parser.add_argument("--truth-seeds", type=int, default=5)
-    parser.add_argument("--sampler-seeds", type=int, default=3)
+    parser.add_argument("--sampler-seeds", type=int, default=2)
     parser.add_argument("--trials", type=int, default=8, help="search trials per pair (8 = 19 %%)")
     parser.add_argument("--confirm", type=int, default=3)
     parser.add_argument("--arms", default="cold,warm")
     parser.add_argument("--jobs", type=int, default=2, help="processes (truth runs, workers)")
-    parser.add_argument("--stage", choices=("grid", "all"), default="all")
+    parser.add_argument(
+        "--stage",
+        choices=("grid", "search", "all"),
+        default="all",
+        help="grid: only the grid's true gains; search: only the searches and their picks' "
+        "true gains (the two can run at once); all: both, then the figures",
+    )
     parser.add_argument("--cache", default=str(HERE / "results" / "search_truth.json"))
     parser.add_argument("--runs", default=str(HERE / "results" / "search_runs"))
     parser.add_argument("--out", default=str(HERE / "results" / "search_efficiency.json"))
@@ -209,15 +223,16 @@ def main() -> None:
     )
     seeds = [TRUTH_SEED_BASE + i for i in range(args.truth_seeds)]
     cells = [(t, a) for t in args.grid_t for a in args.grid_alpha]
-    assert DEFAULT in cells, "the grid must hold the default (T = 1, alpha = 0.5)"
+    measured = [*cells, DEFAULT] if DEFAULT not in cells else cells  # α = 0.5 is off the grid
     pool = ProcessPoolExecutor(args.jobs, initializer=_init_worker, initargs=(args.config,))
     print(f"grid: {len(cells)} cells x {len(seeds)} truth seeds per pair", flush=True)
-    grid_jobs = [(s, t, *c, seed) for s, t in args.pairs for c in cells for seed in seeds]
-    cache.fill(grid_jobs, pool)
+    grid_jobs = [(s, t, *c, seed) for s, t in args.pairs for c in measured for seed in seeds]
+    if args.stage != "search":
+        cache.fill(grid_jobs, pool)
     grid = {}
-    for s, t in args.pairs:
-        means = {c: statistics.mean(cache.truth(s, t, *c, seeds)) for c in cells}
-        best = max(means, key=means.__getitem__)
+    for s, t in args.pairs if args.stage != "search" else ():
+        means = {c: statistics.mean(cache.truth(s, t, *c, seeds)) for c in measured}
+        best = max(cells, key=means.__getitem__)
         grid[(s, t)] = {"means": means, "best": best}
         print(
             f"{s} <- {t}: grid best by true gain {means[best]:+.2f} at T={best[0]}, "
@@ -232,9 +247,12 @@ def main() -> None:
             run = read_run(search(args, arm, seed), recipe.eval_points)
             jobs = []
             for pair, r in run.items():
-                for c in [r["single"][:2]] + [_cell(c) for c in r["candidates"]]:
+                b, _ = _best_and_default(r)  # what any rule may recommend, and the single best
+                for c in (r["single"][:2], _cell(r["candidates"][b])):
                     jobs += [(*pair, *c, x) for x in seeds]
             cache.fill(jobs, pool)
+            if args.stage == "search":
+                continue
             for pair, r in run.items():
                 g = grid[pair]
 
@@ -251,10 +269,12 @@ def main() -> None:
                         "grid_best_true": g["means"][g["best"]],
                         "default_true": g["means"][DEFAULT],
                         "single_true": true(r["single"][:2]),
-                        "candidates_true": [true(_cell(c)) for c in r["candidates"]],
+                        "best_true": true(_cell(r["candidates"][_best_and_default(r)[0]])),
                     }
                 )
     pool.shutdown()
+    if args.stage == "search":
+        return
     summarise(rows, len(cells), args)
     Path(args.out).write_text(
         json.dumps(
@@ -328,7 +348,7 @@ def decide(rows: list[dict], rule: str) -> list[tuple[bool, float]]:
             claim = float(stats.t.sf(t, df)) < LEVEL
         else:
             claim = paired_p_value(gains, base) < (LEVEL if rule == "t" else LEVEL / 3)
-        out.append((claim, r["candidates_true"][b] if claim else r["default_true"]))
+        out.append((claim, r["best_true"] if claim else r["default_true"]))
     return out
 
 
@@ -390,7 +410,7 @@ def summarise(rows: list[dict], grid_size: int, args) -> dict:
                 f"{r['grid_best_true']:+.2f}, default {r['default_true']:+.2f}; best confirmed "
                 f"T={best['T']:.3g} a={best['alpha']:.2f} {statistics.mean(best['gains']):+.2f} "
                 f"vs {statistics.mean(r['candidates'][d]['gains']):+.2f}, true "
-                f"{r['candidates_true'][b]:+.2f}; single best {r['single_true']:+.2f}"
+                f"{r['best_true']:+.2f}; single best {r['single_true']:+.2f}"
             )
     return table
 
