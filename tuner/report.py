@@ -32,6 +32,7 @@ from .report_data import (
     best_distribution,
     collect,
     describe,
+    recommended_figures,
     student_role,
 )
 from .results import LEVEL, Cell, read_cells
@@ -480,11 +481,16 @@ def recommendation_section(d: ReportData) -> Section | None:
             "best tuned − default", "p (one-sided paired t)", "beyond noise",
             "forgetting (pp)", "seeds")  # fmt: skip
     beyond = sum(1 for r in d.recommended if r["beyond_noise"])
+    needs, ratio = recommended_figures(d.recommended)
     intro = (
         f"<p>Each pair's 3 best configurations and the same-student default re-run with fresh "
         f"seeds: a tuned configuration is recommended only where a one-sided paired t-test over "
         f"the seeds puts it above the default (p &lt; {LEVEL}); {beyond} of "
         f"{len(d.recommended)} pairs. Gains and forgetting: mean ± std over the seeds.</p>"
+        f"<p>The poster's figures on the recommendations: T ≠ 1 or α ≠ 0.5 recommended in "
+        f"<b>{needs} of {len(d.recommended)}</b> pairs; recommended / default gain "
+        f"<b>{num(ratio.mean, '.2f')}× mean, {num(ratio.median, '.2f')}× median</b> over "
+        f"{ratio.used} pairs ({ratio.excluded} left out: their default gains nothing).</p>"
     )
     return Section("recommended", "Recommended per pair", intro + table(head, rows))
 

@@ -212,6 +212,24 @@ class Summary:
         return self.needs_tuning / self.compared if self.compared else None
 
 
+def recommended_figures(rows: Sequence[dict]) -> tuple[int, Ratios]:
+    """The poster's two figures on the recommended configurations: the pairs whose
+    recommendation is tuned with T ≠ 1 or α ≠ 0.5 (a tuned one is recommended only beyond
+    noise), and the recommended / confirmed default gain (where the default gains at all)."""
+    needs = sum(
+        1
+        for r in rows
+        if not r["recommended_is_default"] and not is_default_t_alpha(r["recommended_params"])
+    )
+    ratios = Ratios.of(
+        r["recommended_gain_mean"] / r["confirmed_default_gain_mean"]
+        if r["confirmed_default_gain_mean"] > 0
+        else None
+        for r in rows
+    )
+    return needs, ratios
+
+
 @dataclass
 class ReportData:
     """Everything the report shows for one federation's pair studies."""

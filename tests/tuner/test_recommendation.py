@@ -168,6 +168,16 @@ def test_report_and_notes_carry_the_recommendation(confirmed: dict, tmp_path) ->
     page = out.read_text()
     assert 'id="recommended"' in page and page.count("<td>0-1</td>") >= 1
     rows = {r["pair"]: r for r in pair_rows(get_storage(url))}
+    # The poster's figures on the recommendations, recomputed from the exported rows.
+    tuned = [r for r in rows.values() if not r["recommended_is_default"]
+             and (r["recommended_params"]["temperature"], r["recommended_params"]["alpha"])
+             != (1.0, 0.5)]  # fmt: skip
+    assert f"<b>{len(tuned)} of {len(rows)}</b> pairs" in page
+    ratios = [r["recommended_gain_mean"] / r["confirmed_default_gain_mean"]
+              for r in rows.values() if r["confirmed_default_gain_mean"] > 0]  # fmt: skip
+    if ratios:
+        assert f"<b>{statistics.fmean(ratios):.2f}× mean" in page
+        assert f"over {len(ratios)} pairs ({len(rows) - len(ratios)} left out" in page
     for pair in PAIRS:
         note = get_note(optuna.load_study(study_name=f"tiny/{pair}", storage=url))
         assert "**Recommended**" in note and f"{rows[pair]['seeds']} seeds" in note
