@@ -139,6 +139,8 @@ def search(args, arm: str, seed: int) -> Path:
     """One search run through dkd-tune itself (resumed if its storage exists)."""
     db = Path(args.runs) / f"{arm}-seed{seed}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
+    if _complete(db, len(args.pairs)):
+        return db  # a finished run: no need to start dkd-tune to find nothing to do
     cmd = [sys.executable, "-m", "tuner", "--config", args.config,
            "--pairs", ",".join(f"{s}-{t}" for s, t in args.pairs),
            "--trials", str(args.trials), "--confirm", str(args.confirm), "--seed", str(seed),
@@ -152,6 +154,15 @@ def search(args, arm: str, seed: int) -> Path:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     print(f"  {arm} seed {seed}: search and confirmation in {time.perf_counter() - start:.0f} s")
     return db
+
+
+def _complete(db: Path, pairs: int) -> bool:
+    """Whether the storage holds every pair's recommendation (its search and confirmation done)."""
+    if not db.is_file():
+        return False
+    storage = open_storage(f"sqlite:///{db}")
+    recs = recommendations(storage, pair_studies(storage))
+    return len(recs) == pairs and all(r is not None for r in recs.values())
 
 
 def read_run(db: Path, eval_points: int) -> dict[tuple[int, int], dict]:
