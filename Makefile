@@ -69,8 +69,9 @@ bench: install
 	  $(PY) bench/trial_throughput.py --device $(BENCH_DEVICE) --model resnet18 --precision bf16 --repeats 3 --batch-trials 8; \
 	fi
 
-# Search efficiency, TPE + median pruning against the T x alpha grid (about 20 min on 2 idle CPU
-# cores; the grid's gains are cached in bench/results/search_grid.json and reused).
+# Search efficiency on fresh seeds: dkd-tune's recommendation against the T x alpha grid, cold and
+# warm start (about 90 min on 2 idle CPU cores; true gains are cached in
+# bench/results/search_truth.json and the search storages in bench/results/search_runs/).
 bench-search: install
 	$(PY) bench/search_efficiency.py
 
