@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import statistics
 import subprocess
@@ -84,7 +85,8 @@ class TruthCache:
 
     def __init__(self, path: Path, context: dict) -> None:
         self.path = path
-        self.prefix = json.dumps(context, sort_keys=True)
+        # A digest of the federation hash and KD recipe (their full text was most of the file).
+        self.prefix = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
         self.data: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
     def key(self, job: tuple[int, int, float, float, int]) -> str:
