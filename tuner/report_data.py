@@ -36,6 +36,7 @@ from .results import (
 )
 from .space import DEFAULT_PARAMS
 from .storage import mask
+from .warm import role
 
 #: Noise (pp) assumed before any pair is confirmed: on the embedded Fashion-MNIST default, the
 #: root mean square of the 45 confirmed pairs' noise (3 seeds) is 0.97 pp, their median 0.67 pp
@@ -438,8 +439,7 @@ def student_role(pair: PairResult) -> str | None:
     """Whether the best makes the less or the more accurate member the student."""
     if pair.student is None or pair.teacher is None:
         return None
-    mine, theirs = pair.accuracy_before[pair.student], pair.accuracy_before[pair.teacher]
-    return "weaker" if mine < theirs else "stronger" if mine > theirs else "equal"
+    return role(pair.accuracy_before[pair.student], pair.accuracy_before[pair.teacher])
 
 
 def pooled_importances(

@@ -39,11 +39,16 @@ def warm_at(space: SearchSpace) -> int:
     return len(space.defaults()) + WARM_AFTER
 
 
+def role(mine: float, theirs: float) -> str:
+    """The student's role by accuracy before KD: ``weaker``, ``stronger`` or ``equal``."""
+    return "weaker" if mine < theirs else "stronger" if mine > theirs else "equal"
+
+
 def _role(attrs: dict[str, Any], position: str) -> str:
-    """``weaker`` when the position's member has the lower accuracy before KD, else ``stronger``."""
+    """The role of the pair study's member at ``position`` (its attrs hold both accuracies)."""
     mine, other = (("accuracy_a", "accuracy_b") if position == "a"
                    else ("accuracy_b", "accuracy_a"))  # fmt: skip
-    return "weaker" if attrs[mine] < attrs[other] else "stronger"
+    return role(attrs[mine], attrs[other])
 
 
 def _position(attrs: dict[str, Any], role: str) -> str:
@@ -124,4 +129,4 @@ def enqueue_warm(study: optuna.Study, space: SearchSpace, k: int = WARM_TRIALS) 
     return len(todo)
 
 
-__all__ = ["WARM_AFTER", "WARM_ATTR", "WARM_TRIALS", "choose", "enqueue_warm", "warm_at"]
+__all__ = ["WARM_AFTER", "WARM_ATTR", "WARM_TRIALS", "choose", "enqueue_warm", "role", "warm_at"]
