@@ -17,13 +17,15 @@ import sys
 
 def _interrupt(_signum: int, _frame: object) -> None:
     """The first SIGINT/SIGTERM interrupts (once the trial being claimed is registered, see
-    lifecycle.interrupts_held); later ones are ignored, so that a second Ctrl-C cannot cut short
-    the marking of the running trial as FAIL."""
+    lifecycle.interrupts_held); later ones are ignored, so that a second Ctrl-C — or the
+    parent's SIGTERM a grace period after a Ctrl-C — cannot cut short the marking of the running
+    trial as FAIL. Ignored from the first one on, deferred or not: a deferred interrupt is raised
+    when the claim ends, and its clean-up must not be interrupted either."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     lifecycle = sys.modules.get("tuner.lifecycle")  # not imported yet: no trial to protect
     if lifecycle is not None and lifecycle.defer_interrupt():
         return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
