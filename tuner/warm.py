@@ -17,7 +17,7 @@ space, or already tried here, are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -106,10 +106,15 @@ def choose(
     return out
 
 
-def enqueue_warm(study: optuna.Study, space: SearchSpace, k: int = WARM_TRIALS) -> int:
+def enqueue_warm(
+    study: optuna.Study,
+    space: SearchSpace,
+    is_pair: Callable[[dict[str, Any]], bool],
+    k: int = WARM_TRIALS,
+) -> int:
     """Enqueue up to ``k`` warm-start configurations for ``study`` from the other pair studies
-    of its federation; return how many (called once per study, by the claim numbered
-    :func:`warm_at`)."""
+    (those whose attrs satisfy ``is_pair``, the kind's rule) of its federation; return how many
+    (called once per study, by the claim numbered :func:`warm_at`)."""
     if k <= 0:
         return 0
     storage = study._storage
@@ -119,8 +124,7 @@ def enqueue_warm(study: optuna.Study, space: SearchSpace, k: int = WARM_TRIALS) 
         (s.study_name, s.user_attrs, storage.get_all_trials(s._study_id, deepcopy=False))
         for s in storage.get_all_studies()
         if s._study_id != own_id
-        and s.user_attrs.get("mode", "pair") == "pair"
-        and "pair" in s.user_attrs
+        and is_pair(s.user_attrs)
         and s.user_attrs.get("federation_hash") == own.get("federation_hash")
     ]
     todo = choose(own, storage.get_all_trials(own_id, deepcopy=False), space, others, k)

@@ -1,6 +1,6 @@
 """Study kinds (docs/design.md §5): the contract in ``base``, one module per kind."""
 
-from .base import Job, OnEval, Queued, StudyKind, Task, config_record
+from .base import Job, OnEval, Queued, StudyKind, Task, config_record, mode_of
 from .cell import CellKind
 from .client import ClientKind
 from .confirmation import ConfirmationKind
@@ -13,9 +13,8 @@ KINDS: dict[str, StudyKind] = {
 
 
 def kind_of(attrs: dict) -> StudyKind | None:
-    """The kind of a stored study from its user attrs (pair studies written before kinds had a
-    ``mode`` hold a ``pair``); None for a study that is not dkd-tune's."""
-    mode = attrs.get("mode") or ("pair" if "pair" in attrs else None)
+    """The kind of a stored study from its user attrs (see :func:`~.base.mode_of`)."""
+    mode = mode_of(attrs)
     return KINDS.get(mode) if mode else None
 
 

@@ -138,6 +138,12 @@ class StudyKind:
         return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+def mode_of(attrs: dict[str, Any]) -> str | None:
+    """The kind name a stored study's user attrs say (pair studies written before kinds had a
+    ``mode`` hold a ``pair``); None for a study that is not dkd-tune's."""
+    return attrs.get("mode") or ("pair" if "pair" in attrs else None)
+
+
 def missing_defaults(task: Task, trials: Sequence[FrozenTrial], field: str) -> list[Queued]:
     """A searched kind's default trials that the study lacks, each named in the user attr
     ``default`` by its value of ``field`` (the pair's position, the client's aggregation)."""

@@ -24,6 +24,7 @@ from .base import (
     Task,
     config_record,
     missing_defaults,
+    mode_of,
     stored_config,
 )
 
@@ -147,7 +148,9 @@ class PairKind(StudyKind):
             return 0
         # Never more than the budget can run: a warm trial left WAITING would wait forever.
         room = WARM_TRIALS if task.budget is None else task.budget - number - 1
-        return enqueue_warm(study, task.space, min(room, WARM_TRIALS))
+        return enqueue_warm(
+            study, task.space, lambda attrs: mode_of(attrs) == self.name, min(room, WARM_TRIALS)
+        )
 
     def describe(self, params: dict[str, Any]) -> str:
         return (
