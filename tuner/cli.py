@@ -511,12 +511,16 @@ def cmd_confirm(argv: Sequence[str]) -> int:
 
 
 def cmd_dashboard(argv: Sequence[str]) -> int:
-    from .dashboard import DEFAULT_HOST, DEFAULT_PORT, serve
+    from .dashboard import DEFAULT_HOST, DEFAULT_PORT, check_edits, serve
 
     p = _parser(
         f"{PROG} dashboard",
-        "Serve optuna-dashboard on the storage: every pair study, its trials and its note.",
-        f"  {PROG} dashboard\n  {PROG} dashboard --storage sqlite:///runs/fm.db --port 0",
+        "Serve optuna-dashboard on the storage: every pair study, its trials and its note. "
+        "Read-only: every write (deleting a study, editing a note) is refused unless "
+        "--allow-edits, which only a loopback host takes. On a cluster, keep the default host "
+        "and tunnel: ssh -L 8080:127.0.0.1:8080 NODE, then open http://127.0.0.1:8080/dashboard.",
+        f"  {PROG} dashboard\n  {PROG} dashboard --storage sqlite:///runs/fm.db --port 0\n"
+        f"  {PROG} dashboard --allow-edits   # notes editable, on 127.0.0.1 only",
     )
     _add_storage(p)
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
@@ -526,12 +530,19 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
         default=DEFAULT_PORT,
         help=f"port (default {DEFAULT_PORT}; 0 takes a free one)",
     )
+    p.add_argument(
+        "--allow-edits",
+        action="store_true",
+        help="let the browser change the storage (notes, deleting studies, telling trials); "
+        "only on a loopback --host. Default: read-only, every write refused",
+    )
     a = p.parse_args(argv)
     if not 0 <= a.port <= 65535:
         raise UsageError(f"--port {a.port} is not a port: use 0..65535")
+    check_edits(a.host, a.allow_edits)
     _existing_storage(a.storage)
     try:
-        serve(a.storage, a.host, a.port, say=_say)
+        serve(a.storage, a.host, a.port, say=_say, allow_edits=a.allow_edits)
     except KeyboardInterrupt:
         print("dashboard stopped", file=sys.stderr)
     return 0

@@ -54,7 +54,7 @@ class CompareOptions:
             config=self.config, storage=self.storage, overrides=self.overrides,
             bundles=self.bundles, devices=self.devices, workers=self.workers,
             workers_per_device=self.workers_per_device, retries=self.retries,
-            progress=self.progress, sampler="random", pruner="none",
+            progress=self.progress,
         )  # fmt: skip
         if self.heartbeat_interval is not None:
             opts.heartbeat_interval = self.heartbeat_interval

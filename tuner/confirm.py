@@ -224,7 +224,7 @@ def confirm(
     if not isinstance(repeats, int) or repeats < 2:
         raise UsageError(f"--repeats {repeats} gives no spread: use 2 or more, e.g. --repeats 3")
     opts = TuneOptions(**{"progress": "quiet", **pool}, storage=url, devices=devices,
-                       bundles=bundles, sampler="random", pruner="none")  # fmt: skip
+                       bundles=bundles)  # fmt: skip
     check_options(opts)
     device_list = parse_devices(devices)
     check_storage(url)

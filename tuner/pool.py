@@ -292,6 +292,19 @@ def run_pool(specs: list[WorkerSpec]) -> list[WorkerReport]:
     return [c.report for c in children]  # type: ignore[misc]
 
 
+@contextlib.contextmanager
+def blocked_signals() -> Iterator[None]:
+    """Block Ctrl-C and SIGTERM in the calling thread while a worker process is started: the
+    child inherits the mask, so a Ctrl-C while it is still importing waits until its handlers
+    are in place (tuner.worker_process unblocks them) instead of printing a traceback. The
+    parent's own Ctrl-C still reaches its main thread (signal masks are per thread)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class _Child:
     """One worker process: the spec goes in on stdin, ``(report, error)`` comes back on a pipe
     of its own (stdout stays the terminal's, for the trial log lines)."""
@@ -305,12 +318,13 @@ class _Child:
         # The child imports tuner from where this process did, whatever its working folder.
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tuner.worker_process", str(write)],
-            stdin=subprocess.PIPE,
-            pass_fds=(write,),
-            env=env,
-        )
+        with blocked_signals():
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tuner.worker_process", str(write)],
+                stdin=subprocess.PIPE,
+                pass_fds=(write,),
+                env=env,
+            )
         os.close(write)
         self._result = b""
         # Read while the child runs: a result larger than the pipe buffer would block it.

@@ -19,11 +19,12 @@ import optuna
 
 from objectives import StudyConfig, bundle_path, check_federation, load_config
 
+from .applies import check_used, ignored_line
 from .budget import enqueue_missing_retries
 from .db import count_trials, database_errors, open_storage, quiet_optuna
 from .errors import RunError, StorageError, UsageError
 from .fleet import SETTINGS_ATTR, check_bundle, record_bundle, record_settings
-from .kinds import KINDS, Task, config_record
+from .kinds import KINDS, StudyKind, Task, config_record
 from .kinds.client import NeighbourhoodSpace
 from .lifecycle import abandon_running
 from .notes import write_notes
@@ -82,11 +83,19 @@ def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
     else:
         targets = parse_pairs(opts.pairs, config.federation.participants)
     kind = KINDS[opts.mode]
+    check_used(opts, phases(opts))
     tasks = [
         Task(kind.study_name(config.name, t), kind.name, tuple(t), config, space, opts.trials)
         for t in targets
     ]
     return config, tasks, parse_devices(opts.devices)
+
+
+def phases(opts: TuneOptions) -> list[list[StudyKind]]:
+    """The kinds of studies a tuning run serves, phase by phase: the pair (or client) studies,
+    then, in pair mode with ``--confirm K``, their confirmation."""
+    first = [KINDS[opts.mode]]
+    return [first, [KINDS["confirm"]]] if opts.mode == "pair" and opts.confirm else [first]
 
 
 def start(
@@ -204,6 +213,7 @@ def join(
             if key not in own and hasattr(opts, key):
                 setattr(opts, key, value)
         check_options(opts)
+        check_used(opts, [[KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]])
         for config in {t.config.name: t.config for t in tasks}.values():
             path = bundle_path(config, opts.bundles)
             if not (path / "meta.json").is_file():
@@ -283,10 +293,10 @@ def run_tasks(
 ) -> RunSummary:
     """Serve the tasks' (set-up) studies with the pool until their work is done; then write the
     dashboard notes. Worker settings are recorded so that ``dkd-tune worker`` can join."""
-    if opts.precision != "fp32" and any(t.kind != "pair" for t in tasks):
-        raise UsageError(f"--precision {opts.precision} is for pair studies: drop it")
-    if opts.batch_trials != 1 and not any(KINDS[t.kind].batchable for t in tasks):
-        raise UsageError(f"--batch-trials {opts.batch_trials} is for pair studies: drop it")
+    kinds = [KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]
+    line = ignored_line(opts, kinds, "/".join(k.name for k in kinds) + " studies")
+    if line:
+        say(line)
     settings = _settings(opts)
     with database_errors(opts.storage):
         started = time.monotonic()

@@ -14,6 +14,9 @@ import pickle
 import signal
 import sys
 
+#: The signals that stop a worker (Ctrl-C, a process manager's stop).
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
 
 def _interrupt(_signum: int, _frame: object) -> None:
     """The first SIGINT/SIGTERM interrupts (once the trial being claimed is registered, see
@@ -35,15 +38,19 @@ def main(result_fd: int) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     report, error = None, None
     try:
-        from .pool import work  # after the signal handlers: an early Ctrl-C is caught too
+        # The parent started this process with both signals blocked (pool.blocked_signals), so
+        # a Ctrl-C while the interpreter and the package were still importing waited; it is
+        # delivered here, to the handlers above, inside this guard: one clean exit, no traceback.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        from .pool import work
 
         report = work(pickle.load(sys.stdin.buffer))
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in _interrupt: finish the clean-up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        from .lifecycle import abandon_running  # imported by work: the trials it left open
-
-        abandon_running("interrupted (Ctrl-C)")
+        lifecycle = sys.modules.get("tuner.lifecycle")  # not imported yet: no trial was claimed
+        if lifecycle is not None:
+            lifecycle.abandon_running("interrupted (Ctrl-C)")
         error = KeyboardInterrupt()
     except BaseException as exc:
         error = exc

@@ -4,6 +4,7 @@ run the tuner on real SQLite files."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy
 
 from objectives import load_config, prepare_federation
-from tuner import TuneOptions
+from tuner import TuneOptions, tune
 
 TINY = """\
 name = "tiny"
@@ -69,6 +70,33 @@ def opts(tiny: dict, tmp_path: Path):
         return TuneOptions(**base)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tuned(tiny: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A finished run as a user gets it: ``dkd-tune --pairs 0-1,1-2 --trials 4`` on the tiny
+    federation with every other default on (TPE, the quartile pruner, confirmation with 3 seeds).
+    Read it through :func:`tuned_copy` when a test may write."""
+    folder = tmp_path_factory.mktemp("tuned")
+    url = f"sqlite:///{folder / 'run.db'}"
+    opts = TuneOptions(config=tiny["config"], bundles=tiny["bundles"], storage=url,
+                       pairs="0-1,1-2", trials=4, progress="quiet")  # fmt: skip
+    tune(opts, say=lambda _m: None)
+    return {"url": url, "path": folder / "run.db", "studies": ["tiny/0-1", "tiny/1-2"], **tiny}
+
+
+@pytest.fixture
+def tuned_copy(tuned: dict, tmp_path: Path) -> dict:
+    """A copy of the :func:`tuned` run's database in this test's folder, through SQLite's backup
+    (the file alone may lack commits still in its write-ahead log)."""
+    path = tmp_path / "run.db"
+    src, dst = sqlite3.connect(tuned["path"]), sqlite3.connect(path)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return {**tuned, "url": f"sqlite:///{path}", "path": path}
 
 
 #: A PostgreSQL server the tests may create throw-away databases on (trust auth by default).

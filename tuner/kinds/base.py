@@ -76,6 +76,10 @@ class StudyKind:
     fixed: ClassVar[bool] = False
     #: True when its trials can be trained K at once (``--batch-trials``).
     batchable: ClassVar[bool] = False
+    #: The ``--precision`` values its trials run in (tuner.applies: others are not used).
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: True when its trials report evaluation points a pruner decides on (``--pruner``).
+    prunable: ClassVar[bool] = False
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         raise NotImplementedError

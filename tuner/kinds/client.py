@@ -88,6 +88,7 @@ class NeighbourhoodSpace:
 
 class ClientKind(StudyKind):
     name = "neighbourhood"
+    prunable = True
     phrases: ClassVar[dict[str, str]] = {
         **StudyKind.phrases,
         "neighbours": "learned from neighbours {have}, the config's [topology] gives {want}",

@@ -13,17 +13,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives import (
-    AGGREGATIONS,
-    DIVERGENCES,
-    TRANSFER_SETS,
-    FederationBundle,
-    TrialResult,
-    run_trial,
-)
+from objectives import AGGREGATIONS, DIVERGENCES, TRANSFER_SETS, FederationBundle
+from objectives.trial import PRECISIONS
 
-from .base import Job, OnEval, Queued, StudyKind, Task, config_record, missing, stored_config
-from .pair import finish
+from .base import Job, Queued, StudyKind, Task, config_record, missing, stored_config
+from .pair import kd_job
 
 #: Bounds of the distributions confirmation parameters are stored under (wide: they hold
 #: whatever a pair study sampled).
@@ -45,6 +39,8 @@ def _key(params: dict[str, Any]) -> tuple:
 class ConfirmationKind(StudyKind):
     name = "confirm"
     fixed = True
+    batchable = True
+    precisions = PRECISIONS
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         return f"{federation}/{target[0]}-{target[1]}/confirm"
@@ -90,19 +86,11 @@ class ConfirmationKind(StudyKind):
             "candidate": trial.suggest_int("candidate", 0, MAX_TRIAL),
             "seed": trial.suggest_int("seed", 0, MAX_SEED),
         }
-        a, b = task.target
-        student, teacher = (a, b) if params["position"] == "a" else (b, a)
-
-        def call(_on_eval: OnEval | None) -> TrialResult:
-            return run_trial(
-                bundle, student, [teacher], temperature=params["temperature"],
-                alpha=params["alpha"], divergence=params["divergence"],
-                transfer_set=params["transfer_set"], aggregation=params["aggregation"],
-                seed=params["seed"], device=device, recipe=task.config.kd,
-            )  # fmt: skip
-
-        attrs = {"student": student, "teacher": teacher}
-        return Job(params, attrs, call, finish, prunable=False)
+        # Its seed is a parameter (shared with the default's run), not the trial number's.
+        return kd_job(
+            params, task, bundle, seed=params["seed"], device=device, precision=precision,
+            prunable=False,
+        )  # fmt: skip
 
     def describe(self, params: dict[str, Any]) -> str:
         return f"trial #{params.get('candidate')} seed {params.get('seed')}"

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial
 
 from objectives import FederationBundle, TrialResult, run_trial
 from objectives.batched import TrialSpec
+from objectives.trial import PRECISIONS
 
 from ..space import parse_space
 from ..warm import WARM_TRIALS, enqueue_warm, warm_at
@@ -56,9 +57,50 @@ def study_name(federation: str, pair: tuple[int, int]) -> str:
     return f"{federation}/{pair[0]}-{pair[1]}"
 
 
+def kd_job(
+    params: dict[str, Any],
+    task: Task,
+    bundle: FederationBundle,
+    *,
+    seed: int,
+    device: str,
+    precision: str,
+    prunable: bool = True,
+) -> Job:
+    """The job of one KD round of a pair (a pair trial, or a confirmation run of one): the
+    student the position names learns from the other member, alone (``call``) or with other
+    trials in one batch (``spec``, objectives.batched)."""
+    a, b = task.target
+    student, teacher = (a, b) if params["position"] == "a" else (b, a)
+    spec = TrialSpec(
+        student=student,
+        teachers=(teacher,),
+        temperature=params["temperature"],
+        alpha=params["alpha"],
+        divergence=params["divergence"],
+        transfer_set=params["transfer_set"],
+        aggregation=params.get("aggregation", "avg"),
+        seed=seed,
+    )
+    recipe = task.config.kd
+
+    def call(on_eval: OnEval | None) -> TrialResult:
+        return run_trial(
+            bundle, student, [teacher], temperature=spec.temperature, alpha=spec.alpha,
+            divergence=spec.divergence, transfer_set=spec.transfer_set,
+            aggregation=spec.aggregation, seed=spec.seed, device=device, on_eval=on_eval,
+            recipe=recipe, precision=precision,
+        )  # fmt: skip
+
+    attrs = {"student": student, "teacher": teacher, "seed": seed, "precision": precision}
+    return Job(params, attrs, call, finish, prunable=prunable, spec=spec)
+
+
 class PairKind(StudyKind):
     name = "pair"
     batchable = True
+    precisions = PRECISIONS
+    prunable = True
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         return study_name(federation, (target[0], target[1]))
@@ -109,39 +151,10 @@ class PairKind(StudyKind):
         precision: str,
     ) -> Job:
         params = task.space.suggest(trial)
-        a, b = task.target
-        student, teacher = (a, b) if params["position"] == "a" else (b, a)
-        spec = TrialSpec(
-            student=student,
-            teachers=(teacher,),
-            temperature=params["temperature"],
-            alpha=params["alpha"],
-            divergence=params["divergence"],
-            transfer_set=params["transfer_set"],
-            aggregation=params.get("aggregation", "avg"),
-            seed=trial_seed(seed, trial.number),
-        )
-        recipe = task.config.kd
-
-        def call(on_eval: OnEval | None) -> TrialResult:
-            return run_trial(
-                bundle,
-                student,
-                [teacher],
-                temperature=spec.temperature,
-                alpha=spec.alpha,
-                divergence=spec.divergence,
-                transfer_set=spec.transfer_set,
-                aggregation=spec.aggregation,
-                seed=spec.seed,
-                device=device,
-                on_eval=on_eval,
-                recipe=recipe,
-                precision=precision,
-            )
-
-        attrs = {"student": student, "teacher": teacher, "seed": spec.seed, "precision": precision}
-        return Job(params, attrs, call, finish, spec=spec)
+        return kd_job(
+            params, task, bundle, seed=trial_seed(seed, trial.number), device=device,
+            precision=precision,
+        )  # fmt: skip
 
     def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:
         if number != warm_at(task.space):

@@ -1,0 +1,46 @@
+"""Ctrl-C while the worker processes are still starting (importing torch, optuna and the
+package): ``dkd-tune --workers 2`` as a real process group, interrupted as a terminal does at
+several moments of the start-up, says one line, exits 130, prints no traceback from any process
+and leaves no trial RUNNING. Before the fix, 4 of 7 such moments printed a KeyboardInterrupt
+traceback from a worker (tuner.pool.blocked_signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from tuner_helpers import cli
+
+#: Seconds after the run's first line: the workers start within the first second or two here.
+MOMENTS = (0.3, 0.8, 1.4)
+
+
+@pytest.mark.parametrize("delay", MOMENTS)
+def test_ctrl_c_while_workers_start(tiny, tmp_path, delay: float) -> None:
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    args = cli("--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", url,
+               "--pairs", "0-1,0-2", "--trials", "6", "--workers", "2")  # fmt: skip
+    run = subprocess.Popen(args, start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = run.stdout.readline()  # the headline: the studies are set up, the pool starts next
+    assert first.startswith("federation tiny"), (first, run.poll())
+    time.sleep(delay)
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines() == [
+        "dkd-tune: interrupted; rerun the same command to continue"
+    ], err
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        for study in storage.get_all_studies():
+            states = {t.state for t in storage.get_all_trials(study._study_id)}
+            assert TrialState.RUNNING not in states, study.study_name
+    finally:
+        storage.engine.dispose()
