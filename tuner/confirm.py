@@ -1,14 +1,15 @@
-"""``dkd-tune confirm``: re-run each pair's best and default configurations with fresh seeds.
+"""Confirmation: each pair's candidates re-run with fresh seeds, in the run (``--confirm K``) and
+by ``dkd-tune confirm`` alike (docs/design.md §4).
 
 The best of a study is the maximum of many single noisy trials, so its gain is biased upwards;
-re-running it and the same-student default with k seeds no trial used gives means and standard
-deviations to compare them by (and the noise estimate of ``report_data``). Best and default share
-the seeds, so seed-to-seed variation affects both alike. The runs are the trials of the pair's
-confirmation study (tuner.kinds.confirmation), served by the worker pool (``--workers N``,
-``dkd-tune worker``) with the guarantees of every kind; once a pair's runs are complete, the
-summary is stored in the pair study's user attr ``confirm``, which the report, the notes and
-``export`` read. Rerunning with the same seeds reproduces it, and a pair already confirmed for its
-current best with at least k seeds is skipped.
+re-running its ``TOP_CANDIDATES`` best configurations and their same-student defaults with k seeds
+no trial used gives means to compare them by. Candidates and defaults share the seeds, so the
+seed's share of the noise cancels in the paired test. The runs are the trials of the pair's
+confirmation study (tuner.kinds.confirmation), served by the worker pool with the guarantees of
+every kind. What a pair's confirmation is, is written once: the plan (candidates and seeds) in the
+pair study's user attr ``PLAN_ATTR``; with the confirmation study's trials it is the one record
+the recommendation, status, export, notes and report read (tuner.results.recommendation).
+Rerunning with the same seeds reproduces it, and runs only the missing seeds.
 """
 
 from __future__ import annotations
@@ -18,22 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from .best import complete
 from .db import open_storage, quiet_optuna
 from .errors import StorageError, UsageError
 from .kinds import KINDS, Task
 from .kinds.confirmation import runs
 from .notes import write_notes
 from .options import TuneOptions, check_options, parse_devices, parse_pairs
-from .results import (
-    CONFIRM_ATTR,
-    PLAN_ATTR,
-    best_trial,
-    confirmation_runs,
-    one_federation,
-    pair_studies,
-)
+from .results import LEVEL, PLAN_ATTR, one_federation, pair_studies, recommendations
 from .run import start
 from .storage import check_storage, mask
 
@@ -46,23 +41,12 @@ TOP_CANDIDATES = 3
 
 @dataclass
 class ConfirmOutcome:
-    """What confirm did for one pair study."""
+    """What a confirmation did for one pair study."""
 
     study: str
     state: str  # confirmed | skipped | failed
     reason: str = ""
-    record: dict[str, Any] | None = None
-
-
-@dataclass
-class _Plan:
-    """One pair to confirm: its study, candidates (best, default) and seeds."""
-
-    study: optuna.study.FrozenStudy
-    best: FrozenTrial
-    default: FrozenTrial
-    seeds: list[int]
-    task: Task
+    record: dict[str, Any] | None = None  # the pair's recommendation (tuner.results)
 
 
 def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
@@ -76,76 +60,10 @@ def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
     return seeds
 
 
-def _plan(
-    study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial], repeats: int, force: bool
-) -> _Plan | ConfirmOutcome:
-    """What to run for one pair, or why nothing is run."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = best_trial(done)
-    if best is None:
-        return ConfirmOutcome(study.study_name, "skipped", "no complete trial yet")
-    position = best.params["position"]
-    default = next((t for t in done if t.user_attrs.get("default") == position), None)
-    if default is None:
-        return ConfirmOutcome(
-            study.study_name, "skipped", f"no default trial for position {position}"
-        )
-    old = study.user_attrs.get(CONFIRM_ATTR)
-    if (
-        not force
-        and old
-        and old["best"]["trial"] == best.number
-        and old["default"]["trial"] == default.number
-        and old["repeats"] >= repeats
-    ):
-        return ConfirmOutcome(
-            study.study_name, "skipped", f"already confirmed ({old['repeats']} seeds)"
-        )
-    seeds = fresh_seeds(trials, repeats)
-    config = KINDS["pair"].task_from(study.study_name, study.user_attrs, None).config
-    kind = KINDS["confirm"]
-    pair = tuple(study.user_attrs["pair"])
-    # The best may be the default trial itself: same configuration, same seeds, same runs.
-    wanted = runs(best.number, best.params, seeds)
-    if best.number != default.number:
-        wanted += runs(default.number, default.params, seeds)
-    task = Task(kind.study_name(config.name, pair), kind.name, pair, config, wanted=tuple(wanted))
-    return _Plan(study, best, default, seeds, task)
-
-
-def _record(plan: _Plan, trials: Sequence[FrozenTrial]) -> dict[str, Any] | None:
-    """The confirmation summary of one pair from its confirmation study (None if incomplete)."""
-    best = confirmation_runs(trials, plan.best.number, plan.seeds)
-    default = confirmation_runs(trials, plan.default.number, plan.seeds)
-    if best is None or default is None:
-        return None
-    a, b = plan.study.user_attrs["pair"]
-    position = plan.best.params["position"]
-    student, teacher = (a, b) if position == "a" else (b, a)
-    device = best.pop("device")
-    seconds = best.pop("seconds") + (default.pop("seconds") if plan.best != plan.default else 0)
-    default.pop("device", None)
-    default.pop("seconds", None)
-    return {
-        "repeats": len(plan.seeds),
-        "seeds": plan.seeds,
-        "position": position,
-        "student": student,
-        "teacher": teacher,
-        "device": device,
-        "seconds": round(seconds, 2),
-        "best": {"trial": plan.best.number, "params": dict(plan.best.params), **best},
-        "default": {"trial": plan.default.number, "params": dict(plan.default.params), **default},
-    }
-
-
 def candidates(trials: Sequence[FrozenTrial], top: int = TOP_CANDIDATES) -> list[FrozenTrial]:
     """The ``top`` best COMPLETE trials with distinct configurations (the first trial of a
-    configuration run twice), then the same-position default of each: what a run confirms."""
-    done = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-        key=lambda t: (-t.value, t.number),
-    )
+    configuration run twice), then the same-position default of each: what is confirmed."""
+    done = sorted(complete(trials), key=lambda t: (-t.value, t.number))
     chosen: dict[tuple, FrozenTrial] = {}
     for t in done:
         key = tuple(sorted(t.params.items()))
@@ -160,49 +78,98 @@ def candidates(trials: Sequence[FrozenTrial], top: int = TOP_CANDIDATES) -> list
     return out
 
 
-def confirm_in_run(opts: TuneOptions, names: Sequence[str], devices: list[str], say: Say) -> None:
-    """After a run's pair studies have their trials: confirm each one's candidates with
-    ``opts.confirm`` fresh seeds on the pool (a confirmation study per pair, counted apart from
-    ``--trials``) and record the plan the recommendation is read from (tuner.results)."""
+def _task(study: optuna.study.FrozenStudy, plan: dict[str, Any], trials: Sequence[FrozenTrial]):
+    """The confirmation study's task for a plan: each candidate's configuration once per seed."""
+    config = KINDS["pair"].task_from(study.study_name, study.user_attrs, None).config
+    pair = tuple(study.user_attrs["pair"])
+    by_number = {t.number: t for t in trials}
+    wanted = tuple(q for n in plan["candidates"] for q in runs(n, by_number[n].params,
+                                                                plan["seeds"]))  # fmt: skip
+    kind = KINDS["confirm"]
+    return Task(kind.study_name(config.name, pair), kind.name, pair, config, wanted=wanted)
+
+
+def confirm_pairs(
+    opts: TuneOptions,
+    studies: Sequence[optuna.study.FrozenStudy],
+    repeats: int,
+    devices: list[str],
+    say: Say,
+    *,
+    force: bool = False,
+) -> list[ConfirmOutcome]:
+    """Confirm each pair study's candidates with ``repeats`` fresh seeds on the pool: the plan
+    is recorded, the missing runs are run, the notes rewritten; one outcome per study (skipped:
+    nothing to compare yet, or already confirmed for its current candidates)."""
     storage = open_storage(opts.storage)
+    outcomes: dict[str, ConfirmOutcome] = {}
     tasks = []
-    for s in (s for s in pair_studies(storage) if s.study_name in set(names)):
+    before = recommendations(storage, studies)
+    for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
         chosen = candidates(trials)
+        if not chosen:
+            outcomes[s.study_name] = ConfirmOutcome(s.study_name, "skipped", "no complete trial")
+            continue
         if not any("default" in t.user_attrs for t in chosen):
-            continue  # no default finished yet: nothing to compare with
-        seeds = fresh_seeds(trials, opts.confirm)
-        plan = {"candidates": [t.number for t in chosen], "seeds": seeds}
+            outcomes[s.study_name] = ConfirmOutcome(
+                s.study_name, "skipped", "no default trial finished yet"
+            )
+            continue
+        plan = {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
+        if not force and s.user_attrs.get(PLAN_ATTR) == plan and before[s.study_name]:
+            outcomes[s.study_name] = ConfirmOutcome(
+                s.study_name, "skipped", f"already confirmed ({repeats} seeds)",
+                before[s.study_name],
+            )  # fmt: skip
+            continue
         if s.user_attrs.get(PLAN_ATTR) != plan:
             storage.set_study_user_attr(s._study_id, PLAN_ATTR, plan)
-        config = KINDS["pair"].task_from(s.study_name, s.user_attrs, None).config
-        pair = tuple(s.user_attrs["pair"])
-        wanted = tuple(q for t in chosen for q in runs(t.number, t.params, seeds))
-        kind = KINDS["confirm"]
-        tasks.append(Task(kind.study_name(config.name, pair), kind.name, pair, config,
-                          wanted=wanted))  # fmt: skip
-    if not tasks:
-        return
-    start(
-        opts, tasks, devices, say,
-        f"confirming {len(tasks)} pair(s): {TOP_CANDIDATES} best configurations and the default "
-        f"with {opts.confirm} fresh seeds each",
-    )  # fmt: skip
-    # The best and its default confirmed: the summary the report and the notes read, as after
-    # dkd-tune confirm (which then skips these pairs).
-    confirmed = []
-    for s in (s for s in pair_studies(storage) if s.study_name in set(names)):
-        trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        planned = _plan(s, trials, opts.confirm, force=True)
-        if isinstance(planned, ConfirmOutcome):
-            continue
-        cid = storage.get_study_id_from_name(planned.task.study)
-        record = _record(planned, storage.get_all_trials(cid, deepcopy=False))
-        if record is not None and s.user_attrs.get(CONFIRM_ATTR) != record:
-            storage.set_study_user_attr(s._study_id, CONFIRM_ATTR, record)
-            confirmed.append(s.study_name)
-    if confirmed:
+        tasks.append(_task(s, plan, trials))
+    for o in outcomes.values():
+        say(f"{o.study}: {o.state} ({o.reason})")
+    if tasks:
+        start(
+            opts, tasks, devices, say,
+            f"confirming {len(tasks)} pair(s): up to {TOP_CANDIDATES} best configurations and "
+            f"their defaults with {repeats} fresh seeds each",
+        )  # fmt: skip
+        names = {t.target: t for t in tasks}
+        run = [s for s in studies if tuple(s.user_attrs["pair"]) in names]
+        fresh = {s.study_name: s for s in pair_studies(storage)}  # with the plans just written
+        after = recommendations(storage, [fresh[s.study_name] for s in run])
+        for s in run:
+            rec = after[s.study_name]
+            if rec is None:
+                outcomes[s.study_name] = ConfirmOutcome(
+                    s.study_name, "failed", "some seed runs failed: rerun confirm"
+                )
+                say(f"{s.study_name}: failed (some seed runs failed: rerun confirm)")
+                continue
+            outcomes[s.study_name] = ConfirmOutcome(s.study_name, "confirmed", record=rec)
+            say(f"{s.study_name}: {_verdict(rec)}")
+        # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may change.
         write_notes(storage, opts.storage, [s.study_name for s in pair_studies(storage)])
+    return [outcomes[s.study_name] for s in studies]
+
+
+def _verdict(rec: dict[str, Any]) -> str:
+    """One line on a pair's confirmed answer."""
+    best, default, chosen = rec["best"], rec["default"], rec["recommended"]
+    head = f"{default['student']}<-{default['teacher']}"
+    tail = f"over {len(rec['seeds'])} seeds"
+    if chosen is default:
+        return (f"{head} the default {_pm(default)} pp (best candidate {_pm(best)}, "
+                f"not above it at p < {LEVEL:g}) {tail}")  # fmt: skip
+    return (f"{head} trial #{best['trial']} {_pm(best)} pp against the default {_pm(default)}, "
+            f"p = {rec['p_value']:.3f}, {tail}")  # fmt: skip
+
+
+def confirm_in_run(opts: TuneOptions, names: Sequence[str], devices: list[str], say: Say) -> None:
+    """After a run's pair studies have their trials: confirm them with ``opts.confirm`` seeds."""
+    storage = open_storage(opts.storage)
+    studies = [s for s in pair_studies(storage) if s.study_name in set(names)]
+    confirm_pairs(opts, studies, opts.confirm, devices, say)
 
 
 def confirm(
@@ -245,47 +212,22 @@ def confirm(
     chosen = [s for s in studies if tuple(s.user_attrs["pair"]) in wanted]
     if not chosen:
         raise UsageError(f"--pairs {pairs}: none of these pairs has a study in {mask(url)}")
-    # Everything that can be refused without running was checked; now pairs are planned.
+    # Everything that can be refused without running was checked.
     quiet_optuna()
-    outcomes: dict[str, ConfirmOutcome] = {}
-    plans: list[_Plan] = []
-    for s in chosen:
-        planned = _plan(s, storage.get_all_trials(s._study_id, deepcopy=False), repeats, force)
-        if isinstance(planned, ConfirmOutcome):
-            outcomes[s.study_name] = planned
-            say(f"{s.study_name}: {planned.state} ({planned.reason})")
-        else:
-            plans.append(planned)
-    if plans:
-        start(
-            opts, [p.task for p in plans], device_list, say,
-            f"confirming {len(plans)} pair(s) of {config.name} with {repeats} seeds on "
-            f"{', '.join(device_list)}",
-        )  # fmt: skip
-    for p in plans:
-        study_id = storage.get_study_id_from_name(p.task.study)
-        record = _record(p, storage.get_all_trials(study_id, deepcopy=False))
-        name = p.study.study_name
-        if record is None:
-            outcomes[name] = ConfirmOutcome(name, "failed", "some seed runs failed: rerun confirm")
-            say(f"{name}: failed ({outcomes[name].reason})")
-            continue
-        outcomes[name] = ConfirmOutcome(name, "confirmed", record=record)
-        if p.study.user_attrs.get(CONFIRM_ATTR) != record:
-            storage.set_study_user_attr(p.study._study_id, CONFIRM_ATTR, record)
-        say(
-            f"{name}: {record['student']}<-{record['teacher']} best {_pm(record['best'])}, "
-            f"default {_pm(record['default'])} pp over {repeats} seeds ({record['seconds']:.1f}s)"
-        )
-    if plans:
-        # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may have changed.
-        write_notes(storage, url, [s.study_name for s in studies])
-    return [outcomes[s.study_name] for s in chosen]
+    return confirm_pairs(opts, chosen, repeats, device_list, say, force=force)
 
 
-def _pm(runs_: dict[str, Any]) -> str:
-    std = runs_["gain_std"]
-    return f"{runs_['gain_mean']:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+def _pm(entry: dict[str, Any]) -> str:
+    std = entry["gain_std"]
+    return f"{entry['gain_mean']:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
-__all__ = ["CONFIRM_SEED_BASE", "ConfirmOutcome", "confirm", "fresh_seeds"]
+__all__ = [
+    "CONFIRM_SEED_BASE",
+    "ConfirmOutcome",
+    "candidates",
+    "confirm",
+    "confirm_in_run",
+    "confirm_pairs",
+    "fresh_seeds",
+]

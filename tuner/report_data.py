@@ -26,13 +26,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .best import best_trial, complete, defaults
 from .results import (
-    CONFIRM_ATTR,
-    best_trial,
+    PLAN_ATTR,
     client_rows,
     one_federation,
     pair_rows,
     read_cells,
+    recommendations,
 )
 from .space import DEFAULT_PARAMS
 from .storage import mask
@@ -112,6 +113,9 @@ class PairResult:
     stale_confirmation: bool = False  # confirmed, but a later run found another best
     noise: float = NOISE_FALLBACK_PP
     noise_source: str = "fallback"  # confirm | pooled | fallback
+    #: Where confirmed: the paired test's verdict that the tested candidate beats its default
+    #: (tuner.results.recommendation); None for single tuning trials.
+    tested: bool | None = None
 
     @property
     def confirmed(self) -> bool:
@@ -130,7 +134,11 @@ class PairResult:
 
     @property
     def beyond_noise(self) -> bool:
-        """The best beats the default by more than the trial-to-trial noise."""
+        """The best beats the default beyond noise: by the recommendation's paired test where
+        confirmed (the one rule, so the report says what export and status say), else by more
+        than the trial-to-trial noise on single trials."""
+        if self.tested is not None:
+            return self.tested
         return self.margin is not None and self.margin > self.noise
 
     @property
@@ -268,9 +276,10 @@ def collect(
     names = [studies[0].user_attrs["federation"]]
     accuracy: dict[int, float] = {}
     pairs, points = [], []
+    recs = recommendations(storage, studies)
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        pairs.append(pair_result(s, trials))
+        pairs.append(pair_result(s, trials, recs[s.study_name]))
         accuracy.update(pairs[-1].accuracy_before)
         points += [
             TrialPoint(
@@ -309,21 +318,22 @@ def collect(
     return data
 
 
-def _complete(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-
-
-def pair_result(study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial]) -> PairResult:
-    """One pair's figures from its trials and, where valid, its confirmation."""
+def pair_result(
+    study: optuna.study.FrozenStudy,
+    trials: Sequence[FrozenTrial],
+    rec: dict[str, Any] | None = None,
+) -> PairResult:
+    """One pair's figures: from its recommendation (tuner.results.recommendation: the best
+    confirmed candidate against its default, means over the fresh seeds, and the paired test's
+    verdict) where its confirmation is complete, else from single tuning trials."""
     attrs = study.user_attrs
     a, b = attrs["pair"]
-    done = _complete(trials)
+    done = complete(trials)
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     students = {"a": (a, b), "b": (b, a)}
-    defaults = {t.user_attrs["default"]: t for t in done if "default" in t.user_attrs}
-    confirm = attrs.get(CONFIRM_ATTR)
+    by_position = defaults(done)
     best = best_trial(done)
-    valid = bool(confirm) and best is not None and confirm["best"]["trial"] == best.number
+    plan = attrs.get(PLAN_ATTR)
     result = PairResult(
         study=study.study_name,
         study_id=study._study_id,
@@ -333,39 +343,46 @@ def pair_result(study: optuna.study.FrozenStudy, trials: Sequence[FrozenTrial]) 
         budget=attrs.get("run", {}).get("budget"),
         accuracy_before={a: float(attrs["accuracy_a"]), b: float(attrs["accuracy_b"])},
         directions=[],
-        stale_confirmation=bool(confirm) and not valid,
+        # Confirmed, but a later run found a best the confirmation did not include.
+        stale_confirmation=bool(plan) and best is not None
+        and best.number not in plan["candidates"],
     )
+    tested = rec["best"] if rec else None
     for position, (student, teacher) in students.items():
         mine = [t for t in done if t.params.get("position") == position]
-        top, default = best_trial(mine), defaults.get(position)
-        here = valid and confirm["position"] == position
+        top, default = best_trial(mine), by_position.get(position)
+        here = tested is not None and tested["params"]["position"] == position
         result.directions.append(
             Direction(
                 student,
                 teacher,
                 position,
-                confirm["default"]["gain_mean"] if here else _value(default),
-                confirm["best"]["gain_mean"] if here else _value(top),
-                None if top is None else dict(top.params),
+                rec["default"]["gain_mean"] if here else _value(default),
+                tested["gain_mean"] if here else _value(top),
+                tested["params"] if here else (None if top is None else dict(top.params)),
                 here,
             )
         )
+    if rec is not None:
+        d = rec["default"]
+        result.position = tested["params"]["position"]
+        result.student, result.teacher = tested["student"], tested["teacher"]
+        result.best_trial, result.best_params = tested["trial"], dict(tested["params"])
+        result.best_gain, result.default_gain = tested["gain_mean"], d["gain_mean"]
+        result.best_accuracy, result.default_accuracy = tested["accuracy_mean"], d["accuracy_mean"]
+        result.best_forgetting = tested["forgetting_mean"]
+        result.default_forgetting = d["forgetting_mean"]
+        result.best_std, result.default_std = tested["gain_std"], d["gain_std"]
+        result.repeats = len(rec["seeds"])
+        result.tested = rec["beyond_noise"]
+        return result
     if best is None:
         return result
     position = best.params["position"]
     result.position = position
     result.student, result.teacher = students[position]
     result.best_trial, result.best_params = best.number, dict(best.params)
-    if valid:
-        for which in ("best", "default"):
-            runs = confirm[which]
-            setattr(result, f"{which}_gain", statistics.fmean(runs["gain"]))
-            setattr(result, f"{which}_accuracy", statistics.fmean(runs["accuracy_after"]))
-            setattr(result, f"{which}_forgetting", statistics.fmean(runs["forgetting"]))
-            setattr(result, f"{which}_std", sample_std(runs["gain"]))
-        result.repeats = int(confirm["repeats"])
-        return result
-    default = defaults.get(position)
+    default = by_position.get(position)
     result.best_gain = float(best.value)
     result.best_accuracy = best.user_attrs.get("accuracy_after")
     result.best_forgetting = best.user_attrs.get("forgetting")

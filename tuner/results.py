@@ -16,23 +16,18 @@ from scipy import stats
 
 from objectives import AGGREGATIONS, DIVERGENCES
 
+from .best import best_trial, default_for, defaults
 from .db import count_trials
 from .errors import StorageError, UsageError
 from .kinds import KINDS, kind_of
 from .storage import mask
 
-#: The user attr on a pair study holding its confirmation (``dkd-tune confirm``).
-CONFIRM_ATTR = "confirm"
-#: The user attr on a pair study naming the candidates and seeds a run confirmed (``--confirm``).
+#: The user attr on a pair study naming the candidates and seeds its confirmation runs (the run's
+#: ``--confirm K`` and ``dkd-tune confirm`` alike): with the confirmation study's trials, the one
+#: record every view reads the pair's answer from (:func:`recommendation`).
 PLAN_ATTR = "confirmation"
 #: Level of the one-sided paired test a recommendation must pass to differ from the default.
 LEVEL = 0.05
-
-
-def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
-    """The best COMPLETE trial: the highest value, the earliest on ties."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return max(done, key=lambda t: (t.value, -t.number), default=None)
 
 
 def studies_of(
@@ -106,7 +101,7 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
         a, b = s.user_attrs["pair"]
-        defaults = {t.user_attrs["default"]: t for t in trials if "default" in t.user_attrs}
+        by_position = defaults(trials)
         best = best_trial(trials)
         row: dict[str, Any] = {
             "study": s.study_name,
@@ -122,12 +117,12 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
             "best_gain": None,
             "default_gain": None,
             "improvement": None,
-            "default_gain_a": _value(defaults.get("a")),
-            "default_gain_b": _value(defaults.get("b")),
+            "default_gain_a": _value(by_position.get("a")),
+            "default_gain_b": _value(by_position.get("b")),
             **recommendation_fields(recommended.get(s.study_name)),
         }
         if best is not None:
-            default = defaults.get(best.params.get("position"))
+            default = default_for(trials, best)
             row.update(
                 student=best.user_attrs.get("student"),
                 teacher=best.user_attrs.get("teacher"),
@@ -148,7 +143,7 @@ def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = No
     rows = []
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
-        default = next((t for t in trials if "default" in t.user_attrs), None)
+        default = next(iter(defaults(trials).values()), None)
         best = best_trial(trials)
         a = s.user_attrs
         rows.append(
@@ -260,6 +255,7 @@ def confirmation_runs(
         "gain": [float(done[s].value) for s in seeds],
         "accuracy_after": [float(done[s].user_attrs["accuracy_after"]) for s in seeds],
         "forgetting": [float(done[s].user_attrs["forgetting"]) for s in seeds],
+        "trials": [done[s].number for s in seeds],
         "seconds": sum(float(done[s].user_attrs.get("seconds", 0.0)) for s in seeds),
         "device": done[seeds[0]].user_attrs.get("device"),
     }
@@ -318,6 +314,7 @@ def recommendation(
             "gain": runs["gain"],
             "gain_mean": runs["gain_mean"],
             "gain_std": runs["gain_std"],
+            "accuracy_mean": statistics.fmean(runs["accuracy_after"]),
             "forgetting_mean": forgetting,
             "forgetting_std": forgetting_std,
             "single_trial_gain": t.value,
@@ -345,6 +342,7 @@ def recommendation(
     return {
         "seeds": seeds,
         "recommended": chosen,
+        "best": best,  # the candidate tested against the default (the best confirmed mean)
         "default": default,
         "candidates": entries,
         "difference": best["gain_mean"] - default["gain_mean"] if tuned else None,

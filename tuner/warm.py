@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from .best import improvements
 from .space import MULTI_TEACHER, SearchSpace
 
 #: Sampled trials a study runs before it takes configurations from the other pairs.
@@ -53,19 +54,6 @@ def _role(attrs: dict[str, Any], position: str) -> str:
 
 def _position(attrs: dict[str, Any], role: str) -> str:
     return "a" if _role(attrs, "a") == role else "b"
-
-
-def improvements(trials: Sequence[FrozenTrial]) -> list[tuple[float, FrozenTrial]]:
-    """(gain over the same-position default, trial) for each COMPLETE non-default trial that
-    beat it."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    defaults = {t.user_attrs["default"]: t.value for t in done if "default" in t.user_attrs}
-    out = []
-    for t in done:
-        base = defaults.get(t.params.get("position"))
-        if "default" not in t.user_attrs and base is not None and t.value > base:
-            out.append((t.value - base, t))
-    return out
 
 
 def _fits(params: dict[str, Any], space: SearchSpace) -> bool:

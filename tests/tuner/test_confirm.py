@@ -1,6 +1,7 @@
-"""``dkd-tune confirm``: the best and the default re-run with fresh seeds, stored in the study, used
-by the report and shown in the dashboard note; noise and pooled figures against a float64
-reference."""
+"""``dkd-tune confirm`` on a run tuned without confirmation: the candidates and their defaults
+re-run with fresh seeds, the plan stored in the study as the run's own ``--confirm`` stores it,
+the recommendation used by the report and shown in the dashboard note; noise and pooled figures
+against a float64 reference."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tuner import TuneOptions, pair_rows, tune
 from tuner.cli import main
 from tuner.confirm import confirm
 from tuner.report_data import collect
-from tuner.results import CONFIRM_ATTR
+from tuner.results import PLAN_ATTR, recommendations
 from tuner.storage import get_storage
 
 PAIRS = ("0-1", "1-3", "2-3")
@@ -27,7 +28,8 @@ PAIRS = ("0-1", "1-3", "2-3")
 
 @pytest.fixture(scope="module")
 def tuned(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A finished small run, kept pristine: each test confirms on its own copy."""
+    """A finished small run without confirmation (``--confirm 0``: these tests confirm it with
+    ``dkd-tune confirm``), kept pristine: each test confirms on its own copy."""
     folder = tmp_path_factory.mktemp("confirm")
     tune(
         TuneOptions(
@@ -62,6 +64,12 @@ def _attrs(url: str, name: str) -> dict:
         storage.engine.dispose()
 
 
+def _recommendation(url: str, name: str) -> dict:
+    storage = get_storage(url)
+    study = next(s for s in storage.get_all_studies() if s.study_name == name)
+    return recommendations(storage, [study])[name]
+
+
 def test_a_run_writes_each_pair_a_dashboard_note(tuned) -> None:
     url = f"sqlite:///{tuned['db']}"
     rows = {r["study"]: r for r in pair_rows(get_storage(url))}
@@ -85,32 +93,33 @@ def test_confirm_stores_reproducible_seed_runs(tuned, copy_url: str) -> None:
     bundle = prepare_federation(config, directory=tuned["bundles"])
     for pair in chosen:
         name = f"tiny/{pair}"
-        record = _attrs(copy_url, name)[CONFIRM_ATTR]
+        record = _recommendation(copy_url, name)
         trials = trials_of(copy_url, name)
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         best = max(done, key=lambda t: (t.value, -t.number))
-        assert record["best"]["trial"] == best.number
+        plan = _attrs(copy_url, name)[PLAN_ATTR]
+        assert best.number in plan["candidates"]  # the single best is among the candidates
         assert record["default"]["params"] == {
             "temperature": 1.0,
             "alpha": 0.5,
             "divergence": "kl",
             "transfer_set": "public",
-            "position": best.params["position"],
+            "position": record["best"]["params"]["position"],
         }
         seeds = record["seeds"]
-        assert len(seeds) == len(set(seeds)) == 2
+        assert seeds == plan["seeds"] and len(seeds) == len(set(seeds)) == 2
         assert not set(seeds) & {t.user_attrs.get("seed") for t in trials}  # fresh seeds
-        for which in ("best", "default"):
-            runs = record[which]
+        for runs in record["candidates"]:
             assert len(runs["gain"]) == 2
             assert runs["gain_mean"] == pytest.approx(np.mean(runs["gain"]), rel=1e-12)
             assert runs["gain_std"] == pytest.approx(np.std(runs["gain"], ddof=1), rel=1e-12)
         # The stored gain is what run_trial gives for that configuration and seed.
-        params = record["best"]["params"]
+        tested = record["best"]
+        params = tested["params"]
         again = run_trial(
             bundle,
-            record["student"],
-            [record["teacher"]],
+            tested["student"],
+            [tested["teacher"]],
             temperature=params["temperature"],
             alpha=params["alpha"],
             divergence=params["divergence"],
@@ -119,7 +128,7 @@ def test_confirm_stores_reproducible_seed_runs(tuned, copy_url: str) -> None:
             seed=seeds[1],
             recipe=config.kd,
         )
-        assert again.gain == record["best"]["gain"][1]
+        assert again.gain == tested["gain"][1]
         note = get_note(optuna.load_study(study_name=name, storage=copy_url))
         assert "over 2 fresh seeds" in note
 
@@ -128,7 +137,7 @@ def test_report_uses_confirmed_figures_and_their_noise(tuned, copy_url: str) -> 
     confirm(copy_url, repeats=2, pairs="0-1", bundles=tuned["bundles"], say=lambda _m: None)
     data = collect(get_storage(copy_url), copy_url, importances=False)
     by = {p.study: p for p in data.pairs}
-    record = _attrs(copy_url, "tiny/0-1")[CONFIRM_ATTR]
+    record = _recommendation(copy_url, "tiny/0-1")
     best, default = (np.array(record[w]["gain"], dtype=np.float64) for w in ("best", "default"))
     noise = np.sqrt((best.std(ddof=1) ** 2 + default.std(ddof=1) ** 2) / 2)
     p = by["tiny/0-1"]
@@ -136,7 +145,8 @@ def test_report_uses_confirmed_figures_and_their_noise(tuned, copy_url: str) -> 
     assert p.best_gain == pytest.approx(best.mean(), rel=1e-12)
     assert p.default_gain == pytest.approx(default.mean(), rel=1e-12)
     assert p.noise == pytest.approx(noise, rel=1e-12)
-    direction = next(d for d in p.directions if d.position == record["position"])
+    assert p.beyond_noise == record["beyond_noise"]  # the recommendation's test, one rule
+    direction = next(d for d in p.directions if d.position == record["best"]["params"]["position"])
     assert direction.confirmed and direction.best_gain == p.best_gain
     # Unconfirmed pairs take the root mean square of the confirmed pairs' noise (one here).
     for name in ("tiny/1-3", "tiny/2-3"):
@@ -151,13 +161,17 @@ def test_confirm_skips_what_is_confirmed_and_flags_a_stale_best(tuned, copy_url:
     again = confirm(copy_url, repeats=2, pairs="2-3", bundles=tuned["bundles"], say=print)
     assert [o.state for o in again] == ["skipped"] and "already confirmed" in again[0].reason
     assert db_digest(copy_url) == digest
-    # A later run that found another best makes the confirmation stale: it is not used.
+    # A later run that found another best makes the confirmation stale: it is still the
+    # pair's answer (as export says) and flagged, and the next confirm re-plans it.
     storage = get_storage(copy_url)
-    study_id = storage.get_study_id_from_name("tiny/2-3")
-    record = storage.get_study_user_attrs(study_id)[CONFIRM_ATTR]
-    storage.set_study_user_attr(study_id, CONFIRM_ATTR, {**record, "best": {"trial": 10_000}})
+    study = optuna.load_study(study_name="tiny/2-3", storage=storage)
+    top = max((t for t in study.get_trials() if t.state == TrialState.COMPLETE),
+              key=lambda t: t.value)  # fmt: skip
+    study.add_trial(optuna.trial.create_trial(params=top.params, distributions=top.distributions,
+                                              value=top.value + 50.0))  # fmt: skip
     p = next(p for p in collect(storage, copy_url, importances=False).pairs if p.pair == (2, 3))
-    assert p.stale_confirmation and not p.confirmed and p.noise_source == "fallback"
+    assert p.stale_confirmation and p.confirmed
+    assert p.best_gain == _recommendation(copy_url, "tiny/2-3")["best"]["gain_mean"]
 
 
 def test_confirm_bad_input_changes_nothing(tuned, copy_url: str, capsys) -> None:
@@ -188,7 +202,7 @@ def test_confirm_and_report_on_each_backend(backend_url: str, opts, tmp_path: Pa
     confirm(backend_url, repeats=2, bundles=options.bundles, say=lambda _m: None)
     data = collect(get_storage(backend_url), backend_url, importances=False)
     (p,) = data.pairs
-    record = _attrs(backend_url, "tiny/1-2")[CONFIRM_ATTR]
+    record = _recommendation(backend_url, "tiny/1-2")
     assert p.confirmed and p.best_gain == pytest.approx(np.mean(record["best"]["gain"]))
     out = tmp_path / "report.html"
     assert main(["report", "--storage", backend_url, "--out", str(out)]) == 0

@@ -22,7 +22,7 @@ from tuner_helpers import cli
 from tuner import TuneOptions, tune
 from tuner.compare import CompareOptions, run_compare
 from tuner.confirm import confirm
-from tuner.results import CONFIRM_ATTR
+from tuner.results import recommendations
 
 DEADLINE_S = 300
 HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-grace", "3"]
@@ -188,8 +188,10 @@ def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) 
                     if t.state == TrialState.COMPLETE]  # fmt: skip
             assert len(done) == len(set(done))  # no run twice
             assert not [t for t in trials if t.state == TrialState.RUNNING]
-            stored = optuna.load_study(study_name=o.study, storage=storage).user_attrs
-            assert stored[CONFIRM_ATTR] == record and len(record["best"]["gain"]) == 3
+            pair = optuna.load_study(study_name=o.study, storage=storage)
+            stored = recommendations(storage, [s for s in storage.get_all_studies()
+                                               if s.study_name == o.study])  # fmt: skip
+            assert stored[pair.study_name] == record and len(record["best"]["gain"]) == 3
     finally:
         storage.engine.dispose()
 

@@ -16,8 +16,8 @@ from tuner_helpers import db_digest, trials_of
 
 from tuner import TuneOptions, pair_rows, render, tune
 from tuner.cli import main
-from tuner.confirm import candidates
-from tuner.results import CONFIRM_ATTR, LEVEL, PLAN_ATTR, recommendation
+from tuner.confirm import candidates, confirm
+from tuner.results import LEVEL, PLAN_ATTR, recommendation
 from tuner.storage import get_storage
 
 PAIRS = ("0-1", "2-3")
@@ -58,11 +58,27 @@ def test_each_pair_confirms_its_candidates_with_fresh_seeds_once(confirmed: dict
             source = next(t for t in trials if t.number == number)
             assert {k: ts[0].params[k] for k in source.params} == source.params
         assert not set(plan["seeds"]) & {t.user_attrs.get("seed") for t in trials}  # fresh
-    # The summary the report reads (best and its default) is written as by dkd-tune confirm.
-    assert all(
-        CONFIRM_ATTR in optuna.load_study(study_name=f"tiny/{p}", storage=storage).user_attrs
-        for p in PAIRS
-    )
+
+
+def test_dkd_tune_confirm_finds_the_runs_own_confirmation(confirmed: dict, tmp_path) -> None:
+    """``dkd-tune confirm`` plans what the run's confirmation planned: on a copy of the run it
+    has nothing to add (every pair already confirmed, the database unchanged)."""
+    import sqlite3
+
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(confirmed["url"].removeprefix("sqlite:///")) as src, \
+            sqlite3.connect(copy) as dst:  # fmt: skip
+        src.backup(dst)
+    url = f"sqlite:///{copy}"
+    digest = db_digest(url)
+    outcomes = confirm(url, repeats=SEEDS, bundles=confirmed["opts"].bundles, say=lambda _m: None)
+    assert [(o.state, o.reason) for o in outcomes] == [
+        ("skipped", f"already confirmed ({SEEDS} seeds)")
+    ] * len(PAIRS)
+    assert db_digest(url) == digest
+    rows = {r["pair"]: r for r in pair_rows(get_storage(confirmed["url"]))}
+    for o in outcomes:
+        assert o.record["recommended"]["trial"] == rows[o.study.split("/")[1]]["recommended_trial"]
 
 
 def test_the_recommendation_matches_an_independent_paired_test(confirmed: dict) -> None:
