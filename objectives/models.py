@@ -9,7 +9,6 @@ setup of the Molo et al. poster: head 1 learns local cross-entropy, head 2 learn
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from .errors import ConfigError
@@ -41,6 +40,8 @@ def small_cnn_backbone(channels: int, image_size: int) -> tuple[nn.Module, int]:
 def resnet18_backbone(channels: int, image_size: int) -> tuple[nn.Module, int]:
     """torchvision's resnet18 with a CIFAR stem; its classifier is replaced by our head(s)."""
     del image_size  # global average pooling makes ResNet size-agnostic
+    import torchvision  # ~2 s of import (torch._dynamo): only for the models that use it
+
     net = torchvision.models.resnet18(weights=None)
     # CIFAR-size inputs: a 7×7 stride-2 stem and max-pool would shrink 32×32 to 8×8 at once.
     net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -12,8 +12,6 @@ import hashlib
 import os
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from .errors import DataError
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -50,6 +48,10 @@ def tree_sha256(root: str | Path, extensions: tuple[str, ...] | None = None) -> 
 
 def image_tree_sha256(root: str | Path) -> str:
     """An imagefolder's digest: the images (the extensions torchvision's ImageFolder reads)."""
+    # Imported here: torchvision costs ~2 s of import (it pulls in torch._dynamo), and every
+    # process of dkd-tune (CLI, workers) imports this module while few read image folders.
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     return tree_sha256(root, tuple(IMG_EXTENSIONS))
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import optuna
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
-from scipy import stats
 
 from objectives import AGGREGATIONS, DIVERGENCES
 
@@ -271,6 +270,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 def paired_p_value(candidate: Sequence[float], default: Sequence[float]) -> float:
     """One-sided paired t-test that the candidate's gain exceeds the default's over the same
     seeds (same seed, same batch order: the pairing removes the seed's share of the noise)."""
+    from scipy import stats  # ~0.6 s of import: only where a recommendation is computed
+
     diff = [c - d for c, d in zip(candidate, default, strict=True)]
     if len(set(diff)) == 1:  # no spread: the test is undefined; only a sure gain passes
         return 0.0 if diff[0] > 0 else 1.0

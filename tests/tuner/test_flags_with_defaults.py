@@ -1,0 +1,142 @@
+"""Each user-facing flag of ``dkd-tune`` as a user types it: through the console script, with
+every other default on (TPE, the quartile pruner, confirmation with 3 seeds, one worker), and
+the stored result checked — the pair study topped up, its confirmation complete, the
+recommendation readable, and what the flag changes found in the database. (The default
+confirmation once refused ``--batch-trials`` and ``--precision`` after writing its studies.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner.kinds.pair import trial_seed
+from tuner.results import PLAN_ATTR, pair_rows
+from tuner.storage import get_storage
+
+TRIALS = 4
+PAIR = "tiny/0-1"
+
+
+def console_script() -> list[str]:
+    """``dkd-tune`` as installed next to this interpreter (``python -m tuner`` without one)."""
+    script = Path(sys.executable).with_name("dkd-tune")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tuner"]
+
+
+def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _attrs(storage, name: str) -> dict:
+    return optuna.load_study(study_name=name, storage=storage).user_attrs
+
+
+Check = Callable[[object, str], None]
+
+
+def _every(key: str, value: object) -> Check:
+    """Every finished pair and confirmation trial records ``key`` = ``value``."""
+
+    def check(storage, _out: str) -> None:
+        for name in (PAIR, f"{PAIR}/confirm"):
+            done = [t for t in _trials(storage, name) if t.state.is_finished()
+                    and t.state != TrialState.FAIL]  # fmt: skip
+            assert done and all(t.user_attrs.get(key) == value for t in done), (name, key)
+
+    return check
+
+
+def _run_attr(key: str, value: object) -> Check:
+    def check(storage, _out: str) -> None:
+        assert _attrs(storage, PAIR)["run"].get(key) == value
+
+    return check
+
+
+def _settings(**want: object) -> Check:
+    def check(storage, _out: str) -> None:
+        got = _attrs(storage, PAIR)["worker_settings"]
+        assert {k: got[k] for k in want} == want
+
+    return check
+
+
+def _batched(storage, _out: str) -> None:
+    # The two default trials were claimed together, and so were confirmation runs.
+    for name in (PAIR, f"{PAIR}/confirm"):
+        assert any(t.user_attrs.get("batch_trials") == 2 for t in _trials(storage, name)), name
+    _settings(batch_trials=2)(storage, _out)
+
+
+def _constrained(storage, _out: str) -> None:
+    _run_attr("max_forgetting", 5.0)(storage, _out)
+    done = [t for t in _trials(storage, PAIR) if t.state == TrialState.COMPLETE]
+    for t in done:
+        assert t.constraints == {"forgetting": pytest.approx(t.user_attrs["forgetting"] - 5.0)}
+
+
+def _seeded(storage, _out: str) -> None:
+    for t in _trials(storage, PAIR):
+        if t.state == TrialState.COMPLETE:
+            assert t.user_attrs["seed"] == trial_seed(7, t.number)
+
+
+def _two_seeds(storage, _out: str) -> None:
+    assert len(_attrs(storage, PAIR)[PLAN_ATTR]["seeds"]) == 2
+
+
+def _logged(_storage, out: str) -> None:
+    assert f"{PAIR} #" in out and f"{PAIR}/confirm #" in out
+
+
+def _two_workers(storage, out: str) -> None:
+    assert "2 worker(s)" in out
+
+
+#: flag -> (arguments, what it must have stored)
+FLAGS: dict[str, tuple[list[str], Check]] = {
+    "batch-trials": (["--batch-trials", "2"], _batched),
+    "precision": (["--precision", "bf16"], _every("precision", "bf16")),
+    "max-forgetting": (["--max-forgetting", "5"], _constrained),
+    "warm-start": (["--warm-start", "on"], _run_attr("warm_start", True)),
+    "pruner": (["--pruner", "median"], _run_attr("pruner", "median")),
+    "sampler": (["--sampler", "random"], _run_attr("sampler", "random")),
+    "seed": (["--seed", "7"], _seeded),
+    "retries": (["--retries", "0"], _run_attr("retries", 0)),
+    "confirm": (["--confirm", "2"], _two_seeds),
+    "progress": (["--progress", "log"], _logged),
+    "workers": (["--workers", "2"], _two_workers),
+    "heartbeat": (
+        ["--heartbeat-interval", "2", "--heartbeat-grace", "6"],
+        _settings(heartbeat_interval=2.0, heartbeat_grace=6.0),
+    ),
+}
+
+
+@pytest.mark.parametrize("flag", list(FLAGS))
+def test_flag_with_every_default(flag: str, tiny, tmp_path: Path) -> None:
+    args, check = FLAGS[flag]
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    out = subprocess.run(
+        [*console_script(), "--config", tiny["config"], "--bundles", tiny["bundles"],
+         "--storage", url, "--pairs", "0-1", "--trials", str(TRIALS), *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "error" not in out.stderr, out.stderr
+    storage = get_storage(url)
+    pair = _trials(storage, PAIR)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in pair) == TRIALS
+    # The default confirmation ran to the end and the pair has its answer.
+    plan = _attrs(storage, PAIR)[PLAN_ATTR]
+    runs = [t for t in _trials(storage, f"{PAIR}/confirm") if t.state == TrialState.COMPLETE]
+    assert len(runs) == len(plan["candidates"]) * len(plan["seeds"])
+    (row,) = pair_rows(storage)
+    assert row["recommended_gain_mean"] is not None and row["seeds"] == len(plan["seeds"])
+    check(storage, out.stdout)
