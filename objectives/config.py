@@ -269,7 +269,9 @@ class NeighbourhoodConfig:
     transfer_set: str = field(default="local", metadata=_one_of(NEIGHBOURHOOD_TRANSFER_SETS))
 
 
-def _parse_partitions(value: Any, where: str) -> tuple[str, ...]:
+def parse_partitions(value: Any, where: str) -> tuple[str, ...]:
+    """A non-empty list of partition specs, each valid, none twice (``[compare].partitions``,
+    and ``dkd-tune compare --partitions``)."""
     if not (isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value)):
         raise ConfigError(f'{where} must be a non-empty list like ["iid", "dirichlet:0.5"]')
     for v in value:
@@ -288,7 +290,7 @@ class CompareConfig:
     alpha: float = field(default=0.5, metadata=_check(lambda v: 0 <= v <= 1, "in [0, 1]"))
     seeds: int = field(default=3, metadata=_at_least(1))
     partitions: tuple[str, ...] = field(
-        default=("iid", "dirichlet:0.5"), metadata={"parse": _parse_partitions}
+        default=("iid", "dirichlet:0.5"), metadata={"parse": parse_partitions}
     )
 
 
@@ -427,7 +429,8 @@ _TOP_LEVEL = {"name": str, "seed": int}
 _PARTICIPANT_KEYS = ("model", "checkpoint", "kwargs")
 
 
-def _suggest(key: str, known: Iterable[str]) -> str:
+def suggest(key: str, known: Iterable[str]) -> str:
+    """``did you mean 'x'? known: a, b, c`` for an unknown key (the closest known one, if any)."""
     known = list(known)
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -453,7 +456,7 @@ def _build_section(source: str, section: str, cls: type, raw: Any) -> Any:
     for key, value in raw.items():
         if key not in fields:
             raise ConfigError(
-                f"{source}: unknown field [{section}].{key} ({_suggest(key, fields)})"
+                f"{source}: unknown field [{section}].{key} ({suggest(key, fields)})"
             )
         spec = fields[key]
         where = f"{source}: [{section}].{key}"
@@ -490,7 +493,7 @@ def _parse_participant(item: Any, where: str, base: Path | None) -> ParticipantC
     for key in item:
         if key not in _PARTICIPANT_KEYS:
             raise ConfigError(
-                f"{where}: unknown field {key!r} ({_suggest(key, _PARTICIPANT_KEYS)})"
+                f"{where}: unknown field {key!r} ({suggest(key, _PARTICIPANT_KEYS)})"
             )
     for key in ("model", "checkpoint"):
         if not isinstance(item.get(key), str) or not item[key]:
@@ -613,7 +616,7 @@ def parse_config(
             kwargs[key] = value
         else:
             known = [*_TOP_LEVEL, *_SECTIONS, "search", "participants"]
-            raise ConfigError(f"{source}: unknown field {key!r} ({_suggest(key, known)})")
+            raise ConfigError(f"{source}: unknown field {key!r} ({suggest(key, known)})")
     if "name" not in kwargs:
         raise ConfigError(f"{source}: missing 'name' (the federation name, e.g. fashion-mnist-n10)")
     name = kwargs["name"]

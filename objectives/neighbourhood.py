@@ -11,7 +11,6 @@ The accuracy reported is head 2's; the gain is measured against the client's acc
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,12 +19,12 @@ import torch
 
 from .bundle import FederationBundle
 from .config import NEIGHBOURHOOD_TRANSFER_SETS, KDRecipe
-from .divergences import AGGREGATIONS, get_divergence
+from .divergences import get_divergence
 from .errors import TrialError
 from .evaluation import EvalPoint, RoundEvaluator
 from .kd_round import StepLoss, make_step_loss, seeded, train_round
 from .models import Net
-from .trial import TrialResult, check_device
+from .trial import TrialResult, check_device, check_round_args
 
 
 @dataclass(frozen=True)
@@ -51,26 +50,8 @@ def _check_args(
             f"the neighbourhood round needs a two-head model, the federation uses {model!r}: "
             f'set [model] name = "{model}-2head"'
         )
-    n = bundle.participants
-    if not 0 <= client < n:
-        raise TrialError(f"client {client} is not a participant: choose 0..{n - 1}")
-    if not neighbours:
-        raise TrialError(f"client {client} has no neighbour: pass at least one")
-    if len(set(neighbours)) != len(neighbours):
-        raise TrialError(f"neighbours {list(neighbours)} name a client twice: list each once")
-    for k in neighbours:
-        if not 0 <= k < n:
-            raise TrialError(f"neighbour {k} is not a participant: choose 0..{n - 1}")
-        if k == client:
-            raise TrialError(f"client {client} cannot be its own neighbour: drop it")
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise TrialError(f"temperature {temperature} must be a finite number > 0")
-    if not 0.0 <= alpha <= 1.0:
-        raise TrialError(f"alpha {alpha} must lie in [0, 1]")
-    if aggregation not in AGGREGATIONS:
-        raise TrialError(
-            f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}"
-        )
+    check_round_args(bundle.participants, client, neighbours, temperature, alpha, aggregation,
+                     words=("client", "neighbour"))  # fmt: skip
     if transfer_set not in NEIGHBOURHOOD_TRANSFER_SETS:
         raise TrialError(
             f"the neighbourhood round's transfer set is one of "

@@ -8,7 +8,7 @@ edge or client in one line, so a typo in ``[topology]`` never silently drops a t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError
@@ -82,8 +82,3 @@ def neighbours(
             + ': add an edge to it, or use kind = "complete" or "ring"'
         )
     return tuple(tuple(sorted(s)) for s in sets)
-
-
-def edge_list(sets: Sequence[Sequence[int]]) -> list[Edge]:
-    """The undirected edges (a < b) of neighbour sets, sorted (what a study records)."""
-    return sorted({(min(k, j), max(k, j)) for k, s in enumerate(sets) for j in s})

@@ -89,7 +89,7 @@ def check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise TrialError(f"bad device {device!r}: write cpu or cuda:N") from None
+        raise TrialError(f"unknown device {device!r}: write cpu or cuda:N") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0 or (dev.index or 0) >= count:
@@ -110,6 +110,43 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise TrialError(f"{device} has no bfloat16 support: use precision fp32")
 
 
+def check_round_args(
+    participants: int,
+    student: int,
+    teachers: Sequence[int],
+    temperature: float,
+    alpha: float,
+    aggregation: str,
+    *,
+    words: tuple[str, str] = ("student", "teacher"),
+) -> None:
+    """The checks every KD round shares (a pair trial, a neighbourhood round): who learns from
+    whom, T, α and the aggregation. ``words`` names the two roles in the messages (a
+    neighbourhood round's are the client and its neighbours)."""
+    me, them = words
+    if not 0 <= student < participants:
+        raise TrialError(f"{me} {student} is not a participant: choose 0..{participants - 1}")
+    if not teachers:
+        raise TrialError(f"{me} {student} has no {them}: pass at least one")
+    twice = sorted({t for t in teachers if list(teachers).count(t) > 1})
+    if twice:
+        raise TrialError(f"{them}s {list(teachers)} name participant {twice[0]} twice: list "
+                         "each once")  # fmt: skip
+    for t in teachers:
+        if not 0 <= t < participants:
+            raise TrialError(f"{them} {t} is not a participant: choose 0..{participants - 1}")
+        if t == student:
+            raise TrialError(f"{me} {student} cannot be its own {them}: drop it from the {them}s")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise TrialError(f"temperature {temperature} must be a finite number > 0")
+    if not 0.0 <= alpha <= 1.0:
+        raise TrialError(f"alpha {alpha} must lie in [0, 1]")
+    if aggregation not in AGGREGATIONS:
+        raise TrialError(
+            f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}"
+        )
+
+
 def _check_args(
     bundle: FederationBundle,
     student: int,
@@ -119,29 +156,10 @@ def _check_args(
     transfer_set: str,
     aggregation: str,
 ) -> None:
-    n = bundle.participants
-    if not 0 <= student < n:
-        raise TrialError(f"student {student} is not a participant: choose 0..{n - 1}")
-    if not teachers:
-        raise TrialError("no teacher given: pass at least one participant as teacher")
-    for t in teachers:
-        if not 0 <= t < n:
-            raise TrialError(f"teacher {t} is not a participant: choose 0..{n - 1}")
-        if t == student:
-            raise TrialError(
-                f"participant {student} cannot be its own teacher: drop it from teachers"
-            )
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise TrialError(f"temperature {temperature} must be a finite number > 0")
-    if not 0.0 <= alpha <= 1.0:
-        raise TrialError(f"alpha {alpha} must lie in [0, 1]")
+    check_round_args(bundle.participants, student, teachers, temperature, alpha, aggregation)
     if transfer_set not in TRANSFER_SETS:
         raise TrialError(
             f"unknown transfer set {transfer_set!r}: choose one of {', '.join(TRANSFER_SETS)}"
-        )
-    if aggregation not in AGGREGATIONS:
-        raise TrialError(
-            f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}"
         )
 
 

@@ -173,9 +173,8 @@ def _tune_parser() -> _Parser:
     p = _parser(
         PROG,
         "Tune one-round KD between federation participants: one Optuna study per pair, every "
-        "trial stored in the database.\n\ncommands: prepare, status, export, worker, report, "
-        "confirm, dashboard, compare "
-        f"(see {PROG} COMMAND --help); without a command, run a tuning.",
+        "trial stored in the database.\n\ncommands: " + ", ".join(COMMANDS) +
+        f" (see {PROG} COMMAND --help); without a command, run a tuning.",
         f"  {PROG} --pairs all --trials 200\n"
         f"  {PROG} --pairs 0-1,2-5 --trials 30 --workers 2 --pruner hyperband\n"
         f"  {PROG} --config cifar10-resnet18 --devices cuda:0,cuda:1 --workers 4 \\\n"
@@ -308,7 +307,7 @@ def cmd_prepare(argv: Sequence[str]) -> int:
         "Build the federation bundle (partitions, pre-trained "
         "participants, cached logits) once; later runs load it.",
         f"  {PROG} prepare\n  {PROG} prepare --config cifar10-resnet18 "
-        "--devices cuda:0\n  DKD_TUNE_BUNDLES=/data/bundles {PROG} prepare",
+        f"--devices cuda:0\n  DKD_TUNE_BUNDLES=/data/bundles {PROG} prepare",
     )
     _add_config(p)
     p.add_argument("--devices", default="auto", help="device to pre-train on (first one used)")
@@ -386,15 +385,16 @@ def cmd_export(argv: Sequence[str]) -> int:
 
 
 def cmd_worker(argv: Sequence[str]) -> int:
-    from .run import join
+    from .tuning import join_run
 
     p = _parser(
         f"{PROG} worker",
         "Join a run recorded in the storage with more workers (here or on another machine); "
-        "stops when every study has its work done (pair, neighbourhood, compare or confirm "
-        "runs alike). The studies hold the run's config, budget and "
-        "worker settings; the options below replace them for this worker only. The bundle must "
-        "be the run's (shared or copied folder): it is checked by digest, never rebuilt.",
+        "serves every phase of the run (a pair run's studies, then their confirmation, as the "
+        "process that started it does) and stops when they are done. The studies hold the run's "
+        "config, budget and worker settings; the options below replace them for this worker "
+        "only. The bundle must be the run's (shared or copied folder): it is checked by "
+        "digest, never rebuilt.",
         f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd\n"
         f"  {PROG} worker --storage postgresql+psycopg://user:pw@db-host/dkd --devices auto "
         "--workers-per-device 2 --bundles /shared/bundles\n"
@@ -444,7 +444,7 @@ def cmd_worker(argv: Sequence[str]) -> int:
         overrides=a.overrides,
         **given,
     )
-    summary = join(opts, a.federation, say=_say, own=tuple(given))
+    summary = join_run(opts, a.federation, say=_say, own=tuple(given))
     print(
         f"worker finished: {summary.finished} trials in {summary.seconds:.1f}s "
         f"({len(summary.reports)} worker(s))"
@@ -480,7 +480,7 @@ def cmd_confirm(argv: Sequence[str]) -> int:
         "Re-run each pair's best and default configurations with K fresh seeds and store mean "
         "and std in the study (the report then uses them).",
         f"  {PROG} confirm --repeats 3\n  {PROG} confirm --storage sqlite:///runs/fm.db "
-        "--pairs 0-1,2-5 --devices cuda:0\n  {PROG} confirm --workers 2",
+        f"--pairs 0-1,2-5 --devices cuda:0\n  {PROG} confirm --workers 2",
     )
     _add_storage(p)
     _federation_arg(p)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from objectives import AGGREGATIONS, DIVERGENCES, StudyConfig, load_config, parse_config
-from objectives.config import parse_partition
+from objectives.config import parse_partitions
 
 from .db import open_storage, quiet_optuna
 from .errors import UsageError
@@ -87,13 +87,7 @@ def _partitions(opts: CompareOptions, config: StudyConfig) -> list[str]:
     if opts.partitions is None:
         return list(config.compare.partitions)
     specs = [s.strip() for s in opts.partitions.split(",") if s.strip()]
-    if not specs:
-        raise UsageError("--partitions is empty: write e.g. --partitions iid,dirichlet:0.5")
-    for s in specs:
-        parse_partition(s)
-    if len(set(specs)) != len(specs):
-        raise UsageError(f"--partitions lists a partition twice: {opts.partitions}")
-    return specs
+    return list(parse_partitions(specs, f"--partitions {opts.partitions}"))
 
 
 def _seeds(opts: CompareOptions, config: StudyConfig) -> int:

@@ -12,15 +12,14 @@ from collections.abc import Iterable
 
 import optuna
 
+from .formats import pm
 from .report_data import PairResult, ReportData, collect, describe
-from .results import pair_rows
+from .results import pair_rows, pair_studies
 from .tables import recommended
 
 
 def _pp(value: float | None, std: float | None = None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return pm(value, std, missing="–")
 
 
 def note_text(p: PairResult, data: ReportData, export_row: dict | None) -> str:
@@ -99,9 +98,8 @@ def write_notes(
 
     wanted = None if studies is None else set(studies)
     by_federation: dict[str, list[str]] = {}
-    for s in storage.get_all_studies():
-        is_pair = "pair" in s.user_attrs and "federation_hash" in s.user_attrs
-        if is_pair and (wanted is None or s.study_name in wanted):
+    for s in pair_studies(storage):
+        if wanted is None or s.study_name in wanted:
             by_federation.setdefault(s.user_attrs.get("federation", ""), []).append(s.study_name)
     written = 0
     for federation, names in by_federation.items():

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from objectives import TrialError
 from objectives.config import DEFAULT_STUDY, STUDIES_DIR
-from objectives.trial import PRECISIONS
+from objectives.trial import PRECISIONS, check_device
 
 from .errors import UsageError
 from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, check_heartbeat
@@ -163,33 +164,19 @@ def parse_clients(spec: str, participants: int) -> list[int]:
 
 
 def parse_devices(spec: str) -> list[str]:
-    """``auto`` (every GPU, else the CPU), ``cpu`` or ``cuda:0,cuda:1``; each must exist here."""
+    """``auto`` (every GPU, else the CPU), ``cpu`` or ``cuda:0,cuda:1``; each must be a device a
+    trial can run on (objectives.check_device: the one rule, so a device that passes here never
+    fails every trial later)."""
     if spec.strip() == "auto":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return [f"cuda:{i}" for i in range(count)] or ["cpu"]
     devices: list[str] = []
     for item in (s.strip() for s in spec.split(",")):
         try:
-            device = torch.device(item)
-        except (RuntimeError, ValueError):
-            raise UsageError(
-                f"unknown device {item!r}: write auto, cpu or cuda:N, e.g. --devices cuda:0,cuda:1"
-            ) from None
-        if device.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            index = device.index or 0
-            if index >= count:
-                have = f"cuda:0..cuda:{count - 1}" if count else "no CUDA device"
-                raise UsageError(
-                    f"device {item} does not exist here ({have}): pass --devices auto or cpu"
-                )
-            devices.append(f"cuda:{index}")
-        elif device.type == "cpu":
-            devices.append("cpu")
-        elif device.type == "mps" and torch.backends.mps.is_available():
-            devices.append("mps")
-        else:
-            raise UsageError(f"device {item} is not available here: pass --devices auto or cpu")
+            device = check_device(item)
+        except TrialError as exc:
+            raise UsageError(f"--devices {item}: {exc} (or --devices auto)") from None
+        devices.append("cpu" if device.type == "cpu" else f"cuda:{device.index or 0}")
     return devices
 
 

@@ -25,6 +25,7 @@ from objectives import AGGREGATIONS, DIVERGENCES
 
 from .db import open_storage
 from .errors import UsageError
+from .formats import config_line, pm
 from .report_data import (
     NOISE_FALLBACK_PP,
     PairResult,
@@ -65,9 +66,7 @@ def esc(value: object) -> str:
 
 def pp(value: float | None, std: float | None = None) -> str:
     """A gain in percentage points, signed, with ± std where there is one."""
-    if value is None:
-        return "-"
-    return f"{value:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return pm(value, std)
 
 
 def num(value: float | None, fmt: str = ".2f", suffix: str = "") -> str:
@@ -642,17 +641,9 @@ def clients_body(rows: list[dict]) -> str:
     )  # fmt: skip
     fig.update_layout(barmode="group", yaxis_title="gain of head 2 (pp)")
 
-    def pp(v: float | None) -> str:
-        return "-" if v is None else f"{v:+.2f}"
-
     lines = []
     for r in rows:
-        p = r["best_params"] or {}
-        best = (
-            f"T={p['temperature']:.3g} a={p['alpha']:.2f} {p['divergence']}/{p['aggregation']}"
-            if p
-            else "-"
-        )
+        best = config_line(r["best_params"], "a")
         lines.append(
             (r["study"], ",".join(map(str, r["neighbours"])), r["finished"], pp(r["default_gain"]),
              pp(r["best_gain"]), pp(r["improvement"]), best)

@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .best import best_trial, complete, defaults
+from .formats import config_line
 from .results import (
     PLAN_ATTR,
     client_rows,
@@ -61,13 +62,7 @@ def sample_std(values: Sequence[float]) -> float | None:
 
 def describe(params: dict[str, Any] | None) -> str:
     """A configuration in one short line, e.g. ``T=0.54 α=0.21 ce public``."""
-    if not params:
-        return "-"
-    text = (
-        f"T={params['temperature']:.3g} α={params['alpha']:.2f} {params['divergence']} "
-        f"{params['transfer_set']}"
-    )
-    return text + (f"/{params['aggregation']}" if "aggregation" in params else "")
+    return config_line(params)
 
 
 @dataclass(frozen=True)

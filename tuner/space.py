@@ -10,7 +10,6 @@ it never appears as a meaningless parameter.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import optuna
 
 from objectives import AGGREGATIONS, DIVERGENCES, TRANSFER_SETS
+from objectives.config import suggest
 
 from .errors import UsageError
 
@@ -99,11 +99,7 @@ def parse_space(raw: Mapping[str, Any] | None, source: str = "[search]") -> Sear
     for key, value in raw.items():
         where = f"{source}: [search].{key}"
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UsageError(
-                f"{source}: unknown field [search].{key} ({hint}known: {', '.join(known)})"
-            )
+            raise UsageError(f"{source}: unknown field [search].{key} ({suggest(key, known)})")
         if key in _RANGES:
             values[key] = _range(where, value, *_RANGES[key])
         elif key in _CHOICES:

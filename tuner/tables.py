@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from objectives import AGGREGATIONS, DIVERGENCES
 
+from .formats import config_line, pm
 from .results import LEVEL, Cell
 
 
@@ -33,21 +34,12 @@ def _budget(row: dict) -> str:
 def pair_config(row: dict) -> str:
     """A pair row's best configuration in one line."""
     p = row["best_params"] or {}
-    if not p:
-        return "-"
-    return (
-        f"{row['student']}<-{row['teacher']} T={p['temperature']:.3g} a={p['alpha']:.2f} "
-        f"{p['divergence']} {p['transfer_set']}"
-        + (f"/{p['aggregation']}" if "aggregation" in p else "")
-    )
+    return f"{row['student']}<-{row['teacher']} {config_line(p, 'a')}" if p else "-"
 
 
 def client_config(row: dict) -> str:
     """A client row's best configuration in one line."""
-    p = row["best_params"] or {}
-    if not p:
-        return "-"
-    return f"T={p['temperature']:.3g} a={p['alpha']:.2f} {p['divergence']}/{p['aggregation']}"
+    return config_line(row["best_params"], "a")
 
 
 def recommended(row: dict) -> str:
@@ -56,7 +48,7 @@ def recommended(row: dict) -> str:
     if row.get("recommended_gain_mean") is None:
         return "-"
     seeds = f"{row['seeds']} seeds"
-    gain_ = _pm(row["recommended_gain_mean"], row["recommended_gain_std"])
+    gain_ = pm(row["recommended_gain_mean"], row["recommended_gain_std"])
     diff, p = row["confirmed_difference"], row["p_value"]
     if row["recommended_is_default"]:
         who = f"{row['recommended_student']}<-{row['recommended_teacher']}"
@@ -69,12 +61,8 @@ def recommended(row: dict) -> str:
     config = pair_config(
         {**row, "best_params": row["recommended_params"], "student": row["recommended_student"],
          "teacher": row["recommended_teacher"]})  # fmt: skip
-    default = _pm(row["confirmed_default_gain_mean"], row["confirmed_default_gain_std"])
+    default = pm(row["confirmed_default_gain_mean"], row["confirmed_default_gain_std"])
     return f"{config}: {gain_} vs default {default} ({diff:+.2f}, p={p:.3f}; {seeds})"
-
-
-def _pm(mean: float, std: float | None) -> str:
-    return f"{mean:+.2f}" + ("" if std is None else f"±{std:.2f}")
 
 
 def status_table(rows: list[dict]) -> str:
@@ -129,10 +117,9 @@ def client_status_table(rows: list[dict]) -> str:
 
 def mean_std(cell: Cell | None) -> str:
     """A cell's accuracy, mean ± std over its seeds."""
-    if cell is None or cell.accuracy is None:
+    if cell is None:
         return "-"
-    std = cell.accuracy_std
-    return f"{cell.accuracy:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return pm(cell.accuracy, cell.accuracy_std, signed=False)
 
 
 def compare_rows(cells: Sequence[Cell]) -> tuple[list[str], list[list[str]]]:

@@ -118,7 +118,7 @@ def test_federation_round_gives_every_client_its_neighbours(bundle2, tiny2_raw):
     [
         ((0, [0, 1]), {}, "cannot be its own neighbour"),
         ((0, []), {}, "has no neighbour"),
-        ((0, [1, 1]), {}, "name a client twice"),
+        ((0, [1, 1]), {}, "name participant 1 twice"),
         ((3, [1]), {}, "client 3 is not a participant"),
         ((0, [5]), {}, "neighbour 5 is not a participant"),
         ((0, [1]), {"aggregation": "max"}, "unknown aggregation 'max'"),

@@ -149,9 +149,14 @@ def test_status_and_export_commands(run_db, capsys: pytest.CaptureFixture, tmp_p
 
 
 def test_help_has_examples_for_every_command(capsys: pytest.CaptureFixture) -> None:
-    for command in ([], ["prepare"], ["status"], ["export"], ["worker"]):
+    from tuner.cli import COMMANDS
+
+    for command in ([], *([c] for c in COMMANDS)):
         with pytest.raises(SystemExit) as done:
             main([*command, "--help"])
         assert done.value.code == 0
         text = capsys.readouterr().out
         assert "examples:" in text and f"dkd-tune {' '.join(command)}".strip() in text
+        assert "{PROG}" not in text, text  # no placeholder left unformatted
+        if not command:  # the tuning's help lists every command of the table
+            assert all(c in text.split("examples:")[0] for c in COMMANDS)

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 
 from objectives import FederationBundle, RoundResult, run_neighbourhood_round
 
+from ..formats import config_line
 from .base import (
     Job,
     OnEval,
@@ -161,7 +162,4 @@ class ClientKind(StudyKind):
         return Job(params, attrs, call, lambda r: finish(r, fields))
 
     def describe(self, params: dict[str, Any]) -> str:
-        return (
-            f"T={params.get('temperature', 0):.3g} alpha={params.get('alpha', 0):.2f} "
-            f"{params.get('divergence')} {params.get('aggregation')} over the neighbours"
-        )
+        return f"{config_line(params, 'alpha')} over the neighbours"

@@ -15,6 +15,7 @@ from objectives import FederationBundle, TrialResult, run_trial
 from objectives.batched import TrialSpec
 from objectives.trial import PRECISIONS
 
+from ..formats import config_line
 from ..space import parse_space
 from ..warm import WARM_TRIALS, enqueue_warm, warm_at
 from .base import (
@@ -166,9 +167,4 @@ class PairKind(StudyKind):
         )
 
     def describe(self, params: dict[str, Any]) -> str:
-        return (
-            f"T={params.get('temperature', 0):.3g} alpha={params.get('alpha', 0):.2f} "
-            f"{params.get('divergence')} {params.get('transfer_set')}"
-            + (f"/{params['aggregation']}" if "aggregation" in params else "")
-            + f" student={params.get('position')}"
-        )
+        return f"{config_line(params, 'alpha')} student={params.get('position')}"
