@@ -14,6 +14,7 @@ Rerunning with the same seeds reproduces it, and runs only the missing seeds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +25,16 @@ from optuna.trial import FrozenTrial
 from .best import complete
 from .db import open_storage, quiet_optuna
 from .errors import StorageError, UsageError
+from .formats import pm
 from .kinds import KINDS, Task
 from .kinds.confirmation import runs
 from .notes import write_notes
 from .options import TuneOptions, check_options, parse_devices, parse_pairs
+from .pool import WAIT_S
 from .results import LEVEL, PLAN_ATTR, one_federation, pair_studies, recommendations
-from .run import start
+from .run import RunSummary, run_tasks, start
 from .storage import check_storage, mask
+from .studies import READY_TIMEOUT_S
 
 Say = Callable[[str], None]
 #: First confirm seed; far above the tuning trials' seeds (seed * 1_000_003 + trial number).
@@ -165,6 +169,60 @@ def _verdict(rec: dict[str, Any]) -> str:
             f"p = {rec['p_value']:.3f}, {tail}")  # fmt: skip
 
 
+def join_confirmation(
+    opts: TuneOptions, names: Sequence[str], say: Say, timeout: float = READY_TIMEOUT_S
+) -> RunSummary | None:
+    """For a joining ``dkd-tune worker`` whose pair studies are done: serve their confirmation
+    too, as the process that started the run does (it plans and enqueues the runs; a worker
+    never does, so every run is enqueued once). The plan is deterministic from a pair study's
+    trials, so the worker computes it and waits up to ``timeout`` seconds for the run to have
+    stored it and enqueued its runs. None when the run confirms nothing."""
+    storage = open_storage(opts.storage)
+    studies = [s for s in pair_studies(storage) if s.study_name in set(names)
+               and s.user_attrs.get("run", {}).get("confirm")]  # fmt: skip
+    if not studies:
+        return None
+    waiting = {s.study_name for s in studies}
+    tasks: list[Task] = []
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for s in [s for s in studies if s.study_name in waiting]:
+            trials = storage.get_all_trials(s._study_id, deepcopy=False)
+            chosen = candidates(trials)
+            if not any("default" in t.user_attrs for t in chosen):
+                waiting.discard(s.study_name)  # nothing to compare: the run confirms nothing
+                continue
+            repeats = s.user_attrs["run"]["confirm"]
+            plan = {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
+            if storage.get_study_user_attrs(s._study_id).get(PLAN_ATTR) != plan:
+                continue
+            task = _task(s, plan, trials)
+            if _queued(storage, task):
+                tasks.append(task)
+                waiting.discard(s.study_name)
+        if waiting:
+            time.sleep(WAIT_S)
+    if waiting:
+        say(f"{len(waiting)} pair(s) not set up for confirmation by the run within {timeout:.0f}s "
+            f"(e.g. {sorted(waiting)[0]}): run dkd-tune confirm --storage ... once the run ends")
+    if not tasks:
+        return None
+    ids = {t.study: storage.get_study_id_from_name(t.study) for t in tasks}
+    say(f"joining the confirmation of {len(tasks)} pair(s)")
+    return run_tasks(opts, tasks, parse_devices(opts.devices), storage, ids, say)
+
+
+def _queued(storage: optuna.storages.RDBStorage, task: Task) -> bool:
+    """True once the confirmation study holds every run of the task (in any state)."""
+    try:
+        study_id = storage.get_study_id_from_name(task.study)
+    except KeyError:
+        return False
+    if not storage.get_study_user_attrs(study_id).get("ready"):
+        return False
+    return not KINDS["confirm"].queue(task, storage.get_all_trials(study_id, deepcopy=False))
+
+
 def confirm_in_run(opts: TuneOptions, names: Sequence[str], devices: list[str], say: Say) -> None:
     """After a run's pair studies have their trials: confirm them with ``opts.confirm`` seeds."""
     storage = open_storage(opts.storage)
@@ -218,8 +276,7 @@ def confirm(
 
 
 def _pm(entry: dict[str, Any]) -> str:
-    std = entry["gain_std"]
-    return f"{entry['gain_mean']:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return pm(entry["gain_mean"], entry["gain_std"])
 
 
 __all__ = [
@@ -230,4 +287,5 @@ __all__ = [
     "confirm_in_run",
     "confirm_pairs",
     "fresh_seeds",
+    "join_confirmation",
 ]

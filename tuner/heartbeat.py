@@ -79,6 +79,10 @@ class Heartbeat:
         self.reaped: list[int] = []  # trial ids this process failed as stale
         self._seen: dict[int, tuple[object, float]] = {}  # trial id -> (beat, first seen with it)
         self._loaded: dict[int, optuna.Study] = {}
+        #: Held while a stale trial is failed and its retry enqueued (two transactions): a worker
+        #: about to stop takes it before its last look, so it never sees the trial FAIL and its
+        #: retry not yet there (no work left) and stops with the retry unserved.
+        self.failing = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dkd-tune-heartbeat", daemon=True)
 
@@ -140,6 +144,10 @@ class Heartbeat:
     def fail(self, trial_id: int, study_id: int) -> bool:
         """Mark one stale trial FAIL and enqueue its retry; False if another process (a second
         checker, or its own worker after all) finished it first."""
+        with self.failing:
+            return self._fail(trial_id, study_id)
+
+    def _fail(self, trial_id: int, study_id: int) -> bool:
         storage = self.storage
         try:
             who = storage.get_trial(trial_id).user_attrs

@@ -175,7 +175,7 @@ def _work(spec: WorkerSpec) -> WorkerReport:
         retries=spec.retries,
     )
     with heartbeat:
-        _take_trials(spec, storage, ids, studies, report, bundles)
+        _take_trials(spec, storage, ids, studies, report, bundles, heartbeat.failing)
     report.reaped = len(heartbeat.reaped)
     return report
 
@@ -187,9 +187,12 @@ def _take_trials(
     studies: dict[str, optuna.Study],
     report: WorkerReport,
     bundles: dict[str, FederationBundle],
+    failing: contextlib.AbstractContextManager,
 ) -> None:
     """The worker's loop: pick the study with the most work left, run one trial there (or K of
-    a batchable kind), repeat."""
+    a batchable kind), repeat; stop when no study has work left, nothing runs anywhere, and
+    this process's heartbeat check is not half-way through failing a trial (``failing``: its
+    retry is enqueued after the FAIL)."""
     rng = random.Random(hash((spec.seed, spec.index)))
     tasks = {t.study: t for t in spec.tasks}
     failures: dict[str, int] = dict.fromkeys(tasks, 0)
@@ -206,6 +209,11 @@ def _take_trials(
             # finds it) and reopen their study: wait for them, or the study could end short.
             if any(counts[ids[t.study]].running for t in live):
                 time.sleep(WAIT_S)
+                continue
+            with failing:  # a retry being enqueued by this process's check lands first
+                counts = count_trials(storage, ids.values())
+            if any(KINDS[t.kind].work_left(counts[ids[t.study]], t) > 0
+                   or counts[ids[t.study]].running for t in live):  # fmt: skip
                 continue
             return
         order = [name for _, _, name in sorted(open_, reverse=True)]

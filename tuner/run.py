@@ -24,7 +24,7 @@ from .budget import enqueue_missing_retries
 from .db import count_trials, database_errors, open_storage, quiet_optuna
 from .errors import RunError, StorageError, UsageError
 from .fleet import SETTINGS_ATTR, check_bundle, record_bundle, record_settings
-from .kinds import KINDS, StudyKind, Task, config_record
+from .kinds import KINDS, StudyKind, Task, config_record, kind_of
 from .kinds.client import NeighbourhoodSpace
 from .lifecycle import abandon_running
 from .notes import write_notes
@@ -129,8 +129,8 @@ def start(
             )
             record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
                        seed=opts.seed, retries=opts.retries,
-                       max_forgetting=opts.max_forgetting,
-                       warm_start=opts.warm_start)  # fmt: skip
+                       max_forgetting=opts.max_forgetting, warm_start=opts.warm_start,
+                       confirm=opts.confirm if task.kind == "pair" else 0)  # fmt: skip
             enqueue_missing_retries(
                 optuna.load_study(study_name=task.study, storage=storage), opts.retries
             )
@@ -145,24 +145,13 @@ def start(
         return run_tasks(opts, tasks, devices, storage, ids, say)
 
 
-#: Options of ``dkd-tune worker`` that, when given, replace what the run recorded.
-JOIN_OWN = (
-    "config",
-    "pairs",
-    "trials",
-    "precision",
-    "batch_trials",
-    "heartbeat_interval",
-    "heartbeat_grace",
-)
-
-
 def join(
     opts: TuneOptions, federation: str | None, say: Say = print, *, own: Sequence[str] = ()
 ) -> RunSummary:
     """``dkd-tune worker``: add workers to the run recorded in the storage, whatever its kinds
     (pair, client, compare or confirmation studies). The studies hold the config, budget,
-    sampler, pruner and worker settings; the options named in ``own`` (any of JOIN_OWN) are this
+    sampler, pruner and worker settings; the options named in ``own`` (config, pairs, trials, or a
+    worker setting: precision, batch_trials, heartbeat) are this
     worker's instead: its own config file (same federation hash and KD recipe, e.g. another data
     path), a subset of the pairs, another budget, its precision or heartbeat. The worker's bundle
     must be the run's (digest check); it is never built here."""
@@ -183,7 +172,7 @@ def join(
             )
         first = studies[0].user_attrs
         tasks = [
-            KINDS[s.user_attrs.get("mode", "pair")].task_from(
+            kind_of(s.user_attrs).task_from(
                 s.study_name, s.user_attrs, s.user_attrs["run"]["budget"]
             )
             for s in studies

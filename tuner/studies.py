@@ -104,9 +104,14 @@ def record_run(
     retries: int,
     max_forgetting: float | None = None,
     warm_start: bool = False,
+    confirm: int = 0,
 ) -> None:
-    """The latest run's settings, which ``dkd-tune worker`` reads to join it."""
+    """The latest run's settings, which ``dkd-tune worker`` reads to join it (``confirm``: the
+    seeds a pair run confirms its candidates with once tuned, so a joining worker follows it
+    into the confirmation)."""
     run = {"budget": budget, "sampler": sampler, "pruner": pruner, "seed": seed, "retries": retries}
+    if confirm:
+        run["confirm"] = confirm
     if max_forgetting is not None:
         run["max_forgetting"] = max_forgetting
     if warm_start:

@@ -4,10 +4,12 @@ pair is read (tuner.results)."""
 
 from __future__ import annotations
 
-from .confirm import confirm_in_run
+from collections.abc import Sequence
+
+from .confirm import confirm_in_run, join_confirmation
 from .db import quiet_optuna
 from .options import TuneOptions
-from .run import RunSummary, Say, plan, start
+from .run import RunSummary, Say, join, plan, start
 from .storage import mask
 
 
@@ -30,4 +32,19 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
     )  # fmt: skip
     if opts.mode == "pair" and opts.confirm:
         confirm_in_run(opts, list(summary.studies), devices, say)
+    return summary
+
+
+def join_run(
+    opts: TuneOptions, federation: str | None, say: Say = print, *, own: Sequence[str] = ()
+) -> RunSummary:
+    """``dkd-tune worker``: serve the run recorded in the storage to its end, phase by phase as
+    the process that started it does: its studies, then (a pair run with ``--confirm K``) the
+    confirmation of its pairs."""
+    summary = join(opts, federation, say, own=own)
+    confirmed = join_confirmation(opts, list(summary.studies), say)
+    if confirmed is not None:
+        summary.reports += confirmed.reports
+        summary.finished += confirmed.finished
+        summary.seconds += confirmed.seconds
     return summary

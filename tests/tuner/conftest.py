@@ -53,7 +53,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture
 def opts(tiny: dict, tmp_path: Path):
-    """A factory of TuneOptions on the tiny federation and a fresh SQLite file in tmp_path."""
+    """A factory of TuneOptions on the tiny federation and a fresh SQLite file in tmp_path, with
+    the product's defaults (TPE, the quartile pruner, confirmation with 3 seeds)."""
 
     def make(**kw) -> TuneOptions:
         base = dict(
@@ -62,10 +63,8 @@ def opts(tiny: dict, tmp_path: Path):
             storage=f"sqlite:///{tmp_path / 'tune.db'}",
             pairs="0-1",
             trials=3,
-            pruner="none",
             progress="quiet",
-            confirm=0,  # the tests of confirmation in the run ask for it
-        )
+        )  # every other option at the product's default (a test that turns one off says why)
         base.update(kw)
         return TuneOptions(**base)
 

@@ -36,7 +36,11 @@ def test_names_attrs_defaults_and_topups(opts, tiny) -> None:
     bundle = prepare_federation(load_config(tiny["config"]), directory=tiny["bundles"])
     storage = get_storage(o.storage)
     names = sorted(s.study_name for s in storage.get_all_studies())
-    assert names == ["tiny/0-1", "tiny/2-3"] == [study_name("tiny", p) for p in [(0, 1), (2, 3)]]
+    pairs = [study_name("tiny", p) for p in [(0, 1), (2, 3)]]
+    # a study per pair, and (the default --confirm 3) a confirmation study per pair
+    assert names == ["tiny/0-1", "tiny/0-1/confirm", "tiny/2-3", "tiny/2-3/confirm"]
+    names = [n for n in names if n in pairs]
+    assert names == ["tiny/0-1", "tiny/2-3"]
     for (a, b), name in [((0, 1), "tiny/0-1"), ((2, 3), "tiny/2-3")]:
         attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
         assert attrs["pair"] == [a, b]

@@ -1,0 +1,56 @@
+"""A ``dkd-tune worker`` that joins a pair run while its studies are tuned follows the run into
+its confirmation, as the process that started it does, instead of leaving the confirmation to
+that process alone: both as real processes on one SQLite file, every confirmation run once."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from tuner_helpers import cli
+
+from tuner.results import PLAN_ATTR
+
+PAIRS = ("0-1", "0-2", "1-2")
+#: Rounds long enough (~0.5 s) that the confirmation outlasts the worker's look for it.
+SLOW = ["--set", "kd.epochs=4"]
+
+
+def test_a_joining_worker_serves_the_confirmation_too(tiny, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    common = ["--bundles", tiny["bundles"], "--storage", url]
+    log = (tmp_path / "starter.log").open("w+")
+    args = cli("--config", tiny["config"], *common, "--pairs", ",".join(PAIRS), "--trials", "4",
+               "--progress", "log", *SLOW)  # fmt: skip
+    starter = subprocess.Popen(args, stdout=log, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not Path(log.name).read_text().startswith("federation tiny"):  # the studies are set up
+        assert starter.poll() is None and time.monotonic() < deadline, starter.communicate()
+        time.sleep(0.1)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    worker = subprocess.Popen(cli("worker", *common, "--progress", "log"), **pipes)
+    w_out, w_err = worker.communicate(timeout=600)
+    _, s_err = starter.communicate(timeout=600)
+    assert starter.returncode == 0 and worker.returncode == 0, (s_err, w_err)
+    assert "joining the confirmation of" in w_out, w_out
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        pids: Counter = Counter()
+        for pair in PAIRS:
+            plan = optuna.load_study(study_name=f"tiny/{pair}", storage=storage).user_attrs[
+                PLAN_ATTR
+            ]
+            runs = optuna.load_study(study_name=f"tiny/{pair}/confirm", storage=storage)
+            done = [t for t in runs.get_trials() if t.state == TrialState.COMPLETE]
+            keys = [(t.params["candidate"], t.params["seed"]) for t in done]
+            assert sorted(keys) == sorted(
+                (c, s) for c in plan["candidates"] for s in plan["seeds"]
+            ), pair  # every planned run, each once
+            pids.update(t.user_attrs["worker_pid"] for t in done)
+        assert worker.pid in pids and starter.pid in pids, pids  # both served it
+    finally:
+        storage.engine.dispose()
