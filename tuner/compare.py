@@ -25,7 +25,7 @@ from .kinds.cell import MAX_SEEDS, cells
 from .options import COMPARE_CONFIG, TuneOptions, check_options, parse_devices
 from .results import Cell, read_cells
 from .run import start
-from .storage import mask
+from .storage import DEFAULT_STORAGE, mask
 
 Say = Callable[[str], None]
 
@@ -35,7 +35,7 @@ class CompareOptions:
     """One ``dkd-tune compare``; ``seeds``/``partitions`` None take the config's ``[compare]``."""
 
     config: str = COMPARE_CONFIG
-    storage: str = "sqlite:///dkd-tune.db"
+    storage: str = DEFAULT_STORAGE
     overrides: list[str] = field(default_factory=list)
     bundles: str | None = None
     devices: str = "auto"

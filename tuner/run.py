@@ -11,6 +11,7 @@ the tasks of a stored run for ``dkd-tune worker``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class RunSummary:
     reports: list[WorkerReport] = field(default_factory=list)
     seconds: float = 0.0
     finished: int = 0  # trials finished during this run
+    #: The options the run was served with (for a joining worker: the run's settings with its
+    #: own applied; the caller's options are never changed).
+    opts: TuneOptions | None = None
 
 
 def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
@@ -156,6 +160,7 @@ def join(
     path), a subset of the pairs, another budget, its precision or heartbeat. The worker's bundle
     must be the run's (digest check); it is never built here."""
     quiet_optuna()
+    opts = dataclasses.replace(opts)  # the run's settings go into a copy, not the caller's
     check_options(opts)
     devices = parse_devices(opts.devices)
     check_storage(opts.storage)
@@ -337,7 +342,7 @@ def _finish(
 ) -> RunSummary:
     counts = count_trials(storage, ids.values())
     after = sum(c.finished for c in counts.values())
-    summary = RunSummary(ids, reports, time.monotonic() - started, after - before)
+    summary = RunSummary(ids, reports, time.monotonic() - started, after - before, opts)
     for rep in summary.reports:
         if rep.died:
             say(

@@ -42,7 +42,7 @@ def join_run(
     the process that started it does: its studies, then (a pair run with ``--confirm K``) the
     confirmation of its pairs."""
     summary = join(opts, federation, say, own=own)
-    confirmed = join_confirmation(opts, list(summary.studies), say)
+    confirmed = join_confirmation(summary.opts or opts, list(summary.studies), say)
     if confirmed is not None:
         summary.reports += confirmed.reports
         summary.finished += confirmed.finished

@@ -165,7 +165,9 @@ def test_a_worker_takes_the_runs_settings_unless_given_its_own(run: TuneOptions,
     )
     summary = join(mine, "tiny", lambda _m: None, own=("pairs", "trials"))
     assert summary.finished == 1
-    assert (mine.precision, mine.heartbeat_interval, mine.heartbeat_grace) == ("bf16", 2, 6)
+    used = summary.opts  # the run's settings, applied to a copy of this worker's options
+    assert (used.precision, used.heartbeat_interval, used.heartbeat_grace) == ("bf16", 2, 6)
+    assert mine.precision == "fp32"  # the caller's options as they were
     assert finished(trials_of(run.storage, "tiny/0-1")) == 2  # not this worker's pair
     joined = trials_of(run.storage, "tiny/0-2")
     assert finished(joined) == 3
