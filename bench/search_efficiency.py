@@ -43,8 +43,9 @@ import torch
 from scipy import stats
 
 from objectives import load_config, prepare_federation, run_trial
+from tuner.best import best_trial
 from tuner.db import open_storage
-from tuner.results import LEVEL, best_trial, pair_studies, paired_p_value, recommendations
+from tuner.results import LEVEL, pair_studies, paired_p_value, recommendations
 
 GRID_T = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 GRID_ALPHA = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

@@ -14,6 +14,7 @@ failed trials' retries are queued (a failed trial without one would otherwise be
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ from objectives import FederationBundle
 from .errors import StorageError
 from .kinds import KINDS, Task
 
+#: Where Optuna keeps a study's metric names (``Study.set_metric_names``).
+METRIC_NAMES = "study:metric_names"
 #: Seconds to wait for another process to finish setting up a study before taking over.
 READY_TIMEOUT_S = 60.0
 
@@ -81,7 +84,17 @@ def setup_study(
     reason = kind.conflict(task.study, attrs, task, url)  # a concurrent creator may differ
     if reason:
         raise StorageError(reason)
+    name_metric(storage, study_id, task)
     return study_id
+
+
+def name_metric(storage: optuna.storages.RDBStorage, study_id: int, task: Task) -> None:
+    """Record the kind's metric name (once; studies of older runs get it on their next run)."""
+    metric = [KINDS[task.kind].metric]
+    if storage.get_study_system_attrs(study_id).get(METRIC_NAMES) != metric:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.load_study(study_name=task.study, storage=storage).set_metric_names(metric)
 
 
 def enqueue(storage: optuna.storages.RDBStorage, task: Task) -> int:

@@ -87,6 +87,13 @@ def test_every_write_route_is_refused_and_nothing_changes(tuned_copy) -> None:
     with dashboard(url) as (base, line):
         assert "read-only" in line
         assert request(base, "GET", "/api/studies") == 200  # reading works
+        with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as resp:
+            listed = json.load(resp)["study_summaries"]
+        assert len(listed) == 4  # two pair studies and their confirmation studies
+        for study in listed:  # each names what it plots: "gain (pp)", not "Objective 0"
+            detail = f"{base}/api/studies/{study['study_id']}?after=0"
+            with urllib.request.urlopen(detail, timeout=30) as resp:
+                assert json.load(resp)["objective_names"] == ["gain (pp)"], study["study_name"]
         refused = {(m, p): request(base, m, p, {"study_name": "x", "directions": ["maximize"]})
                    for m, p in routes}  # fmt: skip
     assert set(refused.values()) == {403}, refused

@@ -136,6 +136,9 @@ class StudyKind:
 
     #: What the objective value is, for worker logs.
     value_name: ClassVar[str] = "gain"
+    #: The objective's name and unit as the study records it (Optuna's metric name, which
+    #: optuna-dashboard shows on its axes instead of "Objective 0").
+    metric: ClassVar[str] = "gain (pp)"
 
     def describe(self, params: dict[str, Any]) -> str:
         """The trial's parameters in a short line (worker logs)."""

@@ -41,6 +41,7 @@ class CellKind(StudyKind):
     name = "compare"
     fixed = True
     value_name = "accuracy"
+    metric = "mean head-2 accuracy (%)"
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         return f"{federation}/compare"

@@ -90,6 +90,7 @@ class NeighbourhoodSpace:
 class ClientKind(StudyKind):
     name = "neighbourhood"
     prunable = True
+    metric = "head-2 gain (pp)"
     phrases: ClassVar[dict[str, str]] = {
         **StudyKind.phrases,
         "neighbours": "learned from neighbours {have}, the config's [topology] gives {want}",
