@@ -50,17 +50,14 @@ class CompareOptions:
 
     def pool(self) -> TuneOptions:
         """The worker-pool options of this compare run."""
-        opts = TuneOptions(
-            config=self.config, storage=self.storage, overrides=self.overrides,
+        return TuneOptions(
+            config=self.config, storage=self.storage, overrides=tuple(self.overrides),
             bundles=self.bundles, devices=self.devices, workers=self.workers,
             workers_per_device=self.workers_per_device, retries=self.retries,
             progress=self.progress,
+            **{k: v for k, v in (("heartbeat_interval", self.heartbeat_interval),
+                                 ("heartbeat_grace", self.heartbeat_grace)) if v is not None},
         )  # fmt: skip
-        if self.heartbeat_interval is not None:
-            opts.heartbeat_interval = self.heartbeat_interval
-        if self.heartbeat_grace is not None:
-            opts.heartbeat_grace = self.heartbeat_grace
-        return opts
 
 
 def partition_label(partition: str) -> str:

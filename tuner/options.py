@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -33,9 +33,12 @@ MODES = ("pair", "neighbourhood")
 Pair = tuple[int, int]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TuneOptions:
-    """One tuning run; the CLI's flags map one to one onto these fields."""
+    """One run's settings, from the command line (its flags map one to one onto these fields)
+    to every worker process, unchanged on the way: frozen, so a joining worker's own options
+    are applied once, into a new object (tuner.run.joined_options), and what the pool, the
+    worker and each trial use is read from the same object (pool.WorkerSpec carries it)."""
 
     config: str = DEFAULT_CONFIG
     storage: str = DEFAULT_STORAGE
@@ -46,7 +49,7 @@ class TuneOptions:
     sampler: str = "tpe"
     pruner: str = "quartile"
     seed: int = 0
-    overrides: list[str] = field(default_factory=list)
+    overrides: tuple[str, ...] = ()
     bundles: str | None = None  # None: $DKD_TUNE_BUNDLES or ./bundles
     retries: int = 2  # extra attempts for a failed trial's configuration
     confirm: int = 3  # fresh seeds for each pair's candidates once tuned (0: no confirmation)
@@ -60,6 +63,9 @@ class TuneOptions:
     heartbeat_grace: float = HEARTBEAT_GRACE_S  # silence after which a trial is failed, retried
     mode: str = "pair"  # pair | neighbourhood
     clients: str = "all"  # neighbourhood mode: all, or clients like 0,2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "overrides", tuple(self.overrides))  # a list from argparse
 
 
 def check_options(opts: TuneOptions) -> None:

@@ -32,10 +32,10 @@ import torch
 from objectives import FederationBundle, StudyConfig, bundle_path, prepare_federation
 
 from .db import count_trials, database_errors, open_storage, quiet_optuna
-from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, Heartbeat
+from .heartbeat import Heartbeat
 from .kinds import KINDS, Task
 from .lifecycle import Outcome, Settings, run_batch, run_one, running_ids
-from .options import cpu_cores
+from .options import TuneOptions, cpu_cores
 
 #: A worker stops working on a pair after this many failures in a row there (e.g. a KD recipe
 #: whose loss always turns NaN), instead of retrying forever.
@@ -49,27 +49,17 @@ STOP_GRACE_S = 5.0
 _BUNDLES: dict[str, FederationBundle] = {}  # per process and folder: the parent's serves workers=1
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker process needs, as plain picklable data."""
+    """Everything a worker process needs, as plain picklable data: where it runs, what it
+    serves, and the run's options (the one frozen TuneOptions, unchanged from the command line)."""
 
     index: int
     device: str
     threads: int
-    url: str
     tasks: list[Task]
-    bundles: str | None
-    sampler: str
-    pruner: str
-    seed: int
-    retries: int
+    opts: TuneOptions
     log: bool = False  # one line per trial on stdout (when the parent shows no live line)
-    precision: str = "fp32"  # fp32 | bf16 (pair trials; objectives.run_trial)
-    batch_trials: int = 1  # trials of a batchable kind trained at once; 1: one at a time
-    heartbeat_interval: float = HEARTBEAT_INTERVAL_S
-    heartbeat_grace: float = HEARTBEAT_GRACE_S
-    max_forgetting: float | None = None  # --max-forgetting: each trial's constraint
-    warm_start: bool = False  # --warm-start: pair studies take other pairs' good configurations
 
 
 @dataclass
@@ -141,16 +131,15 @@ def work(spec: WorkerSpec) -> WorkerReport:
         torch.set_num_threads(spec.threads)
     elif spec.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(spec.device))
-    with database_errors(spec.url):
+    with database_errors(spec.opts.storage):
         return _work(spec)
 
 
 def _work(spec: WorkerSpec) -> WorkerReport:
-    storage = open_storage(spec.url)
+    storage = open_storage(spec.opts.storage)
     # Each federation's bundle once, before the loop (not looked up again per trial).
-    bundles = {
-        t.config.name: load_bundle_once(t.config, spec.bundles, spec.device) for t in spec.tasks
-    }
+    folder = spec.opts.bundles
+    bundles = {t.config.name: load_bundle_once(t.config, folder, spec.device) for t in spec.tasks}
     ids = {t.study: storage.get_study_id_from_name(t.study) for t in spec.tasks}
     counts = count_trials(storage, ids.values())
     studies: dict[str, optuna.Study] = {}
@@ -158,21 +147,21 @@ def _work(spec: WorkerSpec) -> WorkerReport:
         # A different sampler seed per worker, study and restart: identical seeds would make
         # parallel workers (and a rerun's random sampler) propose the same points again.
         total = sum(vars(counts[ids[task.study]]).values())
-        seed = hash((spec.seed, spec.index, i, total)) % 2**31
+        seed = hash((spec.opts.seed, spec.index, i, total)) % 2**31
         studies[task.study] = optuna.load_study(
             study_name=task.study,
             storage=storage,
-            sampler=make_sampler(spec.sampler, task.space, seed),
-            pruner=make_pruner(spec.pruner, task.config.kd.eval_points),
+            sampler=make_sampler(spec.opts.sampler, task.space, seed),
+            pruner=make_pruner(spec.opts.pruner, task.config.kd.eval_points),
         )
     report = WorkerReport(spec.index, spec.device)
     heartbeat = Heartbeat(
         storage,
         {study_id: name for name, study_id in ids.items()},
         running_ids,
-        interval=spec.heartbeat_interval,
-        grace=spec.heartbeat_grace,
-        retries=spec.retries,
+        interval=spec.opts.heartbeat_interval,
+        grace=spec.opts.heartbeat_grace,
+        retries=spec.opts.retries,
     )
     with heartbeat:
         _take_trials(spec, storage, ids, studies, report, bundles, heartbeat.failing)
@@ -193,12 +182,11 @@ def _take_trials(
     a batchable kind), repeat; stop when no study has work left, nothing runs anywhere, and
     this process's heartbeat check is not half-way through failing a trial (``failing``: its
     retry is enqueued after the FAIL)."""
-    rng = random.Random(hash((spec.seed, spec.index)))
+    rng = random.Random(hash((spec.opts.seed, spec.index)))
     tasks = {t.study: t for t in spec.tasks}
     failures: dict[str, int] = dict.fromkeys(tasks, 0)
-    settings = Settings(
-        spec.device, spec.seed, spec.retries, spec.precision, spec.max_forgetting, spec.warm_start
-    )
+    o = spec.opts
+    settings = Settings(spec.device, o.seed, o.retries, o.precision, o.max_forgetting, o.warm_start)
     while True:
         counts = count_trials(storage, ids.values())
         live = [t for t in spec.tasks if failures[t.study] < MAX_CONSECUTIVE_FAILURES]
@@ -218,9 +206,9 @@ def _take_trials(
             return
         order = [name for _, _, name in sorted(open_, reverse=True)]
         batchable = [n for n in order if KINDS[tasks[n].kind].batchable]
-        if spec.batch_trials > 1 and batchable:
+        if spec.opts.batch_trials > 1 and batchable:
             # K trials at once: the slots go to the studies with the most work left.
-            picked = pick_slots({n: left[n] for n in batchable}, spec.batch_trials, batchable)
+            picked = pick_slots({n: left[n] for n in batchable}, spec.opts.batch_trials, batchable)
             slots = [(studies[n], tasks[n]) for n in picked]
             bundle = bundles[tasks[picked[0]].config.name]
             outcomes = run_batch(slots, bundle, settings)
@@ -267,13 +255,15 @@ def _log_line(name: str, outcome: Outcome, task: Task, spec: WorkerSpec) -> str:
     return f"{name} #{outcome.number} {result} {what} [worker {spec.index} {spec.device}]{tail}"
 
 
-def worker_specs(devices: list[str], **common) -> list[WorkerSpec]:
+def worker_specs(
+    devices: list[str], tasks: list[Task], opts: TuneOptions, *, log: bool = False
+) -> list[WorkerSpec]:
     """Worker i runs on devices[i] (see options.worker_devices). CPU threads are split among the
     CPU workers so they never oversubscribe the cores (torch would give each worker all)."""
     on_cpu = sum(1 for d in devices if d == "cpu")
     threads = max(1, cpu_cores() // max(1, on_cpu))
     return [
-        WorkerSpec(index=i, device=device, threads=threads, **common)
+        WorkerSpec(index=i, device=device, threads=threads, tasks=tasks, opts=opts, log=log)
         for i, device in enumerate(devices)
     ]
 

@@ -160,7 +160,6 @@ def join(
     path), a subset of the pairs, another budget, its precision or heartbeat. The worker's bundle
     must be the run's (digest check); it is never built here."""
     quiet_optuna()
-    opts = dataclasses.replace(opts)  # the run's settings go into a copy, not the caller's
     check_options(opts)
     devices = parse_devices(opts.devices)
     check_storage(opts.storage)
@@ -187,25 +186,13 @@ def join(
             tasks = [Task(t.study, t.kind, t.target, config, t.space, t.budget) for t in tasks]
         if "pairs" in own:
             tasks = _own_pairs(opts, tasks)
-        run = first["run"]
         if "trials" in own:
             tasks = [
                 t if t.budget is None else Task(t.study, t.kind, t.target, t.config, t.space,
                                                 opts.trials)
                 for t in tasks
             ]  # fmt: skip
-        else:
-            opts.trials = run["budget"] or opts.trials
-        opts.sampler, opts.pruner = run["sampler"], run["pruner"]
-        opts.max_forgetting = run.get("max_forgetting")
-        opts.warm_start = run.get("warm_start", False)
-        opts.seed, opts.retries = (
-            run["seed"] + 7_919,
-            run["retries"],
-        )  # other samples than the run's
-        for key, value in first.get(SETTINGS_ATTR, {}).items():
-            if key not in own and hasattr(opts, key):
-                setattr(opts, key, value)
+        opts = joined_options(opts, first, own)
         check_options(opts)
         check_used(opts, [[KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]])
         for config in {t.config.name: t.config for t in tasks}.values():
@@ -223,6 +210,26 @@ def join(
         }
         say(f"joining {len(ids)} studies of {tasks[0].config.name} ({_budgets(tasks)})")
         return run_tasks(opts, tasks, devices, storage, ids, say)
+
+
+def joined_options(opts: TuneOptions, attrs: dict, own: Sequence[str]) -> TuneOptions:
+    """A joining worker's options: the run's (a stored study's ``run`` and worker settings),
+    with the worker's ``own`` options kept; the one place they are combined. Its seed differs
+    from the run's, so it samples other points."""
+    run = attrs["run"]
+    stored = {
+        "sampler": run["sampler"],
+        "pruner": run["pruner"],
+        "max_forgetting": run.get("max_forgetting"),
+        "warm_start": run.get("warm_start", False),
+        "seed": run["seed"] + 7_919,
+        "retries": run["retries"],
+        "confirm": run.get("confirm", 0),
+        **({} if "trials" in own else {"trials": run["budget"] or opts.trials}),
+        **{k: v for k, v in attrs.get(SETTINGS_ATTR, {}).items()
+           if k not in own and k in TuneOptions.__dataclass_fields__},
+    }  # fmt: skip
+    return dataclasses.replace(opts, **stored)
 
 
 def _settings(opts: TuneOptions) -> dict:
@@ -291,24 +298,13 @@ def run_tasks(
     line = ignored_line(opts, kinds, "/".join(k.name for k in kinds) + " studies")
     if line:
         say(line)
-    settings = _settings(opts)
     with database_errors(opts.storage):
         started = time.monotonic()
         before = sum(c.finished for c in count_trials(storage, ids.values()).values())
         progress = Progress(storage, tasks, ids, mode=opts.progress)
     specs = worker_specs(
-        worker_devices(devices, opts.workers, opts.workers_per_device),
-        url=opts.storage,
-        tasks=list(tasks),
-        bundles=opts.bundles,
-        sampler=opts.sampler,
-        pruner=opts.pruner,
-        seed=opts.seed,
-        retries=opts.retries,
-        max_forgetting=opts.max_forgetting,
-        warm_start=opts.warm_start,
+        worker_devices(devices, opts.workers, opts.workers_per_device), list(tasks), opts,
         log=progress.mode == "log",
-        **settings,
     )
     with sigterm_as_interrupt():
         thread, box = run_in_thread(specs)
