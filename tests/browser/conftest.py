@@ -131,7 +131,7 @@ def run_db(tmp_path_factory: pytest.TempPathFactory) -> dict:
     url = f"sqlite:///{root / 'run.db'}"
     tune(
         TuneOptions(
-            confirm=0,
+            confirm=0,  # the pages' single-trial figures (confirmed ones: tests/tuner)
             config=str(config),
             bundles=str(bundles),
             storage=url,

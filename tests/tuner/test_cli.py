@@ -27,7 +27,7 @@ def run_db(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     url = f"sqlite:///{folder / 'run.db'}"
     tune(
         TuneOptions(
-            confirm=0,
+            confirm=0,  # bad input must leave a finished run untouched: fewer rows, same check
             config=tiny["config"],
             bundles=tiny["bundles"],
             storage=url,

@@ -24,6 +24,7 @@ config, bundles, url, folder, me = sys.argv[1:]
 open(os.path.join(folder, "ready-" + me), "w").close()
 while not os.path.exists(os.path.join(folder, "go")):
     time.sleep(0.001)
+# confirm=0: the race is over creating the pair studies and their budget
 tune(TuneOptions(confirm=0, config=config, bundles=bundles, storage=url, pairs="0-1,0-2", trials=5,
                  pruner="none", progress="quiet"), say=lambda _m: None)
 """
@@ -95,7 +96,7 @@ def test_worker_joins_a_recorded_run(opts, tiny) -> None:
         retries=2,
     )
     joined = join(
-        TuneOptions(confirm=0, storage=o.storage, bundles=tiny["bundles"], progress="quiet"),
+        TuneOptions(storage=o.storage, bundles=tiny["bundles"], progress="quiet"),
         federation="tiny",
         say=lambda _m: None,
     )

@@ -162,7 +162,7 @@ def test_compare_on_the_pool_survives_a_kill_and_ctrl_c(backend_url: str, tmp_pa
 
 
 def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) -> None:
-    base = TuneOptions(confirm=0,
+    base = TuneOptions(confirm=0,  # the confirmation is this scenario's own dkd-tune confirm
         config=tiny["config"], bundles=tiny["bundles"], storage=backend_url, pairs="0-1,1-3,2-3",
         trials=3, sampler="random", pruner="none", progress="quiet",
         overrides=["kd.epochs=2"],  # a few seconds of work: steps wait for RUNNING trials

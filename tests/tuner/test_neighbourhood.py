@@ -35,7 +35,7 @@ def _opts(tiny2: dict, url: str, **kw) -> TuneOptions:
         pruner="none",
         progress="quiet",
     )
-    return TuneOptions(confirm=0, **{**base, **kw})
+    return TuneOptions(**{**base, **kw})  # neighbourhood mode has no confirmation phase
 
 
 def test_one_study_per_client_with_its_neighbours(tiny2: dict, backend_url: str) -> None:

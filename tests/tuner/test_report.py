@@ -28,7 +28,7 @@ def run_db(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     url = f"sqlite:///{folder / 'run.db'}"
     tune(
         TuneOptions(
-            confirm=0,
+            confirm=0,  # the single-trial figures (a confirmed run's: test_confirm.py)
             config=tiny["config"],
             bundles=tiny["bundles"],
             storage=url,

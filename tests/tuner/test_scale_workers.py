@@ -36,7 +36,7 @@ def run(tiny, tmp_path_factory: pytest.TempPathFactory) -> TuneOptions:
     """A finished run of two pairs (bf16, a 2 s heartbeat) whose settings a worker joins. Shared
     by the module: only the last test adds trials to it."""
     o = TuneOptions(
-        confirm=0,
+        confirm=0,  # the joining worker's settings are the subject; its confirmation: elsewhere
         config=tiny["config"],
         bundles=tiny["bundles"],
         storage=f"sqlite:///{tmp_path_factory.mktemp('join') / 'run.db'}",
@@ -69,7 +69,7 @@ def test_another_bundle_or_none_is_refused(run: TuneOptions, tiny, tmp_path: Pat
     other = _tampered_copy(tiny, tmp_path / "other")
     for attempt in (
         lambda: join(
-            TuneOptions(confirm=0, storage=run.storage, bundles=other), "tiny", lambda _m: None
+            TuneOptions(storage=run.storage, bundles=other), "tiny", lambda _m: None
         ),
         lambda: tune(dataclasses.replace(run, bundles=other), say=lambda _m: None),
     ):
@@ -80,7 +80,7 @@ def test_another_bundle_or_none_is_refused(run: TuneOptions, tiny, tmp_path: Pat
     empty.mkdir()
     with pytest.raises(StorageError) as err:
         join(
-            TuneOptions(confirm=0, storage=run.storage, bundles=str(empty)), "tiny", lambda _m: None
+            TuneOptions(storage=run.storage, bundles=str(empty)), "tiny", lambda _m: None
         )
     assert "no bundle of federation tiny" in str(err.value)
     assert list(empty.iterdir()) == []  # a worker never builds (pre-trains) a bundle itself
@@ -100,7 +100,7 @@ def test_a_worker_with_a_config_of_another_federation_is_refused(
     ):
         with pytest.raises(UsageError) as err:
             join(
-                TuneOptions(confirm=0, storage=run.storage, bundles=tiny["bundles"], **opts),
+                TuneOptions(storage=run.storage, bundles=tiny["bundles"], **opts),
                 "tiny",
                 lambda _m: None,
                 own=(own,),
@@ -161,7 +161,7 @@ def test_a_worker_takes_the_runs_settings_unless_given_its_own(run: TuneOptions,
         6,
     )
     mine = TuneOptions(
-        confirm=0, storage=run.storage, bundles=tiny["bundles"], pairs="0-2", trials=3
+        storage=run.storage, bundles=tiny["bundles"], pairs="0-2", trials=3
     )
     summary = join(mine, "tiny", lambda _m: None, own=("pairs", "trials"))
     assert summary.finished == 1
