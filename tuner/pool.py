@@ -278,8 +278,17 @@ def run_pool(specs: list[WorkerSpec]) -> list[WorkerReport]:
     """
     if len(specs) == 1:
         return [work(specs[0])]
-    children = [_Child(s) for s in specs]
-    _CHILDREN[:] = children
+    children = []
+    for spec in specs:
+        # Each child is registered as it starts, and none starts once stop_workers began: a
+        # Ctrl-C while the pool is still starting its children must reach every one of them
+        # (a child started after the terminal's SIGINT never got it, and one stop_workers did
+        # not know of would run on, orphaned, with its trials).
+        with _SPAWNING:
+            if _STOPPING.is_set():
+                break
+            children.append(_Child(spec))
+            _CHILDREN.append(children[-1])
     for child in children:
         child.wait()
     errors = [c.error for c in children if c.error is not None]
@@ -351,6 +360,10 @@ class _Child:
 
 #: This process's worker processes, for stop_workers (called from the main thread).
 _CHILDREN: list[_Child] = []
+#: Held while a child is started; stop_workers sets _STOPPING under it, so after that no child
+#: starts that it would miss.
+_SPAWNING = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def _how_it_ended(code: int) -> str:
@@ -364,6 +377,8 @@ def stop_workers(grace: float = STOP_GRACE_S) -> None:
     """After Ctrl-C: give the worker processes ``grace`` seconds to mark their trials FAIL and
     exit (a terminal's Ctrl-C reached them too), then SIGTERM them (same effect, for an
     interrupt that reached only this process), then kill what is left."""
+    with _SPAWNING:
+        _STOPPING.set()
     for action in ("wait", "terminate", "kill"):
         alive = [c.proc for c in _CHILDREN if c.is_alive()]
         if not alive:
@@ -412,6 +427,8 @@ def run_in_thread(specs: list[WorkerSpec]) -> tuple[threading.Thread, dict]:
     """Start :func:`run_pool` in a thread so the caller can show progress meanwhile; the dict
     receives ``reports`` or ``error``."""
     box: dict = {}
+    _STOPPING.clear()  # a new pool (a run may start several: tuning, then confirmation)
+    _CHILDREN.clear()
 
     def target() -> None:
         try:
