@@ -20,6 +20,7 @@ from pathlib import Path
 from objectives import DkdError
 from objectives.config import shipped_configs
 
+from . import interrupts
 from .errors import RunError, UsageError
 from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S
 from .options import COMPARE_CONFIG, DEFAULT_CONFIG, PRUNERS, SAMPLERS, TuneOptions
@@ -642,6 +643,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    interrupts.install()  # a Ctrl-C swallowed by a GC callback is raised later, not printed
     args = list(sys.argv[1:] if argv is None else argv)
     command = COMMANDS.get(args[0]) if args else None
     try:

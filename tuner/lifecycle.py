@@ -30,6 +30,7 @@ from objectives import DkdError, EvalPoint, FederationBundle
 from objectives.batched import run_trials
 
 from .budget import claim_is_within_budget, enqueue_retry
+from .interrupts import raise_swallowed
 from .kinds import KINDS, Job, Task
 
 HOST = socket.gethostname()
@@ -124,6 +125,7 @@ def _claim(study: optuna.Study, task: Task, s: Settings) -> optuna.Trial | Outco
     """Ask for a trial and keep it only if the study has room (else an Outcome saying why);
     with ``--warm-start``, the kind may enqueue what other studies found good (tuner.warm)."""
     retries = s.retries
+    raise_swallowed()  # before a claim: nothing to clean up yet
     with interrupts_held():
         trial = study.ask()
         # Registered at once: an interrupt even during the claim must not leave it RUNNING.
@@ -189,6 +191,7 @@ def pruning(trial: optuna.Trial, job: Job):
     """The callback a job reports its evaluation points to (reports, and prunes if it may)."""
 
     def on_eval(point: EvalPoint) -> None:
+        raise_swallowed()  # an interrupt a callback swallowed ends the trial here
         trial.report(point.gain, point.index)
         if job.prunable and not point.final and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at evaluation {point.index}/{point.points}")

@@ -25,6 +25,7 @@ from .budget import enqueue_missing_retries
 from .db import count_trials, database_errors, open_storage, quiet_optuna
 from .errors import RunError, StorageError, UsageError
 from .fleet import SETTINGS_ATTR, check_bundle, record_bundle, record_settings
+from .interrupts import raise_swallowed
 from .kinds import KINDS, StudyKind, Task, config_record, kind_of
 from .kinds.client import NeighbourhoodSpace
 from .lifecycle import abandon_running
@@ -311,6 +312,7 @@ def run_tasks(
         try:
             while thread.is_alive():
                 thread.join(timeout=1.0)
+                raise_swallowed()
                 with database_errors(opts.storage):
                     progress.poll(final=not thread.is_alive())
         except BaseException:  # Ctrl-C, or the database went away under the progress line

@@ -14,6 +14,8 @@ import pickle
 import signal
 import sys
 
+from . import interrupts
+
 #: The signals that stop a worker (Ctrl-C, a process manager's stop).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -33,6 +35,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def main(result_fd: int) -> int:
+    interrupts.install()  # an interrupt a GC callback swallows is raised later, not printed
     # SIGTERM (terminate, a process manager) counts as Ctrl-C: the running trial is marked FAIL.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
@@ -44,6 +47,7 @@ def main(result_fd: int) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         from .pool import work
 
+        interrupts.raise_swallowed()  # one swallowed while importing
         report = work(pickle.load(sys.stdin.buffer))
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in _interrupt: finish the clean-up
