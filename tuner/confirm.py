@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from .best import complete
+from .best import complete, defaults
 from .db import open_storage, quiet_optuna
 from .errors import StorageError, UsageError
 from .formats import pm
@@ -73,13 +73,22 @@ def candidates(trials: Sequence[FrozenTrial], top: int = TOP_CANDIDATES) -> list
         key = tuple(sorted(t.params.items()))
         if key not in chosen and len(chosen) < top:
             chosen[key] = t
-    defaults = {t.user_attrs["default"]: t for t in done if "default" in t.user_attrs}
+    by_position = defaults(trials)
     out = list(chosen.values())
     for position in dict.fromkeys(t.params["position"] for t in out):
-        d = defaults.get(position)
+        d = by_position.get(position)
         if d is not None and d not in out:
             out.append(d)
     return out
+
+
+def _plan(trials: Sequence[FrozenTrial], repeats: int) -> dict[str, Any] | None:
+    """A pair's confirmation plan (candidates and fresh seeds), None while no default finished:
+    deterministic from its trials, so the run and a joining worker compute the same one."""
+    chosen = candidates(trials)
+    if not any("default" in t.user_attrs for t in chosen):
+        return None
+    return {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
 
 
 def _task(study: optuna.study.FrozenStudy, plan: dict[str, Any], trials: Sequence[FrozenTrial]):
@@ -111,16 +120,11 @@ def confirm_pairs(
     before = recommendations(storage, studies)
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        chosen = candidates(trials)
-        if not chosen:
-            outcomes[s.study_name] = ConfirmOutcome(s.study_name, "skipped", "no complete trial")
+        plan = _plan(trials, repeats)
+        if plan is None:
+            why = "no default trial finished yet" if complete(trials) else "no complete trial"
+            outcomes[s.study_name] = ConfirmOutcome(s.study_name, "skipped", why)
             continue
-        if not any("default" in t.user_attrs for t in chosen):
-            outcomes[s.study_name] = ConfirmOutcome(
-                s.study_name, "skipped", "no default trial finished yet"
-            )
-            continue
-        plan = {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
         if not force and s.user_attrs.get(PLAN_ATTR) == plan and before[s.study_name]:
             outcomes[s.study_name] = ConfirmOutcome(
                 s.study_name, "skipped", f"already confirmed ({repeats} seeds)",
@@ -188,12 +192,10 @@ def join_confirmation(
     while waiting and time.monotonic() < deadline:
         for s in [s for s in studies if s.study_name in waiting]:
             trials = storage.get_all_trials(s._study_id, deepcopy=False)
-            chosen = candidates(trials)
-            if not any("default" in t.user_attrs for t in chosen):
+            plan = _plan(trials, s.user_attrs["run"]["confirm"])
+            if plan is None:
                 waiting.discard(s.study_name)  # nothing to compare: the run confirms nothing
                 continue
-            repeats = s.user_attrs["run"]["confirm"]
-            plan = {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
             if storage.get_study_user_attrs(s._study_id).get(PLAN_ATTR) != plan:
                 continue
             task = _task(s, plan, trials)
