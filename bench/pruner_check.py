@@ -32,7 +32,7 @@ import optuna
 from search_efficiency import GRID_ALPHA, GRID_T  # bench/ is on the path when run as a script
 
 from objectives import EvalPoint, load_config, prepare_federation, run_trial
-from tuner.pool import make_pruner
+from tuner.worker.pool import make_pruner
 
 T_RANGE, ALPHA_RANGE = (GRID_T[0], GRID_T[-1]), (GRID_ALPHA[0], GRID_ALPHA[-1])
 HERE = Path(__file__).resolve().parent

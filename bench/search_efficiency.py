@@ -10,10 +10,10 @@ and no confirmation uses (from ``TRUTH_SEED_BASE``). Per pair (student ← teach
 2. the search: the real pipeline, ``dkd-tune --pairs … --trials N --confirm K`` (a subprocess on
    its own SQLite file, the space narrowed with ``--set search.…``), once per sampler seed, cold
    (``--warm-start off``) and warm (``--warm-start on``);
-3. what a user takes home, read from that storage: the recommendation (``tuner.results``; at the
-   shipped level and at a Bonferroni level over the candidates) and, for comparison, the single
-   best trial (what ``export`` gave before confirmation). Their true gains are measured like the
-   grid's.
+3. what a user takes home, read from that storage: the recommendation (``tuner.read.results``;
+   at the shipped level and at a Bonferroni level over the candidates) and, for comparison, the
+   single best trial (what ``export`` gave before confirmation). Their true gains are measured like
+   the grid's.
 
 Reported: the recommended configuration's distance to the grid's best cell (median over pairs and
 sampler seeds, and the share within 0.5 pp), the compute spent (search trials, pruned ones by the
@@ -43,15 +43,15 @@ import torch
 from scipy import stats
 
 from objectives import load_config, prepare_federation, run_trial
-from tuner.best import best_trial
-from tuner.db import open_storage
-from tuner.results import LEVEL, pair_studies, paired_p_value, recommendations
+from tuner.read.results import LEVEL, pair_studies, paired_p_value, recommendations
+from tuner.search.best import best_trial
+from tuner.store.db import open_storage
 
 GRID_T = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 GRID_ALPHA = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 DEFAULT = (1.0, 0.5)
 #: Truth seeds start here: far from the search's (seed · 1,000,003 + trial number) and the
-#: confirmation's (tuner.confirm.CONFIRM_SEED_BASE = 2,000,000,011 onwards).
+#: confirmation's (tuner.run.confirm.CONFIRM_SEED_BASE = 2,000,000,011 onwards).
 TRUTH_SEED_BASE = 1_500_000_001
 HERE = Path(__file__).resolve().parent
 #: The search space every search run gets: the grid's (one student, kl, public, T up to 16).

@@ -1,5 +1,5 @@
-"""Study configs: TOML files (the shipped ones in ``objectives/studies/``, package data) read into
-typed, validated dataclasses.
+"""Study configs: TOML files (the shipped ones in the top-level ``studies`` package, package
+data) read into typed, validated dataclasses.
 
 Precedence is override (``--set section.key=value``) > file > dataclass default. Every field is
 checked for type and range, and an unknown field is named with the known ones, so a typo fails
@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import studies
+
 from .errors import ConfigError, FederationError, ParticipantError
 from .sources import file_sha256, image_tree_sha256, torchvision_sha256
 from .topology import TOPOLOGIES, neighbours, parse_edges
 
 #: The study configs shipped with the package (package data), found from any working directory.
-STUDIES_DIR = Path(__file__).resolve().parent / "studies"
+STUDIES_DIR = studies.DIR
 #: The embedded default federation.
 DEFAULT_STUDY = "fashion-mnist"
 

@@ -7,16 +7,16 @@ tuning service. From Python::
     tune(TuneOptions(pairs="0-1,2-3", trials=30, workers=2))
 """
 
-from .errors import RunError, StorageError, UsageError
-from .export import render
-from .kinds.pair import study_name
-from .options import TuneOptions, parse_devices, parse_pairs
-from .results import pair_rows
-from .run import join, plan, prepare
-from .space import SearchSpace, parse_space
-from .storage import check_storage, get_storage
-from .tables import status_table
-from .tuning import tune
+from tuner.errors import RunError, StorageError, UsageError
+from tuner.kinds.pair import study_name
+from tuner.options import TuneOptions, parse_devices, parse_pairs
+from tuner.read.results import pair_rows
+from tuner.run.start import join, plan, prepare
+from tuner.run.tuning import tune
+from tuner.search.space import SearchSpace, parse_space
+from tuner.store.storage import check_storage, get_storage
+from tuner.views.export import render
+from tuner.views.tables import status_table
 
 __all__ = [
     "RunError",

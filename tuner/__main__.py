@@ -1,5 +1,5 @@
 """``python -m tuner`` is ``dkd-tune`` (handy where the console script is not on PATH)."""
 
-from .cli import entry
+from tuner.cli import entry
 
 entry()

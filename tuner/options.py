@@ -16,10 +16,7 @@ import torch
 from objectives import TrialError
 from objectives.config import DEFAULT_STUDY, STUDIES_DIR
 from objectives.trial import PRECISIONS, check_device
-
-from .errors import UsageError
-from .heartbeat import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, check_heartbeat
-from .storage import DEFAULT_STORAGE
+from tuner.errors import UsageError
 
 #: The embedded default, shipped as package data: found wherever dkd-tune runs.
 DEFAULT_CONFIG = str(STUDIES_DIR / f"{DEFAULT_STUDY}.toml")
@@ -33,11 +30,32 @@ MODES = ("pair", "neighbourhood")
 Pair = tuple[int, int]
 
 
+#: The study database when no --storage is given: a SQLite file in the working directory.
+DEFAULT_STORAGE = "sqlite:///dkd-tune.db"
+#: Defaults of --heartbeat-interval and --heartbeat-grace (seconds): a dead worker's trial is
+#: retried within about 40 s; a live worker would have to stall 30 s to be declared dead.
+HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_GRACE_S = 30.0
+
+
+def check_heartbeat(interval: float, grace: float) -> None:
+    """Refuse settings under which a live worker could be declared dead (one line)."""
+    if not interval >= 1:
+        raise UsageError(
+            f"--heartbeat-interval {interval} must be >= 1 second (SQLite stamps whole seconds)"
+        )
+    if not grace >= 2 * interval:
+        raise UsageError(
+            f"--heartbeat-grace {grace} must be at least twice --heartbeat-interval {interval}, "
+            f"e.g. --heartbeat-grace {max(2 * interval, HEARTBEAT_GRACE_S):g}"
+        )
+
+
 @dataclass(frozen=True)
 class TuneOptions:
     """One run's settings, from the command line (its flags map one to one onto these fields)
     to every worker process, unchanged on the way: frozen, so a joining worker's own options
-    are applied once, into a new object (tuner.run.joined_options), and what the pool, the
+    are applied once, into a new object (tuner.run.start.joined_options), and what the pool, the
     worker and each trial use is read from the same object (pool.WorkerSpec carries it)."""
 
     config: str = DEFAULT_CONFIG
@@ -54,7 +72,9 @@ class TuneOptions:
     retries: int = 2  # extra attempts for a failed trial's configuration
     confirm: int = 3  # fresh seeds for each pair's candidates once tuned (0: no confirmation)
     max_forgetting: float | None = None  # pp of local accuracy a recommendation may forget
-    warm_start: bool = False  # pair studies try other pairs' good configurations (tuner.warm)
+    warm_start: bool = (
+        False  # pair studies try other pairs' good configurations (tuner.search.warm)
+    )
     progress: str = "auto"  # auto (live line on a TTY) | live | log | quiet
     workers_per_device: int | None = None  # k workers on every device (instead of --workers N)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the KD steps; objectives.run_trial)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.report import write_report
+from tuner.views.report import write_report
 
 FIGURES = "figure .js-plotly-plot"
 BODY_TEXT = "return document.body ? document.body.innerText : '';"

@@ -6,7 +6,7 @@ import pytest
 
 from objectives import ConfigError, apply_overrides, load_config, parse_config
 
-STUDIES = Path(__file__).resolve().parents[2] / "objectives" / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 @pytest.mark.parametrize("name", ["fashion-mnist.toml", "cifar10-resnet18.toml"])

@@ -9,7 +9,7 @@ import pytest
 
 from objectives import ConfigError, apply_overrides, neighbours, parse_config
 
-STUDIES = Path(__file__).resolve().parents[2] / "objectives" / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 def three(**topology) -> dict:

@@ -127,7 +127,7 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     try:
         yield url.render_as_string(hide_password=False)
     finally:
-        from tuner import storage as tuner_storage
+        from tuner.store import storage as tuner_storage
 
         cached = tuner_storage._STORAGES.pop(url.render_as_string(hide_password=False), None)
         if cached is not None:

@@ -12,10 +12,10 @@ from objectives import load_config, prepare_federation, run_trial
 from tuner import tune
 from tuner.cli import main
 from tuner.kinds import Task
-from tuner.lifecycle import Settings, run_batch
-from tuner.pool import pick_slots
-from tuner.space import parse_space
-from tuner.storage import get_storage
+from tuner.search.space import parse_space
+from tuner.store.storage import get_storage
+from tuner.worker.lifecycle import Settings, run_batch
+from tuner.worker.pool import pick_slots
 
 
 def test_slots_go_to_the_studies_with_most_work_left() -> None:

@@ -13,7 +13,7 @@ from tuner_helpers import cli, db_digest
 
 from tuner import pair_rows, tune
 from tuner.cli import main
-from tuner.storage import get_storage
+from tuner.store.storage import get_storage
 
 SECRET = "s3cr3t-pw"
 

@@ -13,10 +13,10 @@ from tuner_helpers import db_digest
 
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.cli import main
-from tuner.compare import CompareOptions, run_compare
-from tuner.results import read_cells
-from tuner.storage import get_storage
-from tuner.tables import compare_table as table
+from tuner.read.results import read_cells
+from tuner.run.compare import CompareOptions, run_compare
+from tuner.store.storage import get_storage
+from tuner.views.tables import compare_table as table
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_report_draws_the_compare_table(
     """The section the pair report appends, and the page ``compare --report`` writes alone."""
     from types import SimpleNamespace
 
-    from tuner.report import compare_section
+    from tuner.views.report import compare_section
 
     assert compare_section(SimpleNamespace(compare=[])) is None
     section = compare_section(SimpleNamespace(compare=compared["cells"]))

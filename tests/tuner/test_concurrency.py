@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 from tuner_helpers import finished, trials_of
 
 from tuner import TuneOptions, join, tune
-from tuner.storage import get_storage
-from tuner.studies import record_run
+from tuner.kinds.setup import record_run
+from tuner.store.storage import get_storage
 
 # Imports first, then wait for the go file: both processes enter the tuner within a millisecond.
 RACER = """

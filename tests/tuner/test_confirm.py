@@ -18,10 +18,10 @@ from tuner_helpers import db_digest, trials_of
 from objectives import load_config, prepare_federation, run_trial
 from tuner import TuneOptions, pair_rows, tune
 from tuner.cli import main
-from tuner.confirm import confirm
-from tuner.report_data import collect
-from tuner.results import PLAN_ATTR, recommendations
-from tuner.storage import get_storage
+from tuner.read.report_data import collect
+from tuner.read.results import PLAN_ATTR, recommendations
+from tuner.run.confirm import confirm
+from tuner.store.storage import get_storage
 
 PAIRS = ("0-1", "1-3", "2-3")
 

@@ -2,8 +2,8 @@
 package): ``dkd-tune --workers 2`` as a real process group, interrupted as a terminal does at
 several moments of the start-up, says one line, exits 130, prints no traceback from any process
 and leaves no trial RUNNING. Before the fix, 4 of 7 such moments printed a KeyboardInterrupt
-traceback from a worker (tuner.pool.blocked_signals); a worker started after the Ctrl-C could
-also outlive the run (tuner.pool._STOPPING)."""
+traceback from a worker (tuner.worker.pool.blocked_signals); a worker started after the Ctrl-C could
+also outlive the run (tuner.worker.pool._STOPPING)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_an_interrupt_a_gc_callback_swallows_is_raised_later(monkeypatch, capfd)
     import sys
     import weakref
 
-    from tuner import interrupts
+    from tuner.worker import interrupts
 
     monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored afterwards
     interrupts.install()

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from tuner_helpers import finished, trials_of
 
 from tuner import RunError, parse_space, tune
-from tuner.storage import get_storage
+from tuner.store.storage import get_storage
 
 
 def test_failed_configuration_is_retried_and_not_counted(opts) -> None:

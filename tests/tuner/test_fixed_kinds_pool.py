@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 from tuner_helpers import cli
 
 from tuner import TuneOptions, tune
-from tuner.compare import CompareOptions, run_compare
-from tuner.confirm import confirm
-from tuner.results import recommendations
+from tuner.read.results import recommendations
+from tuner.run.compare import CompareOptions, run_compare
+from tuner.run.confirm import confirm
 
 DEADLINE_S = 300
 HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-grace", "3"]

@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.kinds.pair import trial_seed
-from tuner.results import PLAN_ATTR, pair_rows
-from tuner.storage import get_storage
+from tuner.read.results import PLAN_ATTR, pair_rows
+from tuner.store.storage import get_storage
 
 TRIALS = 4
 PAIR = "tiny/0-1"

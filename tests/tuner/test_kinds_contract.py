@@ -14,15 +14,15 @@ from neighbourhood_helpers import make_tiny2
 from optuna.trial import TrialState
 
 from objectives import load_config, prepare_federation
-from tuner.db import count_trials
 from tuner.kinds import KINDS, Task, kind_of
 from tuner.kinds.cell import cells
 from tuner.kinds.client import NeighbourhoodSpace
 from tuner.kinds.confirmation import runs
-from tuner.lifecycle import Settings, run_one
-from tuner.space import parse_space
-from tuner.storage import get_storage
-from tuner.studies import check_existing, enqueue, setup_study
+from tuner.kinds.setup import check_existing, enqueue, setup_study
+from tuner.search.space import parse_space
+from tuner.store.db import count_trials
+from tuner.store.storage import get_storage
+from tuner.worker.lifecycle import Settings, run_one
 
 
 @pytest.fixture(scope="module")

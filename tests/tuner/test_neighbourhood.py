@@ -16,8 +16,8 @@ from tuner_helpers import db_digest, finished, trials_of
 from tuner import TuneOptions, tune
 from tuner.cli import main
 from tuner.kinds.client import CLIENT_DEFAULT
-from tuner.results import client_rows
-from tuner.storage import get_storage
+from tuner.read.results import client_rows
+from tuner.store.storage import get_storage
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 def test_report_section_shows_the_clients(clients_db: str) -> None:
     from types import SimpleNamespace
 
-    from tuner.report import neighbourhood_section
+    from tuner.views.report import neighbourhood_section
 
     rows = client_rows(get_storage(clients_db))
     assert neighbourhood_section(SimpleNamespace(clients=[])) is None

@@ -1,12 +1,12 @@
 """The tuner's pruners decide as documented: fed recorded gains at the evaluation points through a
-real (in-memory) Optuna study, as tuner.lifecycle reports them."""
+real (in-memory) Optuna study, as tuner.worker.lifecycle reports them."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from tuner.pool import make_pruner
+from tuner.worker.pool import make_pruner
 
 POINTS = 4
 #: Five finished trials' gains at points 1..4: at point 2 (values 1..5) their 25th percentile is

@@ -16,9 +16,9 @@ from tuner_helpers import db_digest, trials_of
 
 from tuner import TuneOptions, pair_rows, render, tune
 from tuner.cli import main
-from tuner.confirm import candidates, confirm
-from tuner.results import LEVEL, PLAN_ATTR, recommendation
-from tuner.storage import get_storage
+from tuner.read.results import LEVEL, PLAN_ATTR, recommendation
+from tuner.run.confirm import candidates, confirm
+from tuner.store.storage import get_storage
 
 PAIRS = ("0-1", "2-3")
 SEEDS = 2  # df = 1: the t distribution is Cauchy, so the p-value has a closed form

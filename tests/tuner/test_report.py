@@ -14,9 +14,9 @@ from tuner_helpers import db_digest, trials_of
 
 from tuner import TuneOptions, tune
 from tuner.cli import main
-from tuner.report import SECTIONS, Section, render
-from tuner.report_data import NOISE_FALLBACK_PP, collect
-from tuner.storage import get_storage
+from tuner.read.report_data import NOISE_FALLBACK_PP, collect
+from tuner.store.storage import get_storage
+from tuner.views.report import SECTIONS, Section, render
 
 PAIRS = ("0-1", "0-2", "2-3")
 

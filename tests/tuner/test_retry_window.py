@@ -11,13 +11,13 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from tuner import heartbeat as heartbeat_module
 from tuner import tune
-from tuner.db import open_storage
 from tuner.kinds import KINDS, Task
 from tuner.kinds.confirmation import runs
-from tuner.run import run_tasks, start
-from tuner.studies import enqueue
+from tuner.kinds.setup import enqueue
+from tuner.run.start import run_tasks, start
+from tuner.store.db import open_storage
+from tuner.worker import heartbeat as heartbeat_module
 
 SEEDS = (2_000_000_011, 2_000_000_012)
 

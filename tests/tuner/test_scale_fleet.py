@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 from tuner_helpers import cli, finished, trials_of
 
 from objectives import load_config, prepare_federation
-from tuner.lifecycle import LOST
-from tuner.storage import SERVER_CONNECTIONS
+from tuner.store.storage import SERVER_CONNECTIONS
+from tuner.worker.lifecycle import LOST
 
 PG_ADMIN = os.environ.get(
     "DKD_TUNE_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

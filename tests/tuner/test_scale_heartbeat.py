@@ -16,10 +16,11 @@ from tuner_helpers import trials_of
 
 from objectives import load_config, prepare_federation
 from tuner import parse_space
-from tuner.heartbeat import Heartbeat, check_heartbeat
 from tuner.kinds import Task
-from tuner.lifecycle import LOST, Settings, run_one
-from tuner.storage import get_storage
+from tuner.options import check_heartbeat
+from tuner.store.storage import get_storage
+from tuner.worker.heartbeat import Heartbeat
+from tuner.worker.lifecycle import LOST, Settings, run_one
 
 DEFAULT = {"temperature": 1.0, "alpha": 0.5, "divergence": "kl", "transfer_set": "public"}
 

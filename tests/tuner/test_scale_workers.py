@@ -17,9 +17,9 @@ from tuner_helpers import db_digest, finished, trials_of
 from objectives import TrialError, load_config, prepare_federation, run_trial
 from tuner import StorageError, TuneOptions, UsageError, join, tune
 from tuner.cli import main
-from tuner.fleet import DIGEST_ATTR, SETTINGS_ATTR
 from tuner.options import worker_devices
-from tuner.storage import get_storage
+from tuner.store.storage import get_storage
+from tuner.worker.fleet import DIGEST_ATTR, SETTINGS_ATTR
 
 
 def test_workers_per_device() -> None:

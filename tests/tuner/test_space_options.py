@@ -8,7 +8,7 @@ import torch
 
 from objectives import AGGREGATIONS, DIVERGENCES, TRANSFER_SETS
 from tuner import UsageError, parse_devices, parse_pairs, parse_space
-from tuner.space import DEFAULT_PARAMS
+from tuner.search.space import DEFAULT_PARAMS
 
 
 def test_default_space_covers_design_vocabulary() -> None:

@@ -14,7 +14,7 @@ from tuner_helpers import db_digest, finished, trials_of
 
 from objectives import load_config, prepare_federation
 from tuner import StorageError, pair_rows, render, study_name, tune
-from tuner.storage import get_storage
+from tuner.store.storage import get_storage
 
 TRIAL_ATTRS = {
     "student",

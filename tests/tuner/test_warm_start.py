@@ -9,9 +9,9 @@ from optuna.trial import TrialState, create_trial
 from tuner_helpers import trials_of
 
 from tuner import tune
-from tuner.best import improvements
-from tuner.space import SearchSpace, parse_space
-from tuner.warm import WARM_ATTR, WARM_TRIALS, choose, warm_at
+from tuner.search.best import improvements
+from tuner.search.space import SearchSpace, parse_space
+from tuner.search.warm import WARM_ATTR, WARM_TRIALS, choose, warm_at
 
 SPACE = SearchSpace()
 DISTS = {

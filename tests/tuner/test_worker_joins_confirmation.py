@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 from tuner_helpers import cli
 
-from tuner.results import PLAN_ATTR
+from tuner.read.results import PLAN_ATTR
 
 PAIRS = ("0-1", "0-2", "1-2")
 #: Rounds long enough (~0.5 s) that the confirmation outlasts the worker's look for it.

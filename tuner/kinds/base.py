@@ -11,7 +11,7 @@ A kind says
 * how many trials a study still wants (:meth:`StudyKind.work_left`),
 * and how one claimed trial is run (:meth:`StudyKind.prepare` returns a :class:`Job`).
 
-What a study holds is read back by ``tuner.results``; the views (``tables``, ``report``,
+What a study holds is read back by ``tuner.read.results``; the views (``tables``, ``report``,
 ``notes``) key their sections by :attr:`StudyKind.name`.
 """
 
@@ -26,9 +26,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import EvalPoint, FederationBundle, StudyConfig, parse_config
 from objectives.batched import TrialSpec
-
-from ..db import Counts
-from ..storage import mask
+from tuner.store.db import Counts
+from tuner.store.storage import mask
 
 OnEval = Callable[[EvalPoint], None]
 #: A trial to enqueue: its parameters and the user attrs it starts with.
@@ -76,7 +75,7 @@ class StudyKind:
     fixed: ClassVar[bool] = False
     #: True when its trials can be trained K at once (``--batch-trials``).
     batchable: ClassVar[bool] = False
-    #: The ``--precision`` values its trials run in (tuner.applies: others are not used).
+    #: The ``--precision`` values its trials run in (tuner.run.applies: others are not used).
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: True when its trials report evaluation points a pruner decides on (``--pruner``).
     prunable: ClassVar[bool] = False

@@ -14,8 +14,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from objectives import FederationBundle, RoundResult, run_neighbourhood_round
+from tuner.formats import config_line
 
-from ..formats import config_line
 from .base import (
     Job,
     OnEval,

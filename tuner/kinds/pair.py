@@ -14,10 +14,10 @@ from optuna.trial import FrozenTrial
 from objectives import FederationBundle, TrialResult, run_trial
 from objectives.batched import TrialSpec
 from objectives.trial import PRECISIONS
+from tuner.formats import config_line
+from tuner.search.space import parse_space
+from tuner.search.warm import WARM_TRIALS, enqueue_warm, warm_at
 
-from ..formats import config_line
-from ..space import parse_space
-from ..warm import WARM_TRIALS, enqueue_warm, warm_at
 from .base import (
     Job,
     OnEval,

@@ -1,0 +1,34 @@
+"""What every command shares beyond its flags: printing a progress line, and a read-only
+command's storage, which must exist already (a mistyped path must not create an empty database)."""
+
+from __future__ import annotations
+
+from tuner.errors import UsageError
+
+from .flags import PROG
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def existing(url: str) -> None:
+    """Read-only commands must not create an empty database where the user mistyped a path."""
+    from tuner.store.storage import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except Exception:
+        return  # check_storage gives the one-line message
+    if path is not None and not path.exists():
+        raise UsageError(f"no database at {path}: run {PROG} first or pass --storage")
+
+
+def existing_storage(url: str):
+    """The storage of a read-only command: it must exist already and answer."""
+    from tuner.store.db import open_storage
+    from tuner.store.storage import check_storage
+
+    existing(url)
+    check_storage(url)
+    return open_storage(url)

@@ -1,0 +1,403 @@
+"""The read side: what the studies of every kind hold, read back from the storage (docs/design.md
+§4–5). One best-trial rule, one federation check, one function of rows per kind; ``tables``,
+``export``, ``report_data``/``report`` and ``notes`` are views over what is read here."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives import AGGREGATIONS, DIVERGENCES
+from tuner.errors import StorageError, UsageError
+from tuner.kinds import KINDS, kind_of
+from tuner.search.best import best_trial, default_for, defaults
+from tuner.store.db import count_trials
+from tuner.store.storage import mask
+
+#: The user attr on a pair study naming the candidates and seeds its confirmation runs (the run's
+#: ``--confirm K`` and ``dkd-tune confirm`` alike): with the confirmation study's trials, the one
+#: record every view reads the pair's answer from (:func:`recommendation`).
+PLAN_ATTR = "confirmation"
+#: Level of the one-sided paired test a recommendation must pass to differ from the default.
+LEVEL = 0.05
+
+
+def studies_of(
+    storage: optuna.storages.RDBStorage, kind: str | None = None, federation: str | None = None
+) -> list[FrozenStudy]:
+    """dkd-tune's studies (of one kind, of one federation), sorted by federation and name."""
+    studies = [
+        s
+        for s in storage.get_all_studies()
+        if "federation_hash" in s.user_attrs
+        and (found := kind_of(s.user_attrs)) is not None
+        and (kind is None or found.name == kind)
+        and (federation is None or s.user_attrs.get("federation") == federation)
+    ]
+    return sorted(studies, key=lambda s: (s.user_attrs["federation"], _order(s)))
+
+
+def _order(study: FrozenStudy) -> tuple:
+    a = study.user_attrs
+    return tuple(a.get("pair", ())), a.get("client", -1), study.study_name
+
+
+def pair_studies(
+    storage: optuna.storages.RDBStorage, federation: str | None = None
+) -> list[FrozenStudy]:
+    """The pair studies, sorted by federation and pair."""
+    return studies_of(storage, "pair", federation)
+
+
+def one_federation(
+    storage: optuna.storages.RDBStorage,
+    url: str,
+    federation: str | None,
+    *,
+    kind: str | None = None,
+    what: str = "dkd-tune pair studies",
+    fix: str = "run dkd-tune first or pass --storage",
+) -> list[FrozenStudy]:
+    """The studies of the one federation in the storage (or of ``federation``); one line if
+    there is none, or several and no ``--federation``."""
+    studies = studies_of(storage, kind, federation)
+    names = sorted({s.user_attrs["federation"] for s in studies})
+    if not names:
+        raise StorageError(
+            f"no {what} in {mask(url)}"
+            + (f" for federation {federation}" if federation else "")
+            + f": {fix}"
+        )
+    if len(names) > 1:
+        raise UsageError(
+            f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
+        )
+    return studies
+
+
+def _value(trial: FrozenTrial | None) -> float | None:
+    return None if trial is None else trial.value
+
+
+def _counts(c: Any) -> dict[str, int]:
+    return {"finished": c.finished, "complete": c.complete, "pruned": c.pruned,
+            "running": c.running, "failed": c.failed}  # fmt: skip
+
+
+def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
+    """One dict per pair study: counts, the best trial and the same-position default."""
+    studies = pair_studies(storage, federation)
+    counts = count_trials(storage, [s._study_id for s in studies])
+    recommended = recommendations(storage, studies)
+    rows = []
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        a, b = s.user_attrs["pair"]
+        by_position = defaults(trials)
+        best = best_trial(trials)
+        row: dict[str, Any] = {
+            "study": s.study_name,
+            "federation": s.user_attrs["federation"],
+            "federation_hash": s.user_attrs["federation_hash"],
+            "pair": f"{a}-{b}",
+            **_counts(counts[s._study_id]),
+            "budget": s.user_attrs.get("run", {}).get("budget"),
+            "student": None,
+            "teacher": None,
+            "trial": None,
+            "best_params": None,
+            "best_gain": None,
+            "default_gain": None,
+            "improvement": None,
+            "default_gain_a": _value(by_position.get("a")),
+            "default_gain_b": _value(by_position.get("b")),
+            **recommendation_fields(recommended.get(s.study_name)),
+        }
+        if best is not None:
+            default = default_for(trials, best)
+            row.update(
+                student=best.user_attrs.get("student"),
+                teacher=best.user_attrs.get("teacher"),
+                trial=best.number,
+                best_params=dict(best.params),
+                best_gain=best.value,
+                default_gain=_value(default),
+                improvement=None if default is None else best.value - default.value,
+            )
+        rows.append(row)
+    return rows
+
+
+def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
+    """One dict per client study (neighbourhood mode): counts, the best trial, the default."""
+    studies = studies_of(storage, "neighbourhood", federation)
+    counts = count_trials(storage, [s._study_id for s in studies])
+    rows = []
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        default = next(iter(defaults(trials).values()), None)
+        best = best_trial(trials)
+        a = s.user_attrs
+        rows.append(
+            {
+                "study": s.study_name,
+                "mode": "neighbourhood",
+                "federation": a["federation"],
+                "federation_hash": a["federation_hash"],
+                "client": a["client"],
+                "neighbours": a["neighbours"],
+                "round_transfer_set": a["search"]["transfer_set"],
+                **_counts(counts[s._study_id]),
+                "budget": a.get("run", {}).get("budget"),
+                "accuracy_before": a.get("accuracy"),
+                "trial": None if best is None else best.number,
+                "best_params": None if best is None else dict(best.params),
+                "best_gain": None if best is None else best.value,
+                "best_accuracy": None if best is None else best.user_attrs.get("accuracy_after"),
+                "default_gain": _value(default),
+                "improvement": None
+                if best is None or default is None
+                else best.value - default.value,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the compare table for one federation: a divergence × aggregation over seeds."""
+
+    federation: str
+    partition: str
+    divergence: str
+    aggregation: str
+    accuracies: tuple[float, ...]  # per seed: the clients' mean head-2 accuracy, %
+    gains: tuple[float, ...]  # per seed: the clients' mean gain, pp
+    seconds: tuple[float, ...]  # per seed: seconds of the whole round (every client)
+
+    @property
+    def n(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def accuracy(self) -> float | None:
+        return statistics.fmean(self.accuracies) if self.accuracies else None
+
+    @property
+    def accuracy_std(self) -> float | None:
+        return statistics.stdev(self.accuracies) if self.n > 1 else None
+
+    @property
+    def gain(self) -> float | None:
+        return statistics.fmean(self.gains) if self.gains else None
+
+    @property
+    def seconds_per_round(self) -> float | None:
+        return statistics.fmean(self.seconds) if self.seconds else None
+
+
+def read_cells(
+    storage: optuna.storages.RDBStorage, names: Sequence[str] | None = None
+) -> list[Cell]:
+    """The compare table's cells from the stored compare studies (all, or these federations)."""
+    studies = sorted(studies_of(storage, "compare"), key=lambda s: s._study_id)  # run order
+    if names is not None:
+        order = {n: i for i, n in enumerate(names)}
+        studies = sorted(
+            (s for s in studies if s.user_attrs["federation"] in order),
+            key=lambda s: order[s.user_attrs["federation"]],
+        )
+    cells = []
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        for divergence in DIVERGENCES:
+            for aggregation in AGGREGATIONS:
+                mine = sorted(
+                    (t for t in trials if t.params["divergence"] == divergence
+                     and t.params["aggregation"] == aggregation),
+                    key=lambda t: t.params["seed"],
+                )  # fmt: skip
+                cells.append(
+                    Cell(
+                        federation=s.user_attrs["federation"],
+                        partition=s.user_attrs["partition"],
+                        divergence=divergence,
+                        aggregation=aggregation,
+                        accuracies=tuple(t.value for t in mine),
+                        gains=tuple(t.user_attrs["gain"] for t in mine),
+                        seconds=tuple(t.user_attrs["seconds"] for t in mine),
+                    )
+                )
+    return cells
+
+
+def confirmation_runs(
+    trials: Sequence[FrozenTrial], candidate: int, seeds: Sequence[int]
+) -> dict[str, Any] | None:
+    """One candidate's confirmation over ``seeds`` (per-seed gain, accuracy, forgetting, their
+    mean and std), from a confirmation study's trials; None while a seed is missing."""
+    done = {
+        t.params["seed"]: t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.params.get("candidate") == candidate
+    }
+    if any(s not in done for s in seeds):
+        return None
+    out = {
+        "gain": [float(done[s].value) for s in seeds],
+        "accuracy_after": [float(done[s].user_attrs["accuracy_after"]) for s in seeds],
+        "forgetting": [float(done[s].user_attrs["forgetting"]) for s in seeds],
+        "trials": [done[s].number for s in seeds],
+        "seconds": sum(float(done[s].user_attrs.get("seconds", 0.0)) for s in seeds),
+        "device": done[seeds[0]].user_attrs.get("device"),
+    }
+    out["gain_mean"] = statistics.fmean(out["gain"])
+    out["gain_std"] = statistics.stdev(out["gain"]) if len(seeds) >= 2 else None
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) >= 2 else None)
+
+
+def paired_p_value(candidate: Sequence[float], default: Sequence[float]) -> float:
+    """One-sided paired t-test that the candidate's gain exceeds the default's over the same
+    seeds (same seed, same batch order: the pairing removes the seed's share of the noise)."""
+    from scipy import stats  # ~0.6 s of import: only where a recommendation is computed
+
+    diff = [c - d for c, d in zip(candidate, default, strict=True)]
+    if len(set(diff)) == 1:  # no spread: the test is undefined; only a sure gain passes
+        return 0.0 if diff[0] > 0 else 1.0
+    return float(stats.ttest_rel(candidate, default, alternative="greater").pvalue)
+
+
+def recommendation(
+    study: FrozenStudy,
+    trials: Sequence[FrozenTrial],
+    confirmations: Sequence[FrozenTrial],
+    max_forgetting: float | None = None,
+    level: float = LEVEL,
+) -> dict[str, Any] | None:
+    """The configuration to use for a pair, from its confirmed candidates (docs/design.md §4):
+    the candidate with the best mean gain over the fresh seeds (the defaults among them; tuned
+    ones only if they forget at most ``max_forgetting`` pp, where given) is recommended only if a
+    one-sided paired t-test over the seeds puts it above its same-student default at ``level``;
+    otherwise that default is. None while the confirmation is incomplete."""
+    plan = study.user_attrs.get(PLAN_ATTR)
+    if not plan:
+        return None
+    by_number = {t.number: t for t in trials}
+    seeds = plan["seeds"]
+    confirmed = {}
+    for number in plan["candidates"]:
+        runs = confirmation_runs(confirmations, number, seeds)
+        if runs is None or number not in by_number:
+            return None
+        confirmed[number] = runs
+    a, b = study.user_attrs["pair"]
+
+    def entry(number: int) -> dict[str, Any]:
+        t, runs = by_number[number], confirmed[number]
+        position = t.params["position"]
+        forgetting, forgetting_std = _mean_std(runs["forgetting"])
+        return {
+            "trial": number,
+            "params": dict(t.params),
+            "student": a if position == "a" else b,
+            "teacher": b if position == "a" else a,
+            "gain": runs["gain"],
+            "gain_mean": runs["gain_mean"],
+            "gain_std": runs["gain_std"],
+            "accuracy_mean": statistics.fmean(runs["accuracy_after"]),
+            "forgetting_mean": forgetting,
+            "forgetting_std": forgetting_std,
+            "single_trial_gain": t.value,
+        }
+
+    entries = [entry(n) for n in plan["candidates"]]
+    is_default = {e["trial"]: "default" in by_number[e["trial"]].user_attrs for e in entries}
+    defaults = {e["params"]["position"]: e for e in entries if is_default[e["trial"]]}
+    if not defaults:
+        return None
+    # Every candidate with a default to compare with; the defaults compete as they are, the
+    # tuned ones only within the forgetting bound.
+    admitted = [
+        e for e in entries
+        if e["params"]["position"] in defaults
+        and (is_default[e["trial"]] or max_forgetting is None
+             or e["forgetting_mean"] <= max_forgetting)
+    ]  # fmt: skip
+    best = max(admitted, key=lambda e: (e["gain_mean"], -e["trial"]))
+    default = defaults[best["params"]["position"]]
+    tuned = not is_default[best["trial"]]
+    p_value = paired_p_value(best["gain"], default["gain"]) if tuned else None
+    beyond = p_value is not None and p_value < level
+    chosen = best if beyond else default
+    return {
+        "seeds": seeds,
+        "recommended": chosen,
+        "best": best,  # the candidate tested against the default (the best confirmed mean)
+        "default": default,
+        "candidates": entries,
+        "difference": best["gain_mean"] - default["gain_mean"] if tuned else None,
+        "p_value": p_value,
+        "beyond_noise": beyond,
+        "criterion": f"one-sided paired t-test over {len(seeds)} seeds, p < {level:g}",
+        "max_forgetting": max_forgetting,
+    }
+
+
+def recommendations(
+    storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy], level: float = LEVEL
+) -> dict[str, dict[str, Any] | None]:
+    """Each pair study's recommendation (None where its confirmation is missing)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    names = {s.study_name: s for s in storage.get_all_studies()}
+    for s in studies:
+        plan = s.user_attrs.get(PLAN_ATTR)
+        confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
+        if not plan or confirm_name not in names:
+            out[s.study_name] = None
+            continue
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        confirmations = storage.get_all_trials(names[confirm_name]._study_id, deepcopy=False)
+        limit = s.user_attrs.get("run", {}).get("max_forgetting")
+        out[s.study_name] = recommendation(s, trials, confirmations, limit, level)
+    return out
+
+
+def recommendation_fields(rec: dict[str, Any] | None) -> dict[str, Any]:
+    """A pair row's recommendation columns (None where no confirmation is complete)."""
+    keys = ("recommended_params", "recommended_trial", "recommended_student",
+            "recommended_teacher", "recommended_is_default", "recommended_gain_mean",
+            "recommended_gain_std", "recommended_forgetting_mean", "recommended_forgetting_std",
+            "confirmed_default_gain_mean", "confirmed_default_gain_std",
+            "confirmed_default_forgetting_mean", "confirmed_difference", "p_value",
+            "beyond_noise", "seeds")  # fmt: skip
+    if rec is None:
+        return dict.fromkeys(keys)
+    r, d = rec["recommended"], rec["default"]
+    return {
+        "recommended_params": r["params"],
+        "recommended_trial": r["trial"],
+        "recommended_student": r["student"],
+        "recommended_teacher": r["teacher"],
+        "recommended_is_default": r is d,
+        "recommended_gain_mean": r["gain_mean"],
+        "recommended_gain_std": r["gain_std"],
+        "recommended_forgetting_mean": r["forgetting_mean"],
+        "recommended_forgetting_std": r["forgetting_std"],
+        "confirmed_default_gain_mean": d["gain_mean"],
+        "confirmed_default_gain_std": d["gain_std"],
+        "confirmed_default_forgetting_mean": d["forgetting_mean"],
+        "confirmed_difference": rec["difference"],
+        "p_value": rec["p_value"],
+        "beyond_noise": rec["beyond_noise"],
+        "seeds": len(rec["seeds"]),
+    }

@@ -1,0 +1,293 @@
+"""Confirmation: each pair's candidates re-run with fresh seeds, in the run (``--confirm K``) and
+by ``dkd-tune confirm`` alike (docs/design.md §4).
+
+The best of a study is the maximum of many single noisy trials, so its gain is biased upwards;
+re-running its ``TOP_CANDIDATES`` best configurations and their same-student defaults with k seeds
+no trial used gives means to compare them by. Candidates and defaults share the seeds, so the
+seed's share of the noise cancels in the paired test. The runs are the trials of the pair's
+confirmation study (tuner.kinds.confirmation), served by the worker pool with the guarantees of
+every kind. What a pair's confirmation is, is written once: the plan (candidates and seeds) in the
+pair study's user attr ``PLAN_ATTR``; with the confirmation study's trials it is the one record
+the recommendation, status, export, notes and report read (tuner.read.results.recommendation).
+Rerunning with the same seeds reproduces it, and runs only the missing seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from tuner.errors import StorageError, UsageError
+from tuner.formats import pm
+from tuner.kinds import KINDS, Task
+from tuner.kinds.confirmation import runs
+from tuner.kinds.setup import READY_TIMEOUT_S
+from tuner.options import TuneOptions, check_options, parse_devices, parse_pairs
+from tuner.read.results import LEVEL, PLAN_ATTR, one_federation, pair_studies, recommendations
+from tuner.run.start import RunSummary, run_tasks, start
+from tuner.search.best import complete, defaults
+from tuner.store.db import open_storage, quiet_optuna
+from tuner.store.storage import check_storage, mask
+from tuner.views.notes import write_notes
+from tuner.worker.pool import WAIT_S
+
+Say = Callable[[str], None]
+#: First confirm seed; far above the tuning trials' seeds (seed * 1_000_003 + trial number).
+CONFIRM_SEED_BASE = 2_000_000_011
+#: Candidates a run confirms per pair (besides the defaults they are compared with).
+TOP_CANDIDATES = 3
+
+
+@dataclass
+class ConfirmOutcome:
+    """What a confirmation did for one pair study."""
+
+    study: str
+    state: str  # confirmed | skipped | failed
+    reason: str = ""
+    record: dict[str, Any] | None = None  # the pair's recommendation (tuner.read.results)
+
+
+def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
+    """The first k seeds from CONFIRM_SEED_BASE that no trial of the study ran with."""
+    used = {t.user_attrs.get("seed") for t in trials}
+    seeds, s = [], CONFIRM_SEED_BASE
+    while len(seeds) < k:
+        if s not in used:
+            seeds.append(s)
+        s += 1
+    return seeds
+
+
+def candidates(trials: Sequence[FrozenTrial], top: int = TOP_CANDIDATES) -> list[FrozenTrial]:
+    """The ``top`` best COMPLETE trials with distinct configurations (the first trial of a
+    configuration run twice), then the same-position default of each: what is confirmed."""
+    done = sorted(complete(trials), key=lambda t: (-t.value, t.number))
+    chosen: dict[tuple, FrozenTrial] = {}
+    for t in done:
+        key = tuple(sorted(t.params.items()))
+        if key not in chosen and len(chosen) < top:
+            chosen[key] = t
+    by_position = defaults(trials)
+    out = list(chosen.values())
+    for position in dict.fromkeys(t.params["position"] for t in out):
+        d = by_position.get(position)
+        if d is not None and d not in out:
+            out.append(d)
+    return out
+
+
+def _plan(trials: Sequence[FrozenTrial], repeats: int) -> dict[str, Any] | None:
+    """A pair's confirmation plan (candidates and fresh seeds), None while no default finished:
+    deterministic from its trials, so the run and a joining worker compute the same one."""
+    chosen = candidates(trials)
+    if not any("default" in t.user_attrs for t in chosen):
+        return None
+    return {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
+
+
+def _task(study: optuna.study.FrozenStudy, plan: dict[str, Any], trials: Sequence[FrozenTrial]):
+    """The confirmation study's task for a plan: each candidate's configuration once per seed."""
+    config = KINDS["pair"].task_from(study.study_name, study.user_attrs, None).config
+    pair = tuple(study.user_attrs["pair"])
+    by_number = {t.number: t for t in trials}
+    wanted = tuple(q for n in plan["candidates"] for q in runs(n, by_number[n].params,
+                                                                plan["seeds"]))  # fmt: skip
+    kind = KINDS["confirm"]
+    return Task(kind.study_name(config.name, pair), kind.name, pair, config, wanted=wanted)
+
+
+def confirm_pairs(
+    opts: TuneOptions,
+    studies: Sequence[optuna.study.FrozenStudy],
+    repeats: int,
+    devices: list[str],
+    say: Say,
+    *,
+    force: bool = False,
+) -> list[ConfirmOutcome]:
+    """Confirm each pair study's candidates with ``repeats`` fresh seeds on the pool: the plan
+    is recorded, the missing runs are run, the notes rewritten; one outcome per study (skipped:
+    nothing to compare yet, or already confirmed for its current candidates)."""
+    storage = open_storage(opts.storage)
+    outcomes: dict[str, ConfirmOutcome] = {}
+    tasks = []
+    before = recommendations(storage, studies)
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        plan = _plan(trials, repeats)
+        if plan is None:
+            why = "no default trial finished yet" if complete(trials) else "no complete trial"
+            outcomes[s.study_name] = ConfirmOutcome(s.study_name, "skipped", why)
+            continue
+        if not force and s.user_attrs.get(PLAN_ATTR) == plan and before[s.study_name]:
+            outcomes[s.study_name] = ConfirmOutcome(
+                s.study_name, "skipped", f"already confirmed ({repeats} seeds)",
+                before[s.study_name],
+            )  # fmt: skip
+            continue
+        if s.user_attrs.get(PLAN_ATTR) != plan:
+            storage.set_study_user_attr(s._study_id, PLAN_ATTR, plan)
+        tasks.append(_task(s, plan, trials))
+    for o in outcomes.values():
+        say(f"{o.study}: {o.state} ({o.reason})")
+    if tasks:
+        start(
+            opts, tasks, devices, say,
+            f"confirming {len(tasks)} pair(s): up to {TOP_CANDIDATES} best configurations and "
+            f"their defaults with {repeats} fresh seeds each",
+        )  # fmt: skip
+        names = {t.target: t for t in tasks}
+        run = [s for s in studies if tuple(s.user_attrs["pair"]) in names]
+        fresh = {s.study_name: s for s in pair_studies(storage)}  # with the plans just written
+        after = recommendations(storage, [fresh[s.study_name] for s in run])
+        for s in run:
+            rec = after[s.study_name]
+            if rec is None:
+                outcomes[s.study_name] = ConfirmOutcome(
+                    s.study_name, "failed", "some seed runs failed: rerun confirm"
+                )
+                say(f"{s.study_name}: failed (some seed runs failed: rerun confirm)")
+                continue
+            outcomes[s.study_name] = ConfirmOutcome(s.study_name, "confirmed", record=rec)
+            say(f"{s.study_name}: {_verdict(rec)}")
+        # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may change.
+        write_notes(storage, opts.storage, [s.study_name for s in pair_studies(storage)])
+    return [outcomes[s.study_name] for s in studies]
+
+
+def _verdict(rec: dict[str, Any]) -> str:
+    """One line on a pair's confirmed answer."""
+    best, default, chosen = rec["best"], rec["default"], rec["recommended"]
+    head = f"{default['student']}<-{default['teacher']}"
+    tail = f"over {len(rec['seeds'])} seeds"
+    if chosen is default:
+        return (f"{head} the default {_pm(default)} pp (best candidate {_pm(best)}, "
+                f"not above it at p < {LEVEL:g}) {tail}")  # fmt: skip
+    return (f"{head} trial #{best['trial']} {_pm(best)} pp against the default {_pm(default)}, "
+            f"p = {rec['p_value']:.3f}, {tail}")  # fmt: skip
+
+
+def join_confirmation(
+    opts: TuneOptions, names: Sequence[str], say: Say, timeout: float = READY_TIMEOUT_S
+) -> RunSummary | None:
+    """For a joining ``dkd-tune worker`` whose pair studies are done: serve their confirmation
+    too, as the process that started the run does (it plans and enqueues the runs; a worker
+    never does, so every run is enqueued once). The plan is deterministic from a pair study's
+    trials, so the worker computes it and waits up to ``timeout`` seconds for the run to have
+    stored it and enqueued its runs. None when the run confirms nothing."""
+    storage = open_storage(opts.storage)
+    studies = [s for s in pair_studies(storage) if s.study_name in set(names)
+               and s.user_attrs.get("run", {}).get("confirm")]  # fmt: skip
+    if not studies:
+        return None
+    waiting = {s.study_name for s in studies}
+    tasks: list[Task] = []
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for s in [s for s in studies if s.study_name in waiting]:
+            trials = storage.get_all_trials(s._study_id, deepcopy=False)
+            plan = _plan(trials, s.user_attrs["run"]["confirm"])
+            if plan is None:
+                waiting.discard(s.study_name)  # nothing to compare: the run confirms nothing
+                continue
+            if storage.get_study_user_attrs(s._study_id).get(PLAN_ATTR) != plan:
+                continue
+            task = _task(s, plan, trials)
+            if _queued(storage, task):
+                tasks.append(task)
+                waiting.discard(s.study_name)
+        if waiting:
+            time.sleep(WAIT_S)
+    if waiting:
+        say(f"{len(waiting)} pair(s) not set up for confirmation by the run within {timeout:.0f}s "
+            f"(e.g. {sorted(waiting)[0]}): run dkd-tune confirm --storage ... once the run ends")
+    if not tasks:
+        return None
+    ids = {t.study: storage.get_study_id_from_name(t.study) for t in tasks}
+    say(f"joining the confirmation of {len(tasks)} pair(s)")
+    return run_tasks(opts, tasks, parse_devices(opts.devices), storage, ids, say)
+
+
+def _queued(storage: optuna.storages.RDBStorage, task: Task) -> bool:
+    """True once the confirmation study holds every run of the task (in any state)."""
+    try:
+        study_id = storage.get_study_id_from_name(task.study)
+    except KeyError:
+        return False
+    if not storage.get_study_user_attrs(study_id).get("ready"):
+        return False
+    return not KINDS["confirm"].queue(task, storage.get_all_trials(study_id, deepcopy=False))
+
+
+def confirm_in_run(opts: TuneOptions, names: Sequence[str], devices: list[str], say: Say) -> None:
+    """After a run's pair studies have their trials: confirm them with ``opts.confirm`` seeds."""
+    storage = open_storage(opts.storage)
+    studies = [s for s in pair_studies(storage) if s.study_name in set(names)]
+    confirm_pairs(opts, studies, opts.confirm, devices, say)
+
+
+def confirm(
+    url: str,
+    *,
+    repeats: int = 3,
+    federation: str | None = None,
+    pairs: str = "all",
+    devices: str = "auto",
+    bundles: str | None = None,
+    force: bool = False,
+    say: Say = print,
+    **pool: Any,
+) -> list[ConfirmOutcome]:
+    """Confirm every selected pair study in ``url`` on the worker pool; a pair's summary is
+    stored (and its dashboard note rewritten) once its runs are complete, so an interrupted
+    confirm keeps what it finished and a rerun runs only the missing seeds. ``pool``: worker
+    options of TuneOptions (``workers``, ``workers_per_device``, ``progress``, heartbeat)."""
+    if not isinstance(repeats, int) or repeats < 2:
+        raise UsageError(f"--repeats {repeats} gives no spread: use 2 or more, e.g. --repeats 3")
+    opts = TuneOptions(**{"progress": "quiet", **pool}, storage=url, devices=devices,
+                       bundles=bundles)  # fmt: skip
+    check_options(opts)
+    device_list = parse_devices(devices)
+    check_storage(url)
+    storage = open_storage(url)
+    studies = [
+        s for s in one_federation(storage, url, federation, kind="pair") if "config" in s.user_attrs
+    ]
+    if not studies:
+        raise StorageError(f"no dkd-tune pair studies with a stored config in {mask(url)}")
+    config = KINDS["pair"].task_from(studies[0].study_name, studies[0].user_attrs, None).config
+    if config.federation_hash != studies[0].user_attrs["federation_hash"]:
+        raise StorageError(
+            f"study {studies[0].study_name} holds a config whose hash {config.federation_hash} "
+            f"is not its federation hash {studies[0].user_attrs['federation_hash']}: it was "
+            "written by another dkd-tune version; rerun the tuning in a new storage"
+        )
+    wanted = set(parse_pairs(pairs, config.federation.participants))
+    chosen = [s for s in studies if tuple(s.user_attrs["pair"]) in wanted]
+    if not chosen:
+        raise UsageError(f"--pairs {pairs}: none of these pairs has a study in {mask(url)}")
+    # Everything that can be refused without running was checked.
+    quiet_optuna()
+    return confirm_pairs(opts, chosen, repeats, device_list, say, force=force)
+
+
+def _pm(entry: dict[str, Any]) -> str:
+    return pm(entry["gain_mean"], entry["gain_std"])
+
+
+__all__ = [
+    "CONFIRM_SEED_BASE",
+    "ConfirmOutcome",
+    "candidates",
+    "confirm",
+    "confirm_in_run",
+    "confirm_pairs",
+    "fresh_seeds",
+    "join_confirmation",
+]

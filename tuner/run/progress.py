@@ -1,0 +1,87 @@
+"""Progress of a run: a live one-line display on a terminal, plain log lines otherwise.
+
+Read from the database (not from the workers), so it shows the truth whatever process or machine
+ran the trials: trials done of the total, trials per minute since the start, best gain so far.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import optuna
+
+from tuner.kinds import KINDS, Task
+from tuner.store.db import best_value, count_trials
+
+
+class Progress:
+    """Call :meth:`poll` now and then; it prints only when something changed (or, live, to
+    refresh the rate)."""
+
+    def __init__(
+        self,
+        storage: optuna.storages.RDBStorage,
+        tasks: Sequence[Task],
+        ids: dict[str, int],
+        mode: str = "auto",
+        stream: TextIO | None = None,
+    ) -> None:
+        self.storage = storage
+        # study id -> budget (None: a fixed kind, whose queued trials are its work)
+        self.budgets = {ids[t.study]: t.budget for t in tasks}
+        self.ids = list(self.budgets)
+        gains = all(KINDS[t.kind].value_name == "gain" for t in tasks)
+        self.best_label, self.unit = ("best gain", " pp") if gains else ("best value", "")
+        self.stream = stream or sys.stdout
+        if mode == "auto":
+            mode = "live" if self.stream.isatty() else "log"
+        self.mode = mode
+        counts = count_trials(storage, self.ids)
+        self.total = sum(
+            b if b is not None else c.finished + c.running + c.waiting
+            for b, c in ((self.budgets[i], counts[i]) for i in self.ids)
+        )
+        self.started = time.monotonic()
+        self.start_done = self._done()[0]
+        self._last: tuple | None = None
+        self._last_log = 0.0
+
+    def _done(self) -> tuple[int, int, int]:
+        counts = count_trials(self.storage, self.ids)
+        done = sum(
+            c.finished if self.budgets[i] is None else min(c.finished, self.budgets[i])
+            for i, c in counts.items()
+        )
+        values = counts.values()
+        return done, sum(c.running for c in values), sum(c.failed for c in values)
+
+    def line(self) -> str:
+        done, running, failed = self._done()
+        minutes = max(time.monotonic() - self.started, 1e-9) / 60
+        rate = (done - self.start_done) / minutes
+        best = best_value(self.storage, self.ids)
+        best_text = "n/a" if best is None else f"{best:+.2f}{self.unit}"
+        self._state = (done, running, failed, best)
+        extra = f", {failed} failed" if failed else ""
+        return (
+            f"{done}/{self.total} trials done ({running} running{extra}), "
+            f"{rate:.1f} trials/min, {self.best_label} {best_text}"
+        )
+
+    def poll(self, final: bool = False) -> None:
+        if self.mode == "quiet":
+            return
+        text = self.line()
+        if self.mode == "live":
+            end = "\n" if final else ""
+            self.stream.write(f"\r\033[K{text}{end}")
+            self.stream.flush()
+            return
+        # Log mode: a line when the counts changed, at most every 10 s, and at the end.
+        now = time.monotonic()
+        if final or (self._state != self._last and now - self._last_log >= 10):
+            print(f"progress: {text}", file=self.stream, flush=True)
+            self._last, self._last_log = self._state, now

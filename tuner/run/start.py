@@ -1,0 +1,366 @@
+"""A run from start to end, as library calls the CLI (and tests) make: tasks (studies of any
+kind) set up and served by the worker pool.
+
+Order matters: everything that can be refused is checked before anything is written — options,
+config, search space, targets, devices, the storage URL, and the existing studies' attrs — so bad
+input leaves the database exactly as it was. Only then is the bundle prepared, the studies set up
+(their trials enqueued once), and the pool started. ``tuner.run.tuning.tune`` (pair or client
+studies), ``compare`` and ``confirm`` build their tasks and call :func:`start`; ``join`` rebuilds
+the tasks of a stored run for ``dkd-tune worker``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import optuna
+
+from objectives import StudyConfig, bundle_path, check_federation, load_config
+from tuner.errors import RunError, StorageError, UsageError
+from tuner.kinds import KINDS, StudyKind, Task, config_record, kind_of
+from tuner.kinds.client import NeighbourhoodSpace
+from tuner.kinds.setup import check_existing, enqueue, record_run, setup_study
+from tuner.options import (
+    TuneOptions,
+    check_options,
+    parse_clients,
+    parse_devices,
+    parse_pairs,
+    worker_devices,
+)
+from tuner.read.results import one_federation
+from tuner.run.applies import check_used, ignored_line
+from tuner.run.progress import Progress
+from tuner.search.space import parse_space
+from tuner.store.db import count_trials, database_errors, open_storage, quiet_optuna
+from tuner.store.storage import check_storage, mask
+from tuner.views.notes import write_notes
+from tuner.worker.budget import enqueue_missing_retries
+from tuner.worker.fleet import SETTINGS_ATTR, check_bundle, record_bundle, record_settings
+from tuner.worker.interrupts import raise_swallowed
+from tuner.worker.lifecycle import abandon_running
+from tuner.worker.pool import (
+    MAX_CONSECUTIVE_FAILURES,
+    WorkerReport,
+    load_bundle_once,
+    run_in_thread,
+    sigterm_as_interrupt,
+    stop_thread,
+    stop_workers,
+    worker_specs,
+)
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class RunSummary:
+    studies: dict[str, int]  # name -> study id
+    reports: list[WorkerReport] = field(default_factory=list)
+    seconds: float = 0.0
+    finished: int = 0  # trials finished during this run
+    #: The options the run was served with (for a joining worker: the run's settings with its
+    #: own applied; the caller's options are never changed).
+    opts: TuneOptions | None = None
+
+
+def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
+    """Validate everything that needs no database; return the config, the tasks and devices
+    (raises a DkdError with one line)."""
+    check_options(opts)
+    config = load_config(opts.config, opts.overrides)
+    space = parse_space(config.search, config.source)
+    if opts.mode == "neighbourhood":
+        if opts.pairs != "all":
+            raise UsageError(
+                "--pairs is for --mode pair; with --mode neighbourhood pick clients with --clients"
+            )
+        config.check_two_heads()
+        space = NeighbourhoodSpace.from_search(space, config.neighbourhood.transfer_set)
+        sets = config.neighbours
+        targets = [
+            (k, *sets[k]) for k in parse_clients(opts.clients, config.federation.participants)
+        ]
+    else:
+        targets = parse_pairs(opts.pairs, config.federation.participants)
+    kind = KINDS[opts.mode]
+    check_used(opts, phases(opts))
+    tasks = [
+        Task(kind.study_name(config.name, t), kind.name, tuple(t), config, space, opts.trials)
+        for t in targets
+    ]
+    return config, tasks, parse_devices(opts.devices)
+
+
+def phases(opts: TuneOptions) -> list[list[StudyKind]]:
+    """The kinds of studies a tuning run serves, phase by phase: the pair (or client) studies,
+    then, in pair mode with ``--confirm K``, their confirmation."""
+    first = [KINDS[opts.mode]]
+    return [first, [KINDS["confirm"]]] if opts.mode == "pair" and opts.confirm else [first]
+
+
+def start(
+    opts: TuneOptions, tasks: Sequence[Task], devices: list[str], say: Say, headline: str
+) -> RunSummary:
+    """Check the storage, set the tasks' studies up (nothing is written before every check
+    passed) and serve them with the pool."""
+    for config in {t.config.name: t.config for t in tasks}.values():
+        # The federation's data, partition and (the user's own) participants, read and checked
+        # now: a bad checkpoint or partition file is refused before a storage is touched. A
+        # bundle already built was checked when it was; its hash still reads every file named.
+        if not (bundle_path(config, opts.bundles) / "meta.json").is_file():
+            check_federation(config)
+    check_storage(opts.storage)
+    with database_errors(opts.storage):
+        storage = open_storage(opts.storage)
+        check_existing(storage, opts.storage, tasks)
+        # Nothing was written up to here. From now on the run creates what it needs.
+        say(headline)
+        bundles = {
+            t.config.name: load_bundle_once(t.config, opts.bundles, devices[0], progress=say)
+            for t in tasks
+        }
+        for name, bundle in bundles.items():
+            check_bundle(storage, opts.storage, [t.study for t in tasks if t.config.name == name],
+                         bundle)  # fmt: skip
+        ids: dict[str, int] = {}
+        for task in tasks:
+            ids[task.study] = sid = setup_study(
+                storage, opts.storage, task, bundles[task.config.name]
+            )
+            record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
+                       seed=opts.seed, retries=opts.retries,
+                       max_forgetting=opts.max_forgetting, warm_start=opts.warm_start,
+                       confirm=opts.confirm if task.kind == "pair" else 0)  # fmt: skip
+            enqueue_missing_retries(
+                optuna.load_study(study_name=task.study, storage=storage), opts.retries
+            )
+            if KINDS[task.kind].fixed:
+                enqueue(storage, task)  # after the retries: what is still missing
+        for name, bundle in bundles.items():
+            mine = [ids[t.study] for t in tasks if t.config.name == name]
+            record_bundle(storage, mine, bundle)
+            # What workers that join later take unless told otherwise (a joining worker never
+            # rewrites it: its own --precision or heartbeat are its alone).
+            record_settings(storage, mine, _settings(opts))
+        return run_tasks(opts, tasks, devices, storage, ids, say)
+
+
+def join(
+    opts: TuneOptions, federation: str | None, say: Say = print, *, own: Sequence[str] = ()
+) -> RunSummary:
+    """``dkd-tune worker``: add workers to the run recorded in the storage, whatever its kinds
+    (pair, client, compare or confirmation studies). The studies hold the config, budget,
+    sampler, pruner and worker settings; the options named in ``own`` (config, pairs, trials, or a
+    worker setting: precision, batch_trials, heartbeat) are this
+    worker's instead: its own config file (same federation hash and KD recipe, e.g. another data
+    path), a subset of the pairs, another budget, its precision or heartbeat. The worker's bundle
+    must be the run's (digest check); it is never built here."""
+    quiet_optuna()
+    check_options(opts)
+    devices = parse_devices(opts.devices)
+    check_storage(opts.storage)
+    with database_errors(opts.storage):
+        storage = open_storage(opts.storage)
+        studies = [
+            s for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
+                                      fix="start one with dkd-tune --storage ... first")
+            if "run" in s.user_attrs
+        ]  # fmt: skip
+        if not studies:
+            raise StorageError(
+                f"no dkd-tune run in {mask(opts.storage)}: start one with dkd-tune --storage ..."
+            )
+        first = studies[0].user_attrs
+        tasks = [
+            kind_of(s.user_attrs).task_from(
+                s.study_name, s.user_attrs, s.user_attrs["run"]["budget"]
+            )
+            for s in studies
+        ]
+        if "config" in own:
+            config = _own_config(opts, tasks[0].config, first)
+            tasks = [Task(t.study, t.kind, t.target, config, t.space, t.budget) for t in tasks]
+        if "pairs" in own:
+            tasks = _own_pairs(opts, tasks)
+        if "trials" in own:
+            tasks = [
+                t if t.budget is None else Task(t.study, t.kind, t.target, t.config, t.space,
+                                                opts.trials)
+                for t in tasks
+            ]  # fmt: skip
+        opts = joined_options(opts, first, own)
+        check_options(opts)
+        check_used(opts, [[KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]])
+        for config in {t.config.name: t.config for t in tasks}.values():
+            path = bundle_path(config, opts.bundles)
+            if not (path / "meta.json").is_file():
+                raise StorageError(
+                    f"no bundle of federation {config.name} at {path}: a worker uses the run's "
+                    "bundle, never builds its own; share that folder (--bundles DIR or "
+                    "$DKD_TUNE_BUNDLES) or copy it from the machine that started the run"
+                )
+            bundle = load_bundle_once(config, opts.bundles, devices[0], progress=say)
+            check_bundle(storage, opts.storage, [t.study for t in tasks], bundle)
+        ids = {
+            s.study_name: s._study_id for s in studies if s.study_name in {t.study for t in tasks}
+        }
+        say(f"joining {len(ids)} studies of {tasks[0].config.name} ({_budgets(tasks)})")
+        return run_tasks(opts, tasks, devices, storage, ids, say)
+
+
+def joined_options(opts: TuneOptions, attrs: dict, own: Sequence[str]) -> TuneOptions:
+    """A joining worker's options: the run's (a stored study's ``run`` and worker settings),
+    with the worker's ``own`` options kept; the one place they are combined. Its seed differs
+    from the run's, so it samples other points."""
+    run = attrs["run"]
+    stored = {
+        "sampler": run["sampler"],
+        "pruner": run["pruner"],
+        "max_forgetting": run.get("max_forgetting"),
+        "warm_start": run.get("warm_start", False),
+        "seed": run["seed"] + 7_919,
+        "retries": run["retries"],
+        "confirm": run.get("confirm", 0),
+        **({} if "trials" in own else {"trials": run["budget"] or opts.trials}),
+        **{k: v for k, v in attrs.get(SETTINGS_ATTR, {}).items()
+           if k not in own and k in TuneOptions.__dataclass_fields__},
+    }  # fmt: skip
+    return dataclasses.replace(opts, **stored)
+
+
+def _settings(opts: TuneOptions) -> dict:
+    """The worker settings of a run, as recorded for joining workers."""
+    return {
+        "precision": opts.precision,
+        "batch_trials": opts.batch_trials,
+        "heartbeat_interval": opts.heartbeat_interval,
+        "heartbeat_grace": opts.heartbeat_grace,
+    }
+
+
+def _budgets(tasks: Sequence[Task]) -> str:
+    budgets = sorted({t.budget for t in tasks if t.budget is not None})
+    fixed = sum(t.budget is None for t in tasks)
+    parts = [f"{'/'.join(map(str, budgets))} trials each"] if budgets else []
+    return ", ".join(parts + ([f"{fixed} with queued trials"] if fixed else []))
+
+
+def _own_config(opts: TuneOptions, stored: StudyConfig, attrs: dict) -> StudyConfig:
+    """The worker's own config file, which must describe the run's federation and KD round."""
+    config = load_config(opts.config, opts.overrides)
+    fix = f"pass the run's config (or none: the studies hold it) instead of {opts.config}"
+    if config.federation_hash != stored.federation_hash:
+        raise UsageError(
+            f"--config gives federation hash {config.federation_hash}, the run has "
+            f"{stored.federation_hash}: {fix}"
+        )
+    if config.name != stored.name or config_record(config)["kd"] != attrs.get("kd_recipe"):
+        raise UsageError(f"--config names another federation or KD recipe than the run: {fix}")
+    return config
+
+
+def _own_pairs(opts: TuneOptions, tasks: list[Task]) -> list[Task]:
+    """The pair studies (and their confirmations) of ``--pairs``, each of which must exist."""
+    wanted = set(parse_pairs(opts.pairs, tasks[0].config.federation.participants))
+    have = {t.target for t in tasks if t.kind == "pair"}
+    missing = wanted - have
+    if missing:
+        a, b = sorted(missing)[0]
+        raise UsageError(
+            f"pair {a}-{b} is not part of the run in {mask(opts.storage)}: pick --pairs among "
+            "its studies (dkd-tune status lists them), or start it with dkd-tune --pairs"
+        )
+    return [t for t in tasks if t.kind in ("pair", "confirm") and t.target in wanted]
+
+
+def prepare(opts: TuneOptions, say: Say = print) -> list[dict]:
+    """``dkd-tune prepare``: build (or load) the federation bundle; return its summary."""
+    config, _, devices = plan(opts)
+    bundle = load_bundle_once(config, opts.bundles, devices[0], progress=say)
+    return bundle.summary()
+
+
+def run_tasks(
+    opts: TuneOptions,
+    tasks: Sequence[Task],
+    devices: list[str],
+    storage: optuna.storages.RDBStorage,
+    ids: dict[str, int],
+    say: Say,
+) -> RunSummary:
+    """Serve the tasks' (set-up) studies with the pool until their work is done; then write the
+    dashboard notes. Worker settings are recorded so that ``dkd-tune worker`` can join."""
+    kinds = [KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]
+    line = ignored_line(opts, kinds, "/".join(k.name for k in kinds) + " studies")
+    if line:
+        say(line)
+    with database_errors(opts.storage):
+        started = time.monotonic()
+        before = sum(c.finished for c in count_trials(storage, ids.values()).values())
+        progress = Progress(storage, tasks, ids, mode=opts.progress)
+    specs = worker_specs(
+        worker_devices(devices, opts.workers, opts.workers_per_device), list(tasks), opts,
+        log=progress.mode == "log",
+    )
+    with sigterm_as_interrupt():
+        thread, box = run_in_thread(specs)
+        try:
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+                raise_swallowed()
+                with database_errors(opts.storage):
+                    progress.poll(final=not thread.is_alive())
+        except BaseException:  # Ctrl-C, or the database went away under the progress line
+            abandon_running("interrupted (Ctrl-C)")  # the in-process worker's trial
+            stop_workers()  # worker processes mark theirs; stragglers are terminated
+            stop_thread(thread)  # and the in-process worker ends before the interpreter does
+            raise
+    if "error" in box:
+        error = box["error"]
+        with database_errors(opts.storage):
+            raise error
+    with database_errors(opts.storage):
+        return _finish(opts, tasks, storage, ids, box["reports"], started, before, say)
+
+
+def _finish(
+    opts: TuneOptions,
+    tasks: Sequence[Task],
+    storage: optuna.storages.RDBStorage,
+    ids: dict[str, int],
+    reports: list[WorkerReport],
+    started: float,
+    before: int,
+    say: Say,
+) -> RunSummary:
+    counts = count_trials(storage, ids.values())
+    after = sum(c.finished for c in counts.values())
+    summary = RunSummary(ids, reports, time.monotonic() - started, after - before, opts)
+    for rep in summary.reports:
+        if rep.died:
+            say(
+                f"worker {rep.index} ({rep.device}) {rep.died}; a heartbeat check fails its "
+                "running trial, which is then retried"
+            )
+    short = [t.study for t in tasks if KINDS[t.kind].work_left(counts[ids[t.study]], t)]
+    if short and any(rep.died for rep in summary.reports):
+        raise RunError(
+            f"{len(short)} stud(ies) short of their trials after a worker died, e.g. "
+            f"{short[0]}: rerun the same command to top them up"
+        )
+    pairs = [t.study for t in tasks if t.kind == "pair"]
+    if pairs:
+        write_notes(storage, opts.storage, pairs)  # each pair study's note: default vs best
+    gave_up = {n: r for rep in summary.reports for n, r in rep.gave_up.items()}
+    if gave_up:
+        name, reason = next(iter(gave_up.items()))
+        raise RunError(
+            f"{len(gave_up)} stud(ies) stopped after {MAX_CONSECUTIVE_FAILURES} failures in a "
+            f"row, e.g. {name}: {reason} "
+            "(fix the KD recipe, then rerun: failed trials do not count)"
+        )
+    return summary

@@ -1,0 +1,50 @@
+"""``dkd-tune``: a tuning run — the pair (or client) studies topped up to ``--trials``, then each
+pair's candidates confirmed with fresh seeds (``--confirm K``), from which the recommendation per
+pair is read (tuner.read.results)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tuner.options import TuneOptions
+from tuner.run.confirm import confirm_in_run, join_confirmation
+from tuner.run.start import RunSummary, Say, join, plan, start
+from tuner.store.db import quiet_optuna
+from tuner.store.storage import mask
+
+
+def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
+    """Run a tuning: top every pair (or client) study up to ``opts.trials`` finished trials."""
+    quiet_optuna()
+    config, tasks, devices = plan(opts)
+    what = (
+        "pair(s)"
+        if opts.mode == "pair"
+        else (
+            f"client(s) in neighbourhood mode ({config.topology.kind} graph, transfer set "
+            f"{config.neighbourhood.transfer_set})"
+        )
+    )
+    summary = start(
+        opts, tasks, devices, say,
+        f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
+        f"{opts.trials} trials each, storage {mask(opts.storage)}",
+    )  # fmt: skip
+    if opts.mode == "pair" and opts.confirm:
+        confirm_in_run(opts, list(summary.studies), devices, say)
+    return summary
+
+
+def join_run(
+    opts: TuneOptions, federation: str | None, say: Say = print, *, own: Sequence[str] = ()
+) -> RunSummary:
+    """``dkd-tune worker``: serve the run recorded in the storage to its end, phase by phase as
+    the process that started it does: its studies, then (a pair run with ``--confirm K``) the
+    confirmation of its pairs."""
+    summary = join(opts, federation, say, own=own)
+    confirmed = join_confirmation(summary.opts or opts, list(summary.studies), say)
+    if confirmed is not None:
+        summary.reports += confirmed.reports
+        summary.finished += confirmed.finished
+        summary.seconds += confirmed.seconds
+    return summary

@@ -1,0 +1,166 @@
+"""The storage boundary: every query dkd-tune runs on Optuna's own tables, in one module.
+
+Optuna's public API loads whole trials (params, attrs, values); a worker that counts trials
+before each claim, a heartbeat that looks for silent workers and a progress line need one row per
+study instead, so a few queries read the tables directly. They are written against Optuna's
+schema ``SCHEMA_VERSIONS``; :func:`check_schema` refuses another one before any query runs, so a
+new Optuna with new tables fails with one line instead of wrong counts (docs/design.md §4).
+
+:func:`database_errors` turns the SQLAlchemy errors of a database that goes away in the middle of
+a run into one line (DatabaseGone, exit 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import optuna
+import sqlalchemy
+import sqlalchemy.exc
+from optuna.trial import TrialState
+
+from tuner.errors import DatabaseGone, StorageError
+from tuner.store.storage import get_storage, mask
+
+#: Optuna's table schemas (alembic revisions) these queries were written and tested against.
+SCHEMA_VERSIONS = ("v3.2.0.a",)
+
+
+def check_schema(storage: optuna.storages.RDBStorage) -> None:
+    """Refuse a database whose Optuna schema is not one the raw queries know (one line)."""
+    version = storage.get_current_version()
+    if version not in SCHEMA_VERSIONS:
+        raise StorageError(
+            f"the database has Optuna schema {version}, dkd-tune knows {', '.join(SCHEMA_VERSIONS)}"
+            f" (optuna {optuna.__version__}): install the Optuna version that wrote it, or "
+            "upgrade the database with `optuna storage upgrade --storage URL`"
+        )
+
+
+def quiet_optuna() -> None:
+    """Optuna's own log lines off: its study-creation notes, and the tracebacks it logs as
+    warnings when the database fails, would bury the one line dkd-tune prints for that."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+_CHECKED: set[str] = set()
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The process's storage for ``url`` (tuner.store.storage), its schema checked once."""
+    storage = get_storage(url)
+    if url not in _CHECKED:
+        check_schema(storage)
+        _CHECKED.add(url)
+    return storage
+
+
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn a SQLAlchemy error (the server went away, the file vanished) into one line."""
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        # Optuna wraps the driver's error in StorageInternalError; name the driver's.
+        root = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+        cause = str(getattr(root, "orig", None) or root or exc).strip().splitlines()[0]
+        raise DatabaseGone(
+            f"the database {mask(url)} stopped answering ({cause}): bring it back, then rerun the "
+            "same command; finished trials are kept and the missing ones are run"
+        ) from None
+
+
+@dataclass
+class Counts:
+    """Trials of one study by state (surplus claims excluded from ``failed``)."""
+
+    complete: int = 0
+    pruned: int = 0
+    running: int = 0
+    waiting: int = 0
+    failed: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+    def left(self, budget: int) -> int:
+        """Trials still to start: the budget minus finished and running ones (never below 0)."""
+        return max(0, budget - self.finished - self.running)
+
+
+def _ids(study_ids: Iterable[int]) -> str:
+    return ",".join(str(int(i)) for i in study_ids)
+
+
+def count_trials(
+    storage: optuna.storages.RDBStorage, study_ids: Iterable[int]
+) -> dict[int, Counts]:
+    """Counts per study in two queries (a worker asks before every trial, for every study)."""
+    ids = list(study_ids)
+    out = {i: Counts() for i in ids}
+    if not ids:
+        return out
+    surplus = sqlalchemy.text(
+        "SELECT t.study_id, count(*) FROM trials t JOIN trial_user_attributes a "
+        "ON a.trial_id = t.trial_id AND a.key = 'surplus' "
+        f"WHERE t.study_id IN ({_ids(ids)}) GROUP BY t.study_id"
+    )
+    by_state = sqlalchemy.text(
+        f"SELECT study_id, state, count(*) FROM trials WHERE study_id IN ({_ids(ids)}) "
+        "GROUP BY study_id, state"
+    )
+    fields = {"COMPLETE": "complete", "PRUNED": "pruned", "RUNNING": "running",
+              "WAITING": "waiting", "FAIL": "failed"}  # fmt: skip
+    with storage.engine.connect() as conn:
+        for study_id, state, n in conn.execute(by_state):
+            name = fields[state.name if isinstance(state, TrialState) else str(state)]
+            setattr(out[study_id], name, getattr(out[study_id], name) + n)
+        for study_id, n in conn.execute(surplus):
+            out[study_id].failed -= n
+    return out
+
+
+def best_value(storage: optuna.storages.RDBStorage, study_ids: Iterable[int]) -> float | None:
+    """The largest value of any COMPLETE trial in these studies (one query, for progress)."""
+    ids = _ids(study_ids)
+    if not ids:
+        return None
+    query = sqlalchemy.text(
+        "SELECT max(v.value) FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id "
+        f"WHERE t.study_id IN ({ids}) AND t.state = 'COMPLETE'"
+    )
+    with storage.engine.connect() as conn:
+        value = conn.execute(query).scalar()
+    return None if value is None else float(value)
+
+
+def running_with_beats(
+    storage: optuna.storages.RDBStorage, study_ids: Iterable[int]
+) -> list[tuple[int, int, object]]:
+    """(trial id, study id, last heartbeat or None) of every RUNNING trial of these studies."""
+    ids = _ids(study_ids)
+    if not ids:
+        return []
+    query = sqlalchemy.text(
+        "SELECT t.trial_id, t.study_id, h.heartbeat FROM trials t "
+        "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        f"WHERE t.state = 'RUNNING' AND t.study_id IN ({ids})"
+    )
+    with storage.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(query)]
+
+
+__all__ = [
+    "SCHEMA_VERSIONS",
+    "Counts",
+    "best_value",
+    "check_schema",
+    "count_trials",
+    "database_errors",
+    "open_storage",
+    "quiet_optuna",
+    "running_with_beats",
+]
