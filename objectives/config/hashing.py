@@ -1,0 +1,148 @@
+"""The federation hash: what identifies a federation bundle (its data, partition, participants
+and their pre-training; never the KD round or the search), hashed into the bundle's key.
+
+For the user's own data, partition file and participants it covers the files' content, not where
+they lie. :class:`~objectives.config.study.StudyConfig` exposes it as ``federation_hash`` and
+hands over its sections, so this module needs only :mod:`.schema` (no import circle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from ..errors import FederationError, ParticipantError
+from ..sources import file_sha256, image_tree_sha256, torchvision_sha256
+from .schema import (
+    TORCHVISION_PREFIX,
+    DataConfig,
+    FederationConfig,
+    ModelConfig,
+    ParticipantConfig,
+    TrainRecipe,
+    is_user_dataset,
+    partition_file,
+)
+
+#: Bump when the bundle's content or layout changes, or when model or training code changes what
+#: pre-training produces, so a bundle built by other code never shares a hash with this one.
+#: 2: channels_last models (pre-trained weights differ from format 1 in the last bits).
+BUNDLE_FORMAT = 2
+
+#: The fields of [data] that shape a synthetic dataset (its hash key).
+_SYNTHETIC_KEYS = ("dataset", "train_size", "test_size", "classes", "image_size", "channels")
+
+
+def federation_hash(
+    *,
+    seed: int,
+    data: DataConfig,
+    federation: FederationConfig,
+    model: ModelConfig,
+    pretrain: TrainRecipe,
+    participants: tuple[ParticipantConfig, ...],
+) -> str:
+    """Hash of everything that determines the federation bundle (not the KD round or search):
+    the first 16 hex digits of the SHA-256 of :func:`federation_key` as sorted JSON."""
+    key = federation_key(
+        seed=seed,
+        data=data,
+        federation=federation,
+        model=model,
+        pretrain=pretrain,
+        participants=participants,
+    )
+    blob = json.dumps(key, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def federation_key(
+    *,
+    seed: int,
+    data: DataConfig,
+    federation: FederationConfig,
+    model: ModelConfig,
+    pretrain: TrainRecipe,
+    participants: tuple[ParticipantConfig, ...],
+) -> dict[str, Any]:
+    """What the federation hash covers, as plain data. The user's own participants replace
+    ``model`` and ``pretrain`` (they come pre-trained); a built-in federation hashes as it
+    always has."""
+    d = data
+    data_part: dict[str, Any] = {"dataset": d.dataset}
+    if d.dataset == "synthetic":
+        data_part = {k: v for k, v in dataclasses.asdict(d).items() if k in _SYNTHETIC_KEYS}
+    elif is_user_dataset(d.dataset):
+        data_part = {
+            "dataset": d.dataset,
+            "source_sha256": _data_digest(d),
+            "channels": d.channels,
+            "image_size": d.image_size,
+            "mean": list(d.mean),
+            "std": list(d.std),
+        }
+    federation_part = dataclasses.asdict(federation)
+    path = partition_file(federation.partition)
+    if path is not None:  # the file's content, not where it lies
+        try:
+            federation_part["partition"] = f"file-sha256:{file_sha256(path)}"
+        except OSError:
+            raise FederationError(
+                f"partition file {path} not found: fix [federation].partition = "
+                '"file:<path>" (relative to the config file)'
+            ) from None
+    key: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "seed": seed,
+        "data": data_part,
+        "federation": federation_part,
+    }
+    if participants:
+        key["participants"] = [participant_key(p, i) for i, p in enumerate(participants)]
+    else:
+        key["model"] = dataclasses.asdict(model)
+        key["pretrain"] = dataclasses.asdict(pretrain)
+    return key
+
+
+def participant_key(participant: ParticipantConfig, index: int) -> dict[str, Any]:
+    """What identifies a participant in the federation hash: the model (by the file's
+    content for a file, by name for a package), its kwargs, the checkpoint's content."""
+    p = participant
+    checkpoint = _digest(p.checkpoint, f"participant {index}: checkpoint", "checkpoint")
+    if p.model_file:
+        where = f"participant {index}: model file"
+        model = {
+            "file_sha256": _digest(p.model_file, where, "model"),
+            "name": p.model_name,
+        }
+    else:
+        model = {"import": p.model}
+    return {"model": model, "kwargs": dict(p.kwargs), "checkpoint_sha256": checkpoint}
+
+
+def _digest(path: str, what: str, key: str) -> str:
+    """A file's SHA-256 for the federation hash; a missing file is the participant's error."""
+    try:
+        return file_sha256(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ParticipantError(
+            f"{what} {path} not found: fix [[participants]].{key} (paths are relative to the "
+            "config file)"
+        ) from None
+    except OSError as exc:
+        raise ParticipantError(f"{what} {path} cannot be read ({exc.strerror})") from None
+
+
+def _data_digest(d: DataConfig) -> str:
+    """The content digest of the user's data source (files, not decoded images)."""
+    if d.dataset.startswith(TORCHVISION_PREFIX):
+        return torchvision_sha256(d.dataset[len(TORCHVISION_PREFIX) :], d.root, d.download)
+    # Missing files are objectives.data's to report (it names what is expected); here an empty
+    # digest, so the hash is computed and the loader's message is the one the user sees.
+    try:
+        return file_sha256(d.root) if d.dataset == "npz" else image_tree_sha256(d.root)
+    except OSError:
+        return "missing"
