@@ -27,11 +27,13 @@ STUDENT, TEACHER = 0, 1
 class FusedStepLoss(kd_round.StepLoss):
     """StepLoss with one forward for both batches (public transfer sets with 0 < α < 1)."""
 
-    def __call__(self, model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, model: torch.nn.Module, idx: torch.Tensor, lidx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         a, t = self.alpha, self.temperature
         if self.transfer_set == "local" or not 0 < a < 1:
-            return super().__call__(model, idx)
-        lidx = next(self.local_stream)
+            return super().__call__(model, idx, lidx)
+        lidx = lidx if lidx is not None else next(self.local_stream)
         z = model(torch.cat([self.x_transfer[idx], self.x_local[lidx]]))
         n = len(idx)
         kd = kd_term(self.targets[:, idx], z[:n], t, self.divergence)

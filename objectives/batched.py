@@ -7,11 +7,14 @@ each backward one pass, each optimizer step a few elementwise kernels over all t
 
 Each trial stays exactly what ``run_trial`` computes with the same arguments and seed: its own
 temperature, α, divergence, transfer set, teachers and aggregation; its own batches drawn from
-its own seeded generator in the same order; its own BatchNorm batch statistics and running
-statistics (the buffers are stacked too, so each trial's BN sees only its own batch, and the
-transfer and local batches of a step stay two forwards, as in ``run_trial``); its own number of
-steps (a finished trial is frozen while the others go on). Only the float rounding of the fused
-kernels differs, so results agree within noise, not bit for bit.
+its own seeded generator in the same order (``kd_round.step_batches``, which ``run_trial``'s loop
+takes too); its own soft targets (``kd_round.soft_targets``); its evaluation points at the same
+steps (``kd_round.round_schedule``), scored and reported alike (``RoundEvaluator.score``,
+``kd_round.eval_point``) from one vmapped pass over the students due; its own BatchNorm batch
+statistics and running statistics (the buffers are stacked too, so each trial's BN sees only its
+own batch, and the transfer and local batches of a step stay two forwards, as in ``run_trial``);
+its own number of steps (a finished trial is frozen while the others go on). Only the float
+rounding of the fused kernels differs, so results agree within noise, not bit for bit.
 
 Only students of one architecture can be stacked: in a federation of the user's own participants
 the trials of a call are grouped by their student's architecture and each group is trained as one
@@ -20,10 +23,11 @@ stacked batch, one group after the other.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +36,18 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .bundle import DeviceTensors, FederationBundle
 from .config import KDRecipe
-from .divergences import get_divergence, teacher_target
-from .errors import NonFiniteLoss
-from .evaluation import EvalPoint, eval_schedule, eval_subset, subset_accuracy_before
-from .kd_round import local_batches
-from .train import accuracies, accuracy, batches, lr_at
+from .divergences import get_divergence
+from .evaluation import EvalPoint, EvalSets, RoundEvaluator
+from .kd_round import (
+    batch_generator,
+    draws_local,
+    eval_point,
+    local_batches,
+    round_schedule,
+    soft_targets,
+    step_batches,
+)
+from .train import lr_at
 from .trial import TrialResult, _check_args, check_device, check_precision
 
 
@@ -81,18 +92,19 @@ def run_trials(
     device = check_device(device)
     check_precision(precision, device)
     data = bundle.on(device)
+    sets = EvalSets.of(bundle, recipe, device)  # one copy of the test sets for every trial
     outcomes: list[Outcome | None] = [None] * len(specs)
     plans: list[_Plan] = []
     for i, spec in enumerate(specs):
         try:
-            plans.append(_Plan.make(i, spec, bundle, data, recipe))
+            plans.append(_Plan.make(i, spec, bundle, data, recipe, sets))
         except Exception as exc:  # a TrialError/ConfigError of this trial only
             outcomes[i] = exc
     groups: dict[str, list[_Plan]] = {}
     for plan in plans:
         groups.setdefault(bundle.architecture(plan.spec.student), []).append(plan)
     for group in groups.values():
-        _Batch(bundle, data, recipe, device, precision, group, outcomes, started).run()
+        _Batch(bundle, data, recipe, device, precision, sets, group, outcomes, started).run()
     return outcomes  # type: ignore[return-value]
 
 
@@ -109,21 +121,37 @@ class _Plan:
     eval_at: dict[int, int]  # step -> evaluation index (1..points)
     points: int
     lrs: list[float]
+    evaluator: RoundEvaluator  # scores this trial's points as run_trial's does
     done: bool = False
     row: int = 0  # this trial's index along the stacked dimension
 
     @property
     def total(self) -> int:
+        """The trial's number of steps (trials of different transfer sets differ)."""
         return len(self.steps)
 
     @property
     def local(self) -> bool:
+        """Whether the transfer batch is the local batch (transfer set ``local``)."""
         return self.spec.transfer_set == "local"
+
+    @property
+    def context(self) -> str:
+        """The trial's arguments as ``run_trial`` names them in a NonFiniteLoss."""
+        s = self.spec
+        return f"T={s.temperature}, alpha={s.alpha}, {s.divergence}, {s.transfer_set}"
 
     @classmethod
     def make(
-        cls, slot: int, spec: TrialSpec, bundle: FederationBundle, data: DeviceTensors, recipe
+        cls,
+        slot: int,
+        spec: TrialSpec,
+        bundle: FederationBundle,
+        data: DeviceTensors,
+        recipe: KDRecipe,
+        sets: EvalSets,
     ) -> _Plan:
+        """The plan of ``spec`` after ``run_trial``'s checks (a bad spec raises, for its slot)."""
         s = spec
         _check_args(
             bundle, s.student, s.teachers, s.temperature, s.alpha, s.transfer_set, s.aggregation
@@ -132,23 +160,25 @@ class _Plan:
         local_rows = bundle.partition.participants[s.student]
         transfer_rows = local_rows if s.transfer_set == "local" else bundle.partition.public
         sources = list(s.teachers) + ([s.student] if s.transfer_set == "public+self" else [])
-        transfer_idx = data.participants[s.student] if s.transfer_set == "local" else data.public
-        logits = data.train_logits[sources][:, transfer_idx]
-        targets = teacher_target(logits, s.temperature, s.aggregation)
-        # Replay run_trial's use of its generator: the transfer permutation of an epoch first,
-        # then a local batch per step only when the step draws one (public sets with α < 1).
-        gen = torch.Generator().manual_seed(s.seed)
-        cpu = torch.device("cpu")
-        local_stream = local_batches(len(local_rows), recipe.batch_size, gen, cpu)
-        steps: list[tuple[Tensor, Tensor | None]] = []
-        for _ in range(recipe.epochs):
-            for idx in batches(len(transfer_rows), recipe.batch_size, gen, cpu):
-                draws = s.transfer_set != "local" and s.alpha < 1
-                steps.append((idx, next(local_stream) if draws else None))
-        total = len(steps)
-        eval_at = eval_schedule(total, recipe.eval_points)
+        targets = soft_targets(
+            data, s.student, sources, transfer_set=s.transfer_set, temperature=s.temperature,
+            aggregation=s.aggregation,
+        )  # fmt: skip
+        # run_trial's batches, all drawn up front and on the CPU (a permutation from a CPU
+        # generator has the same values on any device): the stacked loop takes a step's rows
+        # of every trial at once, and a plain list keeps the host from waiting on the device.
+        gen, cpu = batch_generator(s.seed), torch.device("cpu")
+        local_stream = None
+        if draws_local(s.transfer_set, s.alpha):
+            local_stream = local_batches(len(local_rows), recipe.batch_size, gen, cpu)
+        steps = list(step_batches(len(transfer_rows), local_stream, recipe, gen, cpu))
+        total, eval_at = round_schedule(len(transfer_rows), recipe)
         lrs = [lr_at(recipe, step, total) for step in range(total)]
-        return cls(slot, s, transfer_rows, local_rows, targets, steps, eval_at, len(eval_at), lrs)
+        evaluator = RoundEvaluator(bundle, s.student, recipe, sets.x.device, sets=sets)
+        return cls(
+            slot, s, transfer_rows, local_rows, targets, steps, eval_at, len(eval_at), lrs,
+            evaluator,
+        )  # fmt: skip
 
 
 @dataclass
@@ -170,12 +200,13 @@ class _Batch:
     recipe: KDRecipe
     device: torch.device
     precision: str
+    sets: EvalSets
     plans: list[_Plan]
     outcomes: list
     started: float
-    _state: dict = field(default_factory=dict)
 
     def run(self) -> None:
+        """Stack the students, train every live trial a step at a time, evaluate at its points."""
         b, plans = self.bundle, self.plans
         for row, plan in enumerate(plans):
             plan.row = row
@@ -189,9 +220,6 @@ class _Batch:
         self.eval_fwd = vmap(self._forward, in_dims=(0, 0, None))
         self.optimizer = _StackedOptimizer(self.params, self.recipe, len(plans))
         self._constants()
-        self.subset = eval_subset(b, self.recipe.eval_subset)
-        self.x_subset = self.data.test_x[self.subset.to(self.device)]
-        self.y_subset = self.data.test_y[self.subset.to(self.device)]
         for step in range(max(p.total for p in plans)):
             live = [p for p in plans if not p.done and step < p.total]
             if not live:
@@ -202,6 +230,7 @@ class _Batch:
     # -- training -------------------------------------------------------------------------------
 
     def _forward(self, params: dict, buffers: dict, x: Tensor) -> Tensor:
+        """One trial's forward with its own parameters and buffers (vmapped over the trials)."""
         return functional_call(self.base, (params, buffers), (x,))
 
     def _dev(self, values: Tensor | list) -> Tensor:
@@ -236,7 +265,7 @@ class _Batch:
                 continue
             if a > 0:
                 first.append(_Member(p, p.transfer_rows[idx], idx, False))
-            if a < 1:
+            if lidx is not None:  # the step drew a local batch (α < 1): the CE term
                 second.append(_Member(p, p.local_rows[lidx], None, True))
         loss = torch.zeros(len(self.plans), device=self.device)
         # bf16 as in run_trial: the forwards under autocast, the KD term float64, CE float32.
@@ -321,56 +350,38 @@ class _Batch:
         if not due:
             return
         self.base.eval()
-        final = [p for p in due if p.eval_at[step] == p.points]
-        middle = [p for p in due if p.eval_at[step] != p.points]
-        for plans, x in ((middle, self.x_subset), (final, self.data.test_x)):
+        for final in (False, True):
+            plans = [p for p in due if (p.eval_at[step] == p.points) == final]
             if not plans:
                 continue
-            logits = self._predict(plans, x)
+            logits = self._predict(plans, self.sets.inputs(final))
             for p, z in zip(plans, logits, strict=True):
                 self._report(p, z, step)
 
     @torch.no_grad()
     def _predict(self, plans: list[_Plan], x: Tensor) -> Tensor:
+        """The float32 logits of the students of ``plans`` (eval mode) on all of ``x``."""
         params, buffers = self._slice([p.row for p in plans])
         chunks = [self.eval_fwd(params, buffers, xb) for xb in x.split(self.recipe.eval_batch_size)]
         return torch.cat(chunks, dim=1).float()  # [trials, n, classes]
 
     def _report(self, p: _Plan, logits: Tensor, step: int) -> None:
-        """Build the trial's EvalPoint, hand it to its on_eval, close the trial at the end."""
-        b, s = self.bundle, p.spec
-        index = p.eval_at[step]
+        """The trial's point at ``step`` from its ``logits``, as run_trial's (``eval_point``);
+        an exception there ends this trial alone, its last point ends it with its result."""
+        s = p.spec
+        measure = functools.partial(p.evaluator.score, p.eval_at[step], p.points, step, [logits])
         try:
-            if bool(self.nonfinite[p.row]):  # one sync per evaluation, as in run_trial
-                raise NonFiniteLoss(
-                    f"the KD loss became NaN or infinite by step {step} of {p.total} "
-                    f"(T={s.temperature}, alpha={s.alpha}, {s.divergence}, {s.transfer_set})"
-                )
-            if index == p.points:
-                acc, local = accuracies(logits, self.data.test_y, b.label_distribution[s.student])
-                before = float(b.accuracy[s.student])
-            else:
-                acc = accuracy(logits, self.y_subset)
-                before = self._subset_before(s.student)
-            point = EvalPoint(index, p.points, step, acc, acc - before, index == p.points)
-            if s.on_eval is not None:
-                s.on_eval(point)
+            point = eval_point(measure, self.nonfinite[p.row], step=step, total=p.total,
+                               context=p.context, on_eval=s.on_eval)  # fmt: skip
         except Exception as exc:
             p.done, self.outcomes[p.slot] = True, exc
             return
-        if index == p.points:
+        if point.final:
             p.done = True
             self.outcomes[p.slot] = TrialResult.after_round(
-                b, s.student, s.teachers, (acc, local), started=self.started, steps=p.total,
-                device=self.device,
+                self.bundle, s.student, s.teachers, p.evaluator.final, started=self.started,
+                steps=p.total, device=self.device,
             )  # fmt: skip
-
-    def _subset_before(self, student: int) -> float:
-        """The student's pre-KD accuracy on the evaluation subset (from the cached logits)."""
-        key = ("subset_before", student)
-        if key not in self._state:
-            self._state[key] = subset_accuracy_before(self.bundle, student, self.subset)
-        return self._state[key]
 
 
 class _GlobalMeanPool(torch.nn.Module):
@@ -378,6 +389,7 @@ class _GlobalMeanPool(torch.nn.Module):
     adaptive pool uses on channels_last inputs and would loop over the trials instead."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """The mean over the spatial dimensions, kept as 1×1."""
         return x.mean((2, 3), keepdim=True)
 
 
@@ -406,17 +418,20 @@ class _StackedOptimizer:
     with a learning rate per trial: a row whose lr is masked out (a finished trial) is left
     exactly as it was, momentum included. Same update formulas as torch.optim's."""
 
-    def __init__(self, params: dict[str, Tensor], recipe: KDRecipe, trials: int):
+    def __init__(self, params: dict[str, Tensor], recipe: KDRecipe, trials: int) -> None:
+        """Optimise ``params`` (stacked over ``trials``) by ``recipe``; no state until a step."""
         self.params, self.recipe, self.trials = params, recipe, trials
         self.state: dict[str, dict[str, Tensor]] = {k: {} for k in params}
         self.steps = 0
 
     def zero_grad(self) -> None:
+        """Drop the gradients (as ``set_to_none``), so the next backward writes fresh ones."""
         for p in self.params.values():
             p.grad = None
 
     @torch.no_grad()
     def step(self, lr: Tensor, live_rows: Tensor) -> None:
+        """Update the rows ``live_rows`` with their rates ``lr`` [trials]; the others keep all."""
         r = self.recipe
         self.steps += 1
         live = torch.zeros(self.trials, dtype=torch.bool, device=lr.device)
@@ -440,6 +455,7 @@ class _StackedOptimizer:
             p.copy_(torch.where(mask, p - rate * update, p))
 
     def _adam(self, st: dict[str, Tensor], g: Tensor, mask: Tensor) -> Tensor:
+        """Adam's bias-corrected step direction, the moments moved only on the ``mask`` rows."""
         # All live trials have taken the same number of steps (they start together and a row
         # leaves only when its trial ends), so one step count serves every row.
         beta1, beta2, eps = 0.9, 0.999, 1e-8

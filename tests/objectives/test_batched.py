@@ -16,6 +16,8 @@ from objectives import (
 )
 from objectives import batched as batched_module
 from objectives.batched import TrialSpec, run_trials
+from objectives.evaluation import EvalSets
+from objectives.kd_round import StepLoss
 from objectives.models import build_model
 
 # Every transfer set, both aggregations, α at both ends (a term left out), three students with
@@ -110,6 +112,34 @@ def test_batched_trials_are_the_single_trials(tiny_bundle, trained):
             assert _close(params[name][i], value.detach()) < 1e-4, (i, name)
         for name, value in model.named_buffers():
             assert _close(buffers[name][i], value) < 1e-4, (i, name)
+
+
+def test_batched_trials_draw_the_single_trials_batches(tiny_bundle, monkeypatch):
+    """Same seed, same batches, step by step (two epochs: a local pass ends mid-epoch and the
+    epoch boundary draws a new transfer permutation): the transfer and local batch of each step
+    of a stacked trial are the ones run_trial's loss is called with."""
+    seen = []
+    call = StepLoss.__call__
+
+    def spy(self, model, idx, lidx=None):
+        seen.append((idx.clone(), None if lidx is None else lidx.clone()))
+        return call(self, model, idx, lidx)
+
+    monkeypatch.setattr(StepLoss, "__call__", spy)
+    recipe = dataclasses.replace(tiny_bundle.config.kd, epochs=2)
+    sets = EvalSets.of(tiny_bundle, recipe, torch.device("cpu"))
+    data = tiny_bundle.on("cpu")
+    for i, spec in enumerate(SPECS):
+        seen.clear()
+        _single(tiny_bundle, spec, recipe=recipe)
+        plan = batched_module._Plan.make(i, spec, tiny_bundle, data, recipe, sets)
+        assert len(plan.steps) == len(seen) == plan.total, i
+        for step, ((idx, lidx), (want, want_local)) in enumerate(
+            zip(plan.steps, seen, strict=True)
+        ):
+            assert torch.equal(idx, want), (i, step)
+            assert (lidx is None) == (want_local is None), (i, step)
+            assert lidx is None or torch.equal(lidx, want_local), (i, step)
 
 
 def test_each_trial_keeps_its_own_parameters(tiny_bundle, trained):

@@ -11,6 +11,7 @@ import torch
 from objectives import FederationBundle, NonFiniteLoss, run_trial, train_neighbourhood_round
 from objectives import kd_round as kd_round_module
 from objectives.evaluation import eval_schedule, eval_subset
+from objectives.kd_round import batch_generator, local_batches, round_schedule, step_batches
 from objectives.train import predict, predict_heads
 
 
@@ -55,6 +56,31 @@ def test_eval_schedule_spreads_points_to_the_end(total):
         schedule = eval_schedule(total, points)
         assert list(schedule) == _schedule(total, points)
         assert list(schedule.values()) == list(range(1, min(points, total) + 1))
+
+
+@pytest.mark.parametrize("draws", [True, False])
+def test_step_batches_draw_in_the_documented_order(tiny_bundle, draws):
+    """5 transfer and 3 local items in batches of 2 over 2 epochs: the generator gives the first
+    transfer permutation, a local one at step 1, another when that pass is used up (step 3), the
+    second epoch's transfer permutation, a local one at step 5; none local when the steps draw
+    none. The number of steps is round_schedule's."""
+    recipe = dataclasses.replace(tiny_bundle.config.kd, batch_size=2, epochs=2)
+    cpu = torch.device("cpu")
+    gen = batch_generator(3)
+    local = local_batches(3, 2, gen, cpu) if draws else None
+    got = list(step_batches(5, local, recipe, gen, cpu))
+    ref = torch.Generator().manual_seed(3)
+    if draws:
+        t1, l1, l2, t2, l3 = (torch.randperm(n, generator=ref) for n in (5, 3, 3, 5, 3))
+        transfer = [*t1.split(2), *t2.split(2)]
+        locals_ = [*l1.split(2), *l2.split(2), *l3.split(2)][:6]
+    else:
+        t1, t2 = (torch.randperm(5, generator=ref) for _ in range(2))
+        transfer, locals_ = [*t1.split(2), *t2.split(2)], [None] * 6
+    assert len(got) == len(transfer) == round_schedule(5, recipe)[0] == 6
+    for (idx, lidx), want, want_local in zip(got, transfer, locals_, strict=True):
+        assert torch.equal(idx, want)
+        assert lidx is None if want_local is None else torch.equal(lidx, want_local)
 
 
 def test_both_rounds_train_through_the_shared_loop(round_kind, monkeypatch):
