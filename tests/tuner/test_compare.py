@@ -123,7 +123,7 @@ def test_report_draws_the_compare_table(
     """The section the pair report appends, and the page ``compare --report`` writes alone."""
     from types import SimpleNamespace
 
-    from tuner.views.report import compare_section
+    from tuner.views.report_kinds import compare_section
 
     assert compare_section(SimpleNamespace(compare=[])) is None
     section = compare_section(SimpleNamespace(compare=compared["cells"]))

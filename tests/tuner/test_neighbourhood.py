@@ -144,7 +144,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 def test_report_section_shows_the_clients(clients_db: str) -> None:
     from types import SimpleNamespace
 
-    from tuner.views.report import neighbourhood_section
+    from tuner.views.report_kinds import neighbourhood_section
 
     rows = client_rows(get_storage(clients_db))
     assert neighbourhood_section(SimpleNamespace(clients=[])) is None

@@ -16,7 +16,8 @@ from tuner import TuneOptions, tune
 from tuner.cli import main
 from tuner.read.report_data import NOISE_FALLBACK_PP, collect
 from tuner.store.storage import get_storage
-from tuner.views.report import SECTIONS, Section, render
+from tuner.views.html_parts import Section
+from tuner.views.report import SECTIONS, render
 
 PAIRS = ("0-1", "0-2", "2-3")
 

@@ -1,6 +1,7 @@
 """What users look at: text tables (``tables``), exported winners (``export``), the dashboard
-notes (``notes``), the HTML report (``report``: page shell, ``report_sections``: its sections)
-and the read-only optuna-dashboard (``dashboard``).
+notes (``notes``), the HTML report (``report``: the page shell and writers; ``report_sections``,
+``report_kinds``: its sections; ``html_parts``: the HTML helpers they share) and the read-only
+optuna-dashboard (``dashboard``).
 
 May import: tuner.store, tuner.search, tuner.kinds, tuner.read.
 """
