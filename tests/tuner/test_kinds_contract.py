@@ -130,3 +130,22 @@ def test_trials_run_through_the_lifecycle_until_no_work_is_left(case: dict) -> N
             for t, w in zip(sorted(done, key=lambda t: t.number), want, strict=True)
         )
         assert sorted(got) == want
+
+
+def test_a_kind_that_leaves_out_part_of_the_contract_cannot_be_made() -> None:
+    """The base is an ABC: a kind module missing a method fails when its instance is made (at
+    import, in KINDS), not when a worker first calls it."""
+    from tuner.kinds.base import StudyKind
+    from tuner.kinds.pair import PairKind
+
+    class NoQueue(StudyKind):
+        name = "no-queue"
+        study_name = PairKind.study_name
+        expected = PairKind.expected
+        record = PairKind.record
+        task_from = PairKind.task_from
+        prepare = PairKind.prepare
+
+    with pytest.raises(TypeError, match="queue"):
+        NoQueue()
+    assert all(isinstance(kind, StudyKind) for kind in KINDS.values())

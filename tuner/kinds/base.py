@@ -13,10 +13,18 @@ A kind says
 
 What a study holds is read back by ``tuner.read.results``; the views (``tables``, ``report``,
 ``notes``) key their sections by :attr:`StudyKind.name`.
+
+Errors, as a kind raises them: a stored study whose attrs no longer parse raises
+``objectives.ConfigError`` (:meth:`StudyKind.task_from`). A trial that cannot run as asked (a
+loss that is not finite, ...) raises an ``objectives.DkdError`` from its job's ``call``: the
+lifecycle fails that trial, queues its retry and the worker goes on; ``optuna.TrialPruned`` from
+``call`` prunes it. Anything else, and any exception from :meth:`StudyKind.prepare`, is a bug: the
+trial fails (retried later) and the worker stops with it.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -65,8 +73,9 @@ class Job:
     spec: TrialSpec | None = None
 
 
-class StudyKind:
-    """Base class of the kinds; see the module docstring."""
+class StudyKind(ABC):
+    """Base class of the kinds; see the module docstring. A kind implements every abstract
+    method (a module that forgets one fails when its instance is made, at import)."""
 
     #: The kind's name, stored in every study of it as the user attr ``mode``.
     name: ClassVar[str] = ""
@@ -80,12 +89,14 @@ class StudyKind:
     #: True when its trials report evaluation points a pruner decides on (``--pruner``).
     prunable: ClassVar[bool] = False
 
+    @abstractmethod
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
-        raise NotImplementedError
+        """The unique name of the study of ``target`` in ``federation`` (decides who sets it up)."""
 
+    @abstractmethod
     def expected(self, task: Task) -> dict[str, Any]:
-        """The attrs an existing study must hold for this task to add trials to it."""
-        raise NotImplementedError
+        """The attrs an existing study must hold for this task to add trials to it (dotted keys
+        into the attrs); a mismatch is refused in one line (:meth:`conflict`)."""
 
     #: Wordings of a conflict per expected key (see :func:`conflict`).
     phrases: ClassVar[dict[str, str]] = {
@@ -96,18 +107,20 @@ class StudyKind:
         """Why ``task`` cannot add trials to the existing study ``name`` (None if it can)."""
         return conflict(name, attrs, self.expected(task), url, self.phrases)
 
+    @abstractmethod
     def record(self, task: Task, bundle: FederationBundle) -> dict[str, Any]:
         """Every attr the study records when it is created (``expected`` among them)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def queue(self, task: Task, trials: Sequence[FrozenTrial]) -> list[Queued]:
-        """The trials to enqueue, given those the study holds: what is not there yet."""
-        raise NotImplementedError
+        """The trials to enqueue, given those the study holds: what is not there yet (so that
+        set-up and every later run enqueue each wanted trial once)."""
 
+    @abstractmethod
     def task_from(self, name: str, attrs: dict[str, Any], budget: int | None) -> Task:
         """The task a joining worker serves for the stored study ``name`` (its attrs hold the
-        config, target and space; a fixed kind's queue is already in the study)."""
-        raise NotImplementedError
+        config, target and space; a fixed kind's queue is already in the study). Raises
+        ``objectives.ConfigError`` when the stored config no longer parses."""
 
     def work_left(self, counts: Counts, task: Task) -> int:
         """Trials still to start in the study."""
@@ -115,6 +128,7 @@ class StudyKind:
             return counts.waiting
         return counts.left(task.budget)
 
+    @abstractmethod
     def prepare(
         self,
         trial: optuna.Trial,
@@ -125,8 +139,8 @@ class StudyKind:
         device: str,
         precision: str,
     ) -> Job:
-        """Suggest (or read back) the trial's parameters and say how to run it."""
-        raise NotImplementedError
+        """Suggest (or read back) the trial's parameters and say how to run it. Raises nothing
+        for a task it set up: a trial's own trouble belongs in the job's ``call``."""
 
     def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:
         """Enqueue what the kind's other studies found good if the claim numbered ``number`` is
