@@ -20,14 +20,25 @@ from tuner.worker import interrupts
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
+class _Stopping:
+    """Set by the first stop signal: every later one is ignored."""
+
+    seen = False
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     """The first SIGINT/SIGTERM interrupts (once the trial being claimed is registered, see
     lifecycle.interrupts_held); later ones are ignored, so that a second Ctrl-C — or the
     parent's SIGTERM a grace period after a Ctrl-C — cannot cut short the marking of the running
     trial as FAIL. Ignored from the first one on, deferred or not: a deferred interrupt is raised
-    when the claim ends, and its clean-up must not be interrupted either."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    when the claim ends, and its clean-up must not be interrupted either.
+
+    Ignored by this handler returning, not by SIG_IGN: a signal the C handler caught while this
+    one ran would otherwise find SIG_IGN when Python dispatches it and be printed as a traceback
+    ("Signal 15 ignored due to race condition")."""
+    if _Stopping.seen:
+        return
+    _Stopping.seen = True
     lifecycle = sys.modules.get("tuner.worker.lifecycle")  # not imported yet: no trial to protect
     if lifecycle is not None and lifecycle.defer_interrupt():
         return
@@ -50,8 +61,7 @@ def main(result_fd: int) -> int:
         interrupts.raise_swallowed()  # one swallowed while importing
         report = work(pickle.load(sys.stdin.buffer))
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in _interrupt: finish the clean-up
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _Stopping.seen = True  # as in _interrupt: later signals must not cut the clean-up short
         # not imported yet: no trial was claimed
         lifecycle = sys.modules.get("tuner.worker.lifecycle")
         if lifecycle is not None:
