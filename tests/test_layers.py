@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,15 @@ def test_science_and_data_never_import_the_service(package: str) -> None:
         for target in imported(path):
             top = target.split(".")[0]
             assert top not in ("tuner", "optuna"), f"{module_name(path)} imports {target}"
+
+
+def test_the_package_names_resolve_lazily() -> None:
+    """``import tuner`` loads no room; each public name is importable and comes from its room."""
+    code = (
+        "import sys, tuner\n"
+        "assert not [m for m in sys.modules if m.startswith('tuner.')], sorted(sys.modules)\n"
+        "for name in tuner.__all__:\n"
+        "    assert getattr(tuner, name).__module__.startswith('tuner.'), name\n"
+        "assert sorted(tuner.__all__) == sorted(tuner._PUBLIC)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
