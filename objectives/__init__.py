@@ -8,44 +8,106 @@ A KD trial from Python, with no database::
     print(result.gain)
 
 This package never imports the tuner or optuna; the tuner calls only what is exported here.
+
+The names below are imported on first use (PEP 562): ``from objectives import DkdError`` (the
+CLI's error type) or a config does not load torch; a trial does.
 """
 
-from .bundle import (
-    FederationBundle,
-    bundle_path,
-    check_federation,
-    load_bundle,
-    prepare_federation,
-)
-from .config import (
-    KDRecipe,
-    ParticipantConfig,
-    StudyConfig,
-    TrainRecipe,
-    apply_overrides,
-    load_config,
-    parse_config,
-)
-from .data import Dataset, load_dataset
-from .divergences import AGGREGATIONS, DIVERGENCES, get_divergence, kd_loss
-from .errors import (
-    ConfigError,
-    DataError,
-    DkdError,
-    FederationError,
-    NonFiniteLoss,
-    ParticipantError,
-    TrialError,
-)
-from .evaluation import EvalPoint
-from .neighbourhood import (
-    RoundResult,
-    run_federation_round,
-    run_neighbourhood_round,
-    train_neighbourhood_round,
-)
-from .topology import TOPOLOGIES, neighbours
-from .trial import TRANSFER_SETS, TrialResult, run_trial
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Each public name and the module of this package that defines it.
+_PUBLIC = {
+    "AGGREGATIONS": "divergences",
+    "DIVERGENCES": "divergences",
+    "TOPOLOGIES": "topology",
+    "TRANSFER_SETS": "trial",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "Dataset": "data",
+    "DkdError": "errors",
+    "EvalPoint": "evaluation",
+    "FederationBundle": "bundle",
+    "FederationError": "errors",
+    "KDRecipe": "config",
+    "NonFiniteLoss": "errors",
+    "ParticipantConfig": "config",
+    "ParticipantError": "errors",
+    "RoundResult": "neighbourhood",
+    "StudyConfig": "config",
+    "TrainRecipe": "config",
+    "TrialError": "errors",
+    "TrialResult": "trial",
+    "apply_overrides": "config",
+    "bundle_path": "bundle",
+    "check_federation": "bundle",
+    "get_divergence": "divergences",
+    "kd_loss": "divergences",
+    "load_bundle": "bundle",
+    "load_config": "config",
+    "load_dataset": "data",
+    "neighbours": "topology",
+    "parse_config": "config",
+    "prepare_federation": "bundle",
+    "run_federation_round": "neighbourhood",
+    "run_neighbourhood_round": "neighbourhood",
+    "run_trial": "trial",
+    "train_neighbourhood_round": "neighbourhood",
+}
+
+if TYPE_CHECKING:
+    from .bundle import (
+        FederationBundle,
+        bundle_path,
+        check_federation,
+        load_bundle,
+        prepare_federation,
+    )
+    from .config import (
+        KDRecipe,
+        ParticipantConfig,
+        StudyConfig,
+        TrainRecipe,
+        apply_overrides,
+        load_config,
+        parse_config,
+    )
+    from .data import Dataset, load_dataset
+    from .divergences import AGGREGATIONS, DIVERGENCES, get_divergence, kd_loss
+    from .errors import (
+        ConfigError,
+        DataError,
+        DkdError,
+        FederationError,
+        NonFiniteLoss,
+        ParticipantError,
+        TrialError,
+    )
+    from .evaluation import EvalPoint
+    from .neighbourhood import (
+        RoundResult,
+        run_federation_round,
+        run_neighbourhood_round,
+        train_neighbourhood_round,
+    )
+    from .topology import TOPOLOGIES, neighbours
+    from .trial import TRANSFER_SETS, TrialResult, run_trial
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'objectives' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"objectives.{module}"), name)
+    globals()[name] = value  # later lookups find it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
+
 
 __all__ = [
     "AGGREGATIONS",

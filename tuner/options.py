@@ -11,11 +11,8 @@ import os
 import re
 from dataclasses import dataclass
 
-import torch
-
 from objectives import TrialError
 from objectives.config import DEFAULT_STUDY, STUDIES_DIR
-from objectives.trial import PRECISIONS, check_device
 from tuner.errors import UsageError
 
 #: The embedded default, shipped as package data: found wherever dkd-tune runs.
@@ -101,6 +98,8 @@ def check_options(opts: TuneOptions) -> None:
             raise UsageError(
                 f"--workers-per-device {opts.workers_per_device} must be a whole number >= 1"
             )
+    from objectives.trial import PRECISIONS  # torch: only once a run is checked
+
     if opts.precision not in PRECISIONS:
         raise UsageError(
             f"unknown precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}"
@@ -193,6 +192,10 @@ def parse_devices(spec: str) -> list[str]:
     """``auto`` (every GPU, else the CPU), ``cpu`` or ``cuda:0,cuda:1``; each must be a device a
     trial can run on (objectives.check_device: the one rule, so a device that passes here never
     fails every trial later)."""
+    import torch  # here, not at import: ``dkd-tune --help`` and ``status`` never need it
+
+    from objectives.trial import check_device
+
     if spec.strip() == "auto":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return [f"cuda:{i}" for i in range(count)] or ["cpu"]

@@ -14,9 +14,6 @@ from .flags import FEDERATION, PROG, STORAGE, parser, whole
 
 
 def cmd_status(argv: Sequence[str]) -> int:
-    from tuner.read.results import client_rows, pair_rows
-    from tuner.views.tables import client_status_table, status_table
-
     p = parser(
         f"{PROG} status",
         "Per pair: finished/running/failed/pruned trials, best gain, "
@@ -26,6 +23,10 @@ def cmd_status(argv: Sequence[str]) -> int:
         parents=[STORAGE, FEDERATION],
     )
     a = p.parse_args(argv)
+    # The library only now: ``--help`` and a bad flag answer without loading it.
+    from tuner.read.results import client_rows, pair_rows
+    from tuner.views.tables import client_status_table, status_table
+
     storage = existing_storage(a.storage)
     pairs, clients = pair_rows(storage, a.federation), client_rows(storage, a.federation)
     if pairs or not clients:
@@ -35,7 +36,6 @@ def cmd_status(argv: Sequence[str]) -> int:
 
 
 def cmd_export(argv: Sequence[str]) -> int:
-    from tuner.read.results import client_rows, pair_rows
     from tuner.views.export import FORMATS, render
 
     p = parser(
@@ -49,6 +49,9 @@ def cmd_export(argv: Sequence[str]) -> int:
     p.add_argument("--format", default="json", choices=FORMATS, help="json (default) or csv")
     p.add_argument("--out", default="-", metavar="FILE", help="output file (default stdout)")
     a = p.parse_args(argv)
+    # The library only now: ``--help`` and a bad flag answer without loading it.
+    from tuner.read.results import client_rows, pair_rows
+
     storage = existing_storage(a.storage)
     text = render(pair_rows(storage, a.federation) + client_rows(storage, a.federation), a.format)
     if a.out == "-":
@@ -76,6 +79,7 @@ def cmd_report(argv: Sequence[str]) -> int:
     )
     p.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"default {DEFAULT_OUT}")
     a = p.parse_args(argv)
+
     existing_storage(a.storage)
     data = write_report(a.storage, a.out, a.federation)
     print(f"wrote {a.out}")
@@ -110,6 +114,7 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
         "only on a loopback --host. Default: read-only, every write refused",
     )
     a = p.parse_args(argv)
+
     if not 0 <= a.port <= 65535:
         raise UsageError(f"--port {a.port} is not a port: use 0..65535")
     check_edits(a.host, a.allow_edits)

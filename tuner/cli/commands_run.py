@@ -116,12 +116,13 @@ def _tune_parser(commands: str) -> Parser:
 
 def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
     """A tuning; ``commands`` is the command list its help shows (from tuner.cli.COMMANDS)."""
+    a = _tune_parser(commands).parse_args(argv)
+    # The library only now: ``--help`` and a bad flag answer without loading it.
     from tuner.read.results import client_rows, pair_rows
     from tuner.run.tuning import tune
     from tuner.store.db import open_storage
     from tuner.views.tables import client_status_table, status_table
 
-    a = _tune_parser(commands).parse_args(argv)
     opts = TuneOptions(
         config=a.config,
         storage=a.storage,
@@ -160,8 +161,6 @@ def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
 
 
 def cmd_prepare(argv: Sequence[str]) -> int:
-    from tuner.run.start import prepare
-
     p = parser(
         f"{PROG} prepare",
         "Build the federation bundle (partitions, pre-trained "
@@ -172,6 +171,9 @@ def cmd_prepare(argv: Sequence[str]) -> int:
     )
     p.add_argument("--devices", default="auto", help="device to pre-train on (first one used)")
     a = p.parse_args(argv)
+    # The library only now: ``--help`` and a bad flag answer without loading it.
+    from tuner.run.start import prepare
+
     opts = TuneOptions(config=a.config, overrides=a.overrides, bundles=a.bundles, devices=a.devices)
     for row in prepare(opts, say=say):
         model = f" {row['model']}," if "model" in row else ""
@@ -183,8 +185,6 @@ def cmd_prepare(argv: Sequence[str]) -> int:
 
 
 def cmd_worker(argv: Sequence[str]) -> int:
-    from tuner.run.tuning import join_run
-
     p = parser(
         f"{PROG} worker",
         "Join a run recorded in the storage with more workers (here or on another machine); "
@@ -223,6 +223,9 @@ def cmd_worker(argv: Sequence[str]) -> int:
         help="finished trials per study to top up to (default: the run's)",
     )
     a = p.parse_args(argv)
+    # The library only now: ``--help`` and a bad flag answer without loading it.
+    from tuner.run.tuning import join_run
+
     if a.overrides and a.config is None:
         raise UsageError("--set changes --config: pass --config FILE with it")
     existing(a.storage)
@@ -245,8 +248,6 @@ def cmd_worker(argv: Sequence[str]) -> int:
 
 
 def cmd_confirm(argv: Sequence[str]) -> int:
-    from tuner.run.confirm import confirm
-
     p = parser(
         f"{PROG} confirm",
         "Re-run each pair's best and default configurations with K fresh seeds and store mean "
@@ -259,6 +260,9 @@ def cmd_confirm(argv: Sequence[str]) -> int:
     p.add_argument("--pairs", default="all", metavar="SPEC", help="all (default) or e.g. 0-1,2-5")
     p.add_argument("--force", action="store_true", help="re-run pairs already confirmed")
     a = p.parse_args(argv)
+    # The library only now: ``--help`` and a bad flag answer without loading it.
+    from tuner.run.confirm import confirm
+
     existing(a.storage)
     outcomes = confirm(
         a.storage,
@@ -280,10 +284,6 @@ def cmd_confirm(argv: Sequence[str]) -> int:
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
-    from tuner.run.compare import CompareOptions, run_compare
-    from tuner.views.report import write_page
-    from tuner.views.tables import compare_table
-
     p = parser(
         f"{PROG} compare",
         "The Molo et al. factorial: every divergence x aggregation at the config's [compare] T "
@@ -318,6 +318,11 @@ def cmd_compare(argv: Sequence[str]) -> int:
         "--report", default=None, metavar="FILE", help="also write the table and figures as HTML"
     )
     a = p.parse_args(argv)
+    # The library only now: ``--help`` and a bad flag answer without loading it.
+    from tuner.run.compare import CompareOptions, run_compare
+    from tuner.views.report import write_page
+    from tuner.views.tables import compare_table
+
     opts = CompareOptions(
         config=a.config,
         storage=a.storage,
