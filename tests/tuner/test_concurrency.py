@@ -68,7 +68,10 @@ def test_two_processes_started_together(tiny, tmp_path: Path, backend_url: str) 
 
 
 def test_pool_of_worker_processes(opts, backend_url: str) -> None:
-    o = opts(pairs="0-1,0-2,1-3", trials=6, workers=2, storage=backend_url)
+    # About the pair phase on worker processes: the confirmation phase on the pool, on both
+    # backends, is test_fixed_kinds_pool's and test_worker_joins_confirmation's (it would start
+    # two more worker processes here, seconds of imports each).
+    o = opts(pairs="0-1,0-2,1-3", trials=6, workers=2, storage=backend_url, confirm=0)
     summary = tune(o, say=lambda _m: None)
     assert summary.finished == 18
     pids = set()

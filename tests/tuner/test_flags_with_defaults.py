@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -119,15 +120,34 @@ FLAGS: dict[str, tuple[list[str], Check]] = {
 }
 
 
+#: Runs at once: each is one process (two more with --workers 2) that spends much of its time
+#: importing torch and optuna, so two share this machine's two cores without waiting on each other.
+AT_ONCE = 2
+
+
+@pytest.fixture(scope="module")
+def runs(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every flag's run, each on its own SQLite file, ``AT_ONCE`` at a time (their tests only
+    read them): flag -> (the finished process, its storage URL)."""
+    root = tmp_path_factory.mktemp("flags")
+
+    def run(flag: str) -> tuple[subprocess.CompletedProcess, str]:
+        url = f"sqlite:///{root / flag}.db"
+        out = subprocess.run(
+            [*console_script(), "--config", tiny["config"], "--bundles", tiny["bundles"],
+             "--storage", url, "--pairs", "0-1", "--trials", str(TRIALS), *FLAGS[flag][0]],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        return out, url
+
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        return dict(zip(FLAGS, pool.map(run, FLAGS), strict=True))
+
+
 @pytest.mark.parametrize("flag", list(FLAGS))
-def test_flag_with_every_default(flag: str, tiny, tmp_path: Path) -> None:
-    args, check = FLAGS[flag]
-    url = f"sqlite:///{tmp_path / 'run.db'}"
-    out = subprocess.run(
-        [*console_script(), "--config", tiny["config"], "--bundles", tiny["bundles"],
-         "--storage", url, "--pairs", "0-1", "--trials", str(TRIALS), *args],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def test_flag_with_every_default(flag: str, runs: dict) -> None:
+    check = FLAGS[flag][1]
+    out, url = runs[flag]
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "error" not in out.stderr, out.stderr
     storage = get_storage(url)
