@@ -1,4 +1,4 @@
-"""Each user-facing flag of ``dkd-tune`` as a user types it: through the console script, with
+"""Each user-facing flag of ``dkd-tune`` as a user types it: through the CLI's entry point, with
 every other default on (TPE, the quartile pruner, confirmation with 3 seeds, one worker), and
 the stored result checked — the pair study topped up, its confirmation complete, the
 recommendation readable, and what the flag changes found in the database. (The default
@@ -6,16 +6,18 @@ confirmation once refused ``--batch-trials`` and ``--precision`` after writing i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tuner.cli import main
 from tuner.kinds.pair import trial_seed
 from tuner.read.results import PLAN_ATTR, pair_rows
 from tuner.store.storage import get_storage
@@ -120,28 +122,43 @@ FLAGS: dict[str, tuple[list[str], Check]] = {
 }
 
 
-#: Runs at once: each is one process (two more with --workers 2) that spends much of its time
-#: importing torch and optuna, so two share this machine's two cores without waiting on each other.
-AT_ONCE = 2
+#: The flag whose run goes through the installed console script, as a user's shell starts it
+#: (its worker processes too); the others call the same entry point, ``tuner.cli.main``, in this
+#: process, meanwhile: a fresh interpreter costs seconds of imports (torch, optuna, and the
+#: torch._dynamo that torch.optim loads), which twelve of them spent on the same start-up.
+SCRIPTED = "workers"
 
 
 @pytest.fixture(scope="module")
 def runs(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Every flag's run, each on its own SQLite file, ``AT_ONCE`` at a time (their tests only
-    read them): flag -> (the finished process, its storage URL)."""
+    """Every flag's run, each on its own SQLite file (their tests only read them): flag -> (the
+    finished run as a CompletedProcess, its storage URL)."""
     root = tmp_path_factory.mktemp("flags")
 
-    def run(flag: str) -> tuple[subprocess.CompletedProcess, str]:
-        url = f"sqlite:///{root / flag}.db"
-        out = subprocess.run(
-            [*console_script(), "--config", tiny["config"], "--bundles", tiny["bundles"],
-             "--storage", url, "--pairs", "0-1", "--trials", str(TRIALS), *FLAGS[flag][0]],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        return out, url
+    def argv(flag: str) -> list[str]:
+        return ["--config", tiny["config"], "--bundles", tiny["bundles"],
+                "--storage", f"sqlite:///{root / flag}.db", "--pairs", "0-1",
+                "--trials", str(TRIALS), *FLAGS[flag][0]]  # fmt: skip
 
-    with ThreadPoolExecutor(AT_ONCE) as pool:
-        return dict(zip(FLAGS, pool.map(run, FLAGS), strict=True))
+    scripted = subprocess.Popen([*console_script(), *argv(SCRIPTED)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    out: dict = {}
+    try:
+        for flag in FLAGS:
+            if flag == SCRIPTED:
+                continue
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                code = main(argv(flag))
+            done = subprocess.CompletedProcess(argv(flag), code, stdout.getvalue(),
+                                               stderr.getvalue())  # fmt: skip
+            out[flag] = (done, argv(flag)[5])
+        stdout, stderr = scripted.communicate(timeout=300)
+    finally:
+        scripted.kill()
+    out[SCRIPTED] = (subprocess.CompletedProcess(scripted.args, scripted.returncode, stdout,
+                                                 stderr), argv(SCRIPTED)[5])  # fmt: skip
+    return out
 
 
 @pytest.mark.parametrize("flag", list(FLAGS))
