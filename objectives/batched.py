@@ -414,7 +414,7 @@ def _by_size(members: list[_Member]) -> list[list[_Member]]:
 
 
 class _StackedOptimizer:
-    """``make_optimizer``'s SGD (Nesterov when momentum > 0) or Adam over stacked parameters,
+    """``optim.KDOptimizer``'s SGD (Nesterov when momentum > 0) or Adam over stacked parameters,
     with a learning rate per trial: a row whose lr is masked out (a finished trial) is left
     exactly as it was, momentum included. Same update formulas as torch.optim's."""
 
@@ -449,7 +449,7 @@ class _StackedOptimizer:
                 buf = st.get("momentum")
                 buf = g.clone() if buf is None else torch.where(mask, buf * r.momentum + g, buf)
                 st["momentum"] = buf
-                update = g.add(buf, alpha=r.momentum)  # Nesterov, as make_optimizer sets it
+                update = g.add(buf, alpha=r.momentum)  # Nesterov, as KDOptimizer does
             else:
                 update = g
             p.copy_(torch.where(mask, p - rate * update, p))

@@ -25,7 +25,8 @@ from .divergences import Divergence, kd_term, teacher_target
 from .errors import NonFiniteLoss
 from .evaluation import EvalPoint, RoundEvaluator, eval_schedule
 from .models import Net
-from .train import batches, lr_at, make_optimizer
+from .optim import KDOptimizer
+from .train import batches, lr_at
 
 
 def batch_generator(seed: int) -> torch.Generator:
@@ -229,19 +230,18 @@ def train_round(
     # Head 1 is the model's plain call: the user's own models take the images alone.
     forward = model if head == 1 else functools.partial(model, head=head)
     model.train()
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
+    opt = KDOptimizer([p for p in model.parameters() if p.requires_grad], recipe)
     n_transfer = len(loss.x_transfer)
     total, eval_at = round_schedule(n_transfer, recipe)
     local = loss.local_stream if draws_local(loss.transfer_set, loss.alpha) else None
     # Flagged on the device each step, read at evaluation points only (see eval_point).
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     for step, (idx, lidx) in enumerate(step_batches(n_transfer, local, recipe, generator, device)):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(recipe, step, total)
+        opt.lr = lr_at(recipe, step, total)
         with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
             value = loss(forward, idx, lidx)
         nonfinite |= ~torch.isfinite(value)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         value.backward()
         opt.step()
         done = step + 1  # evaluation points count the steps taken

@@ -18,7 +18,8 @@ from .models import Net
 
 
 def make_optimizer(params, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    """A fresh optimizer from a recipe (pre-training and every KD round start from one)."""
+    """A fresh torch.optim optimizer from a recipe, for pre-training (the KD round steps with
+    objectives.optim.KDOptimizer, the same updates without importing torch._dynamo)."""
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(

@@ -86,13 +86,13 @@ def test_step_batches_draw_in_the_documented_order(tiny_bundle, draws):
 def test_both_rounds_train_through_the_shared_loop(round_kind, monkeypatch):
     bundle, run, head, _, built = round_kind
     optimised = []
-    make_optimizer = kd_round_module.make_optimizer
+    optimizer = kd_round_module.KDOptimizer
 
     def spy(params, recipe):
         optimised.append(list(params))
-        return make_optimizer(optimised[-1], recipe)
+        return optimizer(optimised[-1], recipe)
 
-    monkeypatch.setattr(kd_round_module, "make_optimizer", spy)
+    monkeypatch.setattr(kd_round_module, "KDOptimizer", spy)
     run(bundle, alpha=0.5, seed=2)
     assert len(optimised) == 1 and len(built) == 1
     model = built[0]
