@@ -35,25 +35,9 @@ BUNDLE_FORMAT = 2
 _SYNTHETIC_KEYS = ("dataset", "train_size", "test_size", "classes", "image_size", "channels")
 
 
-def federation_hash(
-    *,
-    seed: int,
-    data: DataConfig,
-    federation: FederationConfig,
-    model: ModelConfig,
-    pretrain: TrainRecipe,
-    participants: tuple[ParticipantConfig, ...],
-) -> str:
-    """Hash of everything that determines the federation bundle (not the KD round or search):
-    the first 16 hex digits of the SHA-256 of :func:`federation_key` as sorted JSON."""
-    key = federation_key(
-        seed=seed,
-        data=data,
-        federation=federation,
-        model=model,
-        pretrain=pretrain,
-        participants=participants,
-    )
+def federation_hash(key: dict[str, Any]) -> str:
+    """The federation hash of a :func:`federation_key`: the first 16 hex digits of the SHA-256
+    of the key as sorted JSON."""
     blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

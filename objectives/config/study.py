@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..topology import neighbours
-from .hashing import federation_hash
+from .hashing import federation_hash, federation_key
 from .schema import (
     CompareConfig,
     DataConfig,
@@ -58,7 +58,7 @@ class StudyConfig:
         For the user's own data, partition file and participants it covers the files' content
         (so it reads them once per process); a built-in federation hashes as it always has.
         """
-        return federation_hash(
+        key = federation_key(
             seed=self.seed,
             data=self.data,
             federation=self.federation,
@@ -66,6 +66,7 @@ class StudyConfig:
             pretrain=self.pretrain,
             participants=self.participants,
         )
+        return federation_hash(key)
 
     def check_two_heads(self, mode: str = "the neighbourhood mode") -> None:
         """``mode`` trains a second head: refuse a one-head model, and the user's own
