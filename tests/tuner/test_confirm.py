@@ -29,11 +29,14 @@ PAIRS = ("0-1", "1-3", "2-3")
 @pytest.fixture(scope="module")
 def tuned(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A finished small run without confirmation (``--confirm 0``: these tests confirm it with
-    ``dkd-tune confirm``), kept pristine: each test confirms on its own copy."""
+    ``dkd-tune confirm``), kept pristine: each test confirms on its own copy. ``--strategy
+    fixed``: these tests check the fixed strategy's candidates (its 3 best and their defaults);
+    the race's confirmation is tested in test_race_run.py."""
     folder = tmp_path_factory.mktemp("confirm")
     tune(
         TuneOptions(
             confirm=0,
+            strategy="fixed",
             config=tiny["config"],
             bundles=tiny["bundles"],
             storage=f"sqlite:///{folder / 'run.db'}",

@@ -27,9 +27,12 @@ SEEDS = 2  # df = 1: the t distribution is Cauchy, so the p-value has a closed f
 @pytest.fixture(scope="module")
 def confirmed(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     url = f"sqlite:///{tmp_path_factory.mktemp('recommend') / 'run.db'}"
+    # --strategy fixed: these tests check the fixed strategy's candidates (its 3 best and their
+    # defaults); the race's answer is tested in test_race_run.py.
     opts = TuneOptions(
         config=tiny["config"], bundles=tiny["bundles"], storage=url, pairs=",".join(PAIRS),
         trials=6, sampler="random", pruner="none", progress="quiet", confirm=SEEDS,
+        strategy="fixed",
     )  # fmt: skip
     tune(opts, say=lambda _m: None)
     return {"url": url, "opts": opts}

@@ -34,6 +34,8 @@ def sqlite_run(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "--pairs", "all", "--trials", str(BUDGET), "--workers", str(WORKERS),
         "--sampler", "random", "--pruner", "none", "--progress", "log", "--confirm", "0",
         "--set", "kd.eval_points=1",  # short trials: the test is about the database
+        # The fixed strategy: the test needs the run to last its --trials (a race stops early).
+        "--strategy", "fixed",
     )  # fmt: skip
     spawn = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     engine = sqlalchemy.create_engine(url)

@@ -135,7 +135,9 @@ def test_grid_sampler_past_its_grid_and_hyperband(opts) -> None:
         'search.transfer_set=["public"]',
         'search.aggregation=["avg"]',
     ]
-    o = opts(trials=8, sampler="grid", pruner="hyperband", overrides=small)
+    # --strategy fixed: past its grid the sampler proposes points again, which a race counts as
+    # the same configurations (it would run to its cap); the test is about the budget.
+    o = opts(trials=8, sampler="grid", pruner="hyperband", overrides=small, strategy="fixed")
     tune(o, say=lambda _m: None)
     trials = trials_of(o.storage, "tiny/0-1")
     assert finished(trials) == 8  # 2 defaults + 6 grid trials over a 4-point grid

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tuner.errors import UsageError
-from tuner.options import COMPARE_CONFIG, PRUNERS, SAMPLERS, TuneOptions
+from tuner.options import COMPARE_CONFIG, MIN_GAIN, PRUNERS, SAMPLERS, TuneOptions
 
 from .common import existing, say
 from .flags import (
@@ -63,13 +63,35 @@ def _tune_parser(commands: str) -> Parser:
     p.add_argument(
         "--trials",
         type=whole,
-        default=20,
+        default=None,
         metavar="N",
-        help="finished trials per pair study in total, counted in the database "
-        "(a rerun tops up to N; default 20)",
+        help="rounds (finished trials) per pair study at most, counted in the database; a "
+        "rerun tops up to N. The race stops a pair earlier once more rounds cannot change its "
+        "answer (default 200); --strategy fixed runs exactly N (default 20)",
     )
     p.add_argument(
-        "--sampler", default="tpe", metavar="|".join(SAMPLERS), help="Optuna sampler (default tpe)"
+        "--strategy",
+        default="race",
+        metavar="race|fixed",
+        help="race (default): a new configuration runs one seed and earns more only while it "
+        "keeps up with the pair's best on the seeds they share; a pair stops when its last "
+        "configurations all lost; then the best and its default run on --confirm fresh seeds. "
+        "fixed: N single-seed trials, then the 3 best and the default on fresh seeds",
+    )
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=MIN_GAIN,
+        metavar="PP",
+        help=f"recommend a tuned configuration only if it adds at least PP percentage points "
+        f"over the default on the fresh seeds, beyond noise (default {MIN_GAIN:g})",
+    )
+    p.add_argument(
+        "--sampler",
+        default=None,
+        metavar="|".join(SAMPLERS),
+        help="Optuna sampler (default gp with the race, which sees one point per configuration "
+        "at its mean; tpe with --strategy fixed)",
     )
     p.add_argument(
         "--pruner",
@@ -90,10 +112,11 @@ def _tune_parser(commands: str) -> Parser:
     p.add_argument(
         "--confirm",
         type=whole,
-        default=3,
+        default=None,
         metavar="K",
-        help="once a pair study has its trials, re-run its 3 best configurations and the "
-        "default with K fresh seeds and recommend one (default 3; 0: off)",
+        help="once a pair study is done, run its candidates (the race's best, or the fixed "
+        "strategy's 3 best) and their default with K fresh seeds each and recommend one "
+        "(default 6 with the race, 3 with --strategy fixed; 0: off)",
     )
     p.add_argument(
         "--max-forgetting",
@@ -138,6 +161,8 @@ def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
         retries=a.retries,
         confirm=a.confirm,
         max_forgetting=a.max_forgetting,
+        strategy=a.strategy,
+        min_gain=a.min_gain,
         warm_start=a.warm_start == "on",
         progress=a.progress,
         mode=a.mode,

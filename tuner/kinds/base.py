@@ -46,8 +46,9 @@ Queued = tuple[dict[str, Any], dict[str, Any]]
 class Task:
     """One study a worker serves, as plain picklable data: its name and kind, what it is about
     (``target``: a pair, a client and its neighbours, ...), the federation it runs on, its
-    search space (None for fixed kinds), its budget (None: the queue is the budget), and the
-    trials a fixed kind wants enqueued."""
+    search space (None for fixed kinds), its budget (None: the queue is the budget), the
+    trials a fixed kind wants enqueued, and how a searched pair study spends its budget
+    (``strategy``: ``race`` or ``fixed``, tuner.search.race)."""
 
     study: str
     kind: str
@@ -56,6 +57,7 @@ class Task:
     space: Any = None
     budget: int | None = None
     wanted: tuple[Queued, ...] = field(default=())
+    strategy: str = "fixed"
 
 
 @dataclass
@@ -88,6 +90,9 @@ class StudyKind(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: True when its trials report evaluation points a pruner decides on (``--pruner``).
     prunable: ClassVar[bool] = False
+    #: True when its studies can be raced (``--strategy``) and answer against a default
+    #: (``--min-gain``).
+    races: ClassVar[bool] = False
 
     @abstractmethod
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
@@ -121,6 +126,12 @@ class StudyKind(ABC):
         """The task a joining worker serves for the stored study ``name`` (its attrs hold the
         config, target and space; a fixed kind's queue is already in the study). Raises
         ``objectives.ConfigError`` when the stored config no longer parses."""
+
+    def before_claim(self, study: optuna.Study, task: Task) -> str | None:
+        """Called before a worker claims a trial of the study: enqueue what the kind decides
+        from the study's trials (a race's next rounds), or return why the study is done (the
+        worker then claims nothing there). Default: nothing to do."""
+        return None
 
     def work_left(self, counts: Counts, task: Task) -> int:
         """Trials still to start in the study."""

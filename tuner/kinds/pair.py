@@ -1,12 +1,17 @@
 """Pair studies: one per unordered pair ``<federation>/<a>-<b>``, searched over T, α, divergence,
 transfer set, position (and aggregation for several teachers); a trial is one KD round of the
 student the position names, learning from the other (objectives.run_trial). The default trials
-(T = 1, α = 0.5, kl, public, one per position) are enqueued once, when the study is created."""
+(T = 1, α = 0.5, kl, public, one per position) are enqueued once, when the study is created.
+
+Two strategies spend a study's budget (``--strategy``): ``race`` (the default) runs a
+configuration at more seeds only while it can still change the pair's answer and stops the study
+when nothing can (tuner.search.race: before each claim the kind enqueues the race's next rounds);
+``fixed`` samples ``--trials`` configurations at one seed each."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -15,8 +20,10 @@ from objectives import FederationBundle, TrialResult, run_trial
 from objectives.batched import TrialSpec
 from objectives.trial import PRECISIONS
 from tuner.formats import config_line
+from tuner.search.race import SEED_ATTR, STOPS, race_state, round_seed
 from tuner.search.space import parse_space
 from tuner.search.warm import WARM_TRIALS, enqueue_warm, warm_at
+from tuner.store.db import STOPPED_ATTR
 
 from .base import (
     Job,
@@ -102,6 +109,7 @@ class PairKind(StudyKind):
     batchable = True
     precisions = PRECISIONS
     prunable = True
+    races = True
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         return study_name(federation, (target[0], target[1]))
@@ -109,8 +117,9 @@ class PairKind(StudyKind):
     def task_from(self, name: str, attrs: dict[str, Any], budget: int | None) -> Task:
         space = parse_space(attrs["search"], f"study {name}")
         return Task(
-            name, self.name, tuple(attrs["pair"]), stored_config(name, attrs), space, budget
-        )
+            name, self.name, tuple(attrs["pair"]), stored_config(name, attrs), space, budget,
+            strategy=attrs.get("strategy", "fixed"),
+        )  # fmt: skip
 
     def expected(self, task: Task) -> dict[str, Any]:
         search = task.space.to_dict()
@@ -118,14 +127,26 @@ class PairKind(StudyKind):
         return {
             "federation_hash": task.config.federation_hash,
             "kd_recipe": config_record(task.config)["kd"],
+            "strategy": task.strategy,
             **{f"search.{k}": search[k] for k in ("divergence", "transfer_set", "position",
                                                    "aggregation")},
         }  # fmt: skip
+
+    phrases: ClassVar[dict[str, str]] = {
+        **StudyKind.phrases,
+        "strategy": "was run with --strategy {have}, this run asks for --strategy {want} (rerun "
+        "with --strategy {have} to go on with it)",
+    }
+
+    def conflict(self, name: str, attrs: dict[str, Any], task: Task, url: str) -> str | None:
+        # Studies written before the race were all fixed.
+        return super().conflict(name, {"strategy": "fixed", **attrs}, task, url)
 
     def record(self, task: Task, bundle: FederationBundle) -> dict[str, Any]:
         a, b = task.target
         return {
             "mode": self.name,
+            "strategy": task.strategy,
             "pair": [a, b],
             "federation": task.config.name,
             "federation_hash": bundle.hash,
@@ -152,10 +173,35 @@ class PairKind(StudyKind):
         precision: str,
     ) -> Job:
         params = task.space.suggest(trial)
-        return kd_job(
-            params, task, bundle, seed=trial_seed(seed, trial.number), device=device,
-            precision=precision,
+        if task.strategy != "race":
+            return kd_job(
+                params, task, bundle, seed=trial_seed(seed, trial.number), device=device,
+                precision=precision,
+            )  # fmt: skip
+        # A round: its seed index was enqueued with it (0: a new configuration's first round).
+        # Only a first round may be pruned: a pruned later round would leave a hole in the seeds.
+        index = int(trial.user_attrs.get(SEED_ATTR, 0))
+        job = kd_job(
+            params, task, bundle, seed=round_seed(index), device=device, precision=precision,
+            prunable=index == 0,
         )  # fmt: skip
+        job.attrs[SEED_ATTR] = index
+        return job
+
+    def before_claim(self, study: optuna.Study, task: Task) -> str | None:
+        if task.strategy != "race":
+            return None
+        state = race_state(study.get_trials(deepcopy=False))
+        reason = state.stop_reason(task.budget)
+        if reason is not None:
+            if study.user_attrs.get(STOPPED_ATTR) != reason:
+                study.set_user_attr(STOPPED_ATTR, reason)
+            return STOPS[reason]
+        for config, index in state.needed:
+            # A default's later rounds are not marked ``default``: that mark names the one
+            # enqueued default trial per position (the race knows the configuration by its first).
+            study.enqueue_trial(config.params, user_attrs={SEED_ATTR: index, "attempt": 1})
+        return None
 
     def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:
         if number != warm_at(task.space):

@@ -117,6 +117,7 @@ def record_run(
     max_forgetting: float | None = None,
     warm_start: bool = False,
     confirm: int = 0,
+    min_gain: float | None = None,
 ) -> None:
     """The latest run's settings, which ``dkd-tune worker`` reads to join it (``confirm``: the
     seeds a pair run confirms its candidates with once tuned, so a joining worker follows it
@@ -128,5 +129,7 @@ def record_run(
         run["max_forgetting"] = max_forgetting
     if warm_start:
         run["warm_start"] = True
+    if min_gain is not None:
+        run["min_gain"] = min_gain
     if storage.get_study_user_attrs(study_id).get("run") != run:
         storage.set_study_user_attr(study_id, "run", run)

@@ -17,6 +17,7 @@ from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.errors import StorageError, UsageError
 from tuner.kinds import KINDS, kind_of
 from tuner.search.best import best_trial, default_for, defaults
+from tuner.search.race import race_state
 from tuner.store.db import count_trials
 from tuner.store.storage import mask
 
@@ -97,9 +98,12 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
     recommended = recommendations(storage, studies)
     rows = []
     for s in studies:
-        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        everything = storage.get_all_trials(s._study_id, deepcopy=False)
+        trials = [t for t in everything if t.state == TrialState.COMPLETE]
         a, b = s.user_attrs["pair"]
         by_position = defaults(trials)
+        budget = s.user_attrs.get("run", {}).get("budget")
+        strategy = s.user_attrs.get("strategy", "fixed")
         best = best_trial(trials)
         row: dict[str, Any] = {
             "study": s.study_name,
@@ -107,7 +111,9 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
             "federation_hash": s.user_attrs["federation_hash"],
             "pair": f"{a}-{b}",
             **_counts(counts[s._study_id]),
-            "budget": s.user_attrs.get("run", {}).get("budget"),
+            "budget": budget,
+            "strategy": strategy,
+            **race_fields(everything, budget, strategy),
             "student": None,
             "teacher": None,
             "trial": None,
@@ -132,6 +138,17 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
             )
         rows.append(row)
     return rows
+
+
+def race_fields(trials: Sequence[FrozenTrial], budget: int | None, strategy: str) -> dict:
+    """A pair row's race columns (tuner.search.race.RaceState.summary; None for a fixed study):
+    rounds, configurations, the incumbent's trial, seeds and mean, why it stopped."""
+    keys = ("rounds", "configurations", "incumbent_trial", "incumbent_seeds",
+            "incumbent_gain_mean", "stopped")  # fmt: skip
+    if strategy != "race":
+        return dict.fromkeys(keys)
+    summary = race_state(trials).summary(budget)
+    return {k: summary[k] for k in keys}
 
 
 def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
@@ -266,6 +283,35 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) >= 2 else None)
 
 
+def difference_ci(
+    candidate: Sequence[float], default: Sequence[float], level: float = LEVEL
+) -> tuple[float, float]:
+    """The two-sided (1 − 2·level) confidence interval of the mean paired difference: its lower
+    end is the one-sided test's bound (above 0 exactly when p < level)."""
+    from scipy import stats
+
+    diff = [c - d for c, d in zip(candidate, default, strict=True)]
+    mean = statistics.fmean(diff)
+    if len(diff) < 2 or len(set(diff)) == 1:
+        return mean, mean
+    half = float(stats.t.ppf(1 - level, len(diff) - 1)) * statistics.stdev(diff) / len(diff) ** 0.5
+    return mean - half, mean + half
+
+
+def decide(
+    candidate: Sequence[float],
+    default: Sequence[float],
+    min_gain: float = 0.0,
+    level: float = LEVEL,
+) -> tuple[bool, float]:
+    """The one rule a tuned configuration is recommended by: its mean gain over the default on
+    the same fresh seeds is at least ``min_gain`` pp and a one-sided paired t-test puts it above
+    the default at ``level``. Returns (recommended, p-value)."""
+    p = paired_p_value(candidate, default)
+    difference = statistics.fmean(candidate) - statistics.fmean(default)
+    return p < level and difference >= min_gain, p
+
+
 def paired_p_value(candidate: Sequence[float], default: Sequence[float]) -> float:
     """One-sided paired t-test that the candidate's gain exceeds the default's over the same
     seeds (same seed, same batch order: the pairing removes the seed's share of the noise)."""
@@ -283,12 +329,13 @@ def recommendation(
     confirmations: Sequence[FrozenTrial],
     max_forgetting: float | None = None,
     level: float = LEVEL,
+    min_gain: float = 0.0,
 ) -> dict[str, Any] | None:
     """The configuration to use for a pair, from its confirmed candidates (docs/design.md §4):
     the candidate with the best mean gain over the fresh seeds (the defaults among them; tuned
-    ones only if they forget at most ``max_forgetting`` pp, where given) is recommended only if a
-    one-sided paired t-test over the seeds puts it above its same-student default at ``level``;
-    otherwise that default is. None while the confirmation is incomplete."""
+    ones only if they forget at most ``max_forgetting`` pp, where given) is recommended only if
+    it passes :func:`decide` against its same-student default (at least ``min_gain`` pp more,
+    p < ``level``); otherwise that default is. None while the confirmation is incomplete."""
     plan = study.user_attrs.get(PLAN_ATTR)
     if not plan:
         return None
@@ -336,9 +383,11 @@ def recommendation(
     best = max(admitted, key=lambda e: (e["gain_mean"], -e["trial"]))
     default = defaults[best["params"]["position"]]
     tuned = not is_default[best["trial"]]
-    p_value = paired_p_value(best["gain"], default["gain"]) if tuned else None
-    beyond = p_value is not None and p_value < level
+    beyond, p_value = (
+        decide(best["gain"], default["gain"], min_gain, level) if tuned else (False, None)
+    )
     chosen = best if beyond else default
+    gain_rule = f", at least {min_gain:g} pp" if min_gain else ""
     return {
         "seeds": seeds,
         "recommended": chosen,
@@ -346,9 +395,12 @@ def recommendation(
         "default": default,
         "candidates": entries,
         "difference": best["gain_mean"] - default["gain_mean"] if tuned else None,
+        "difference_ci": difference_ci(best["gain"], default["gain"], level) if tuned else None,
         "p_value": p_value,
         "beyond_noise": beyond,
-        "criterion": f"one-sided paired t-test over {len(seeds)} seeds, p < {level:g}",
+        "min_gain": min_gain,
+        "criterion": f"one-sided paired t-test over {len(seeds)} fresh seeds, p < {level:g}"
+        + gain_rule,
         "max_forgetting": max_forgetting,
     }
 
@@ -367,8 +419,10 @@ def recommendations(
             continue
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
         confirmations = storage.get_all_trials(names[confirm_name]._study_id, deepcopy=False)
-        limit = s.user_attrs.get("run", {}).get("max_forgetting")
-        out[s.study_name] = recommendation(s, trials, confirmations, limit, level)
+        run = s.user_attrs.get("run", {})
+        out[s.study_name] = recommendation(
+            s, trials, confirmations, run.get("max_forgetting"), level, run.get("min_gain", 0.0)
+        )
     return out
 
 
@@ -378,8 +432,8 @@ def recommendation_fields(rec: dict[str, Any] | None) -> dict[str, Any]:
             "recommended_teacher", "recommended_is_default", "recommended_gain_mean",
             "recommended_gain_std", "recommended_forgetting_mean", "recommended_forgetting_std",
             "confirmed_default_gain_mean", "confirmed_default_gain_std",
-            "confirmed_default_forgetting_mean", "confirmed_difference", "p_value",
-            "beyond_noise", "seeds")  # fmt: skip
+            "confirmed_default_forgetting_mean", "confirmed_difference",
+            "confirmed_difference_ci", "p_value", "beyond_noise", "min_gain", "seeds")  # fmt: skip
     if rec is None:
         return dict.fromkeys(keys)
     r, d = rec["recommended"], rec["default"]
@@ -397,7 +451,9 @@ def recommendation_fields(rec: dict[str, Any] | None) -> dict[str, Any]:
         "confirmed_default_gain_std": d["gain_std"],
         "confirmed_default_forgetting_mean": d["forgetting_mean"],
         "confirmed_difference": rec["difference"],
+        "confirmed_difference_ci": rec["difference_ci"],
         "p_value": rec["p_value"],
+        "min_gain": rec["min_gain"],
         "beyond_noise": rec["beyond_noise"],
         "seeds": len(rec["seeds"]),
     }

@@ -33,10 +33,11 @@ USES = (
     Use("precision", "--precision", lambda k, v: v in k.precisions, "its rounds run in fp32"),
     Use("pruner", "--pruner", lambda k, v: k.prunable, "its trials run to the end"),
     Use("sampler", "--sampler", lambda k, v: not k.fixed, "its configurations are given"),
+    Use("strategy", "--strategy", lambda k, v: k.races, "its studies are not raced"),
+    Use("min_gain", "--min-gain", lambda k, v: k.races, "it recommends nothing against a default"),
     Use("warm_start", "--warm-start", lambda k, v: type(k).warm_start is not StudyKind.warm_start,
         "it has no warm start"),
 )  # fmt: skip
-_DEFAULTS = TuneOptions()
 
 
 def _flag(use: Use, value: object) -> str:
@@ -46,17 +47,16 @@ def _flag(use: Use, value: object) -> str:
 
 
 def given(opts: TuneOptions) -> list[Use]:
-    """The settings ``opts`` sets away from their defaults."""
-    return [u for u in USES if getattr(opts, u.field) != getattr(_DEFAULTS, u.field)]
+    """The settings ``opts`` sets away from their defaults (those of its strategy and mode)."""
+    defaults = TuneOptions(strategy=opts.strategy, mode=opts.mode)
+    return [u for u in USES if getattr(opts, u.field) != getattr(defaults, u.field)]
 
 
 def ignored(opts: TuneOptions, kinds: Iterable[StudyKind]) -> list[tuple[Use, str]]:
     """The given settings that none of ``kinds`` (one phase) uses, each with the reason."""
     kinds = list(kinds)
     return [
-        (u, u.why)
-        for u in given(opts)
-        if not any(u.uses(k, getattr(opts, u.field)) for k in kinds)
+        (u, u.why) for u in given(opts) if not any(u.uses(k, getattr(opts, u.field)) for k in kinds)
     ]
 
 

@@ -31,6 +31,7 @@ from tuner.options import TuneOptions, check_options, parse_devices, parse_pairs
 from tuner.read.results import LEVEL, PLAN_ATTR, one_federation, pair_studies, recommendations
 from tuner.run.start import RunSummary, run_tasks, start
 from tuner.search.best import complete, defaults
+from tuner.search.race import race_state
 from tuner.store.db import open_storage, quiet_optuna
 from tuner.store.storage import check_storage, mask
 from tuner.views.notes import write_notes
@@ -82,10 +83,24 @@ def candidates(trials: Sequence[FrozenTrial], top: int = TOP_CANDIDATES) -> list
     return out
 
 
-def _plan(trials: Sequence[FrozenTrial], repeats: int) -> dict[str, Any] | None:
+def race_candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """A raced study's candidates: the incumbent (its first round) and its same-student default
+    (the default alone when it is the incumbent). One tuned candidate: the test on fresh seeds
+    then needs no correction for having picked it among several."""
+    incumbent = race_state(trials).incumbent
+    if incumbent is None:
+        return []
+    default = defaults(trials).get(incumbent.params["position"])
+    first = [t for t in trials if t.number == incumbent.first.number]
+    return first + ([] if default is None or incumbent.is_default else [default])
+
+
+def _plan(
+    trials: Sequence[FrozenTrial], repeats: int, strategy: str = "fixed"
+) -> dict[str, Any] | None:
     """A pair's confirmation plan (candidates and fresh seeds), None while no default finished:
     deterministic from its trials, so the run and a joining worker compute the same one."""
-    chosen = candidates(trials)
+    chosen = race_candidates(trials) if strategy == "race" else candidates(trials)
     if not any("default" in t.user_attrs for t in chosen):
         return None
     return {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
@@ -120,7 +135,7 @@ def confirm_pairs(
     before = recommendations(storage, studies)
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        plan = _plan(trials, repeats)
+        plan = _plan(trials, repeats, s.user_attrs.get("strategy", "fixed"))
         if plan is None:
             why = "no default trial finished yet" if complete(trials) else "no complete trial"
             outcomes[s.study_name] = ConfirmOutcome(s.study_name, "skipped", why)
@@ -139,8 +154,8 @@ def confirm_pairs(
     if tasks:
         start(
             opts, tasks, devices, say,
-            f"confirming {len(tasks)} pair(s): up to {TOP_CANDIDATES} best configurations and "
-            f"their defaults with {repeats} fresh seeds each",
+            f"confirming {len(tasks)} pair(s): {_what(studies)} with {repeats} fresh "
+            "seeds each",
         )  # fmt: skip
         names = {t.target: t for t in tasks}
         run = [s for s in studies if tuple(s.user_attrs["pair"]) in names]
@@ -159,6 +174,15 @@ def confirm_pairs(
         # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may change.
         write_notes(storage, opts.storage, [s.study_name for s in pair_studies(storage)])
     return [outcomes[s.study_name] for s in studies]
+
+
+def _what(studies: Sequence[optuna.study.FrozenStudy]) -> str:
+    """What a confirmation runs, by the studies' strategies."""
+    raced = {s.user_attrs.get("strategy", "fixed") == "race" for s in studies}
+    parts = (["each race's incumbent and its default"] if True in raced else []) + (
+        [f"up to {TOP_CANDIDATES} best configurations and their defaults"] if False in raced else []
+    )
+    return "; ".join(parts)
 
 
 def _verdict(rec: dict[str, Any]) -> str:
@@ -192,7 +216,8 @@ def join_confirmation(
     while waiting and time.monotonic() < deadline:
         for s in [s for s in studies if s.study_name in waiting]:
             trials = storage.get_all_trials(s._study_id, deepcopy=False)
-            plan = _plan(trials, s.user_attrs["run"]["confirm"])
+            attrs = s.user_attrs
+            plan = _plan(trials, attrs["run"]["confirm"], attrs.get("strategy", "fixed"))
             if plan is None:
                 waiting.discard(s.study_name)  # nothing to compare: the run confirms nothing
                 continue
@@ -205,8 +230,10 @@ def join_confirmation(
         if waiting:
             time.sleep(WAIT_S)
     if waiting:
-        say(f"{len(waiting)} pair(s) not set up for confirmation by the run within {timeout:.0f}s "
-            f"(e.g. {sorted(waiting)[0]}): run dkd-tune confirm --storage ... once the run ends")
+        say(
+            f"{len(waiting)} pair(s) not set up for confirmation by the run within {timeout:.0f}s "
+            f"(e.g. {sorted(waiting)[0]}): run dkd-tune confirm --storage ... once the run ends"
+        )
     if not tasks:
         return None
     ids = {t.study: storage.get_study_id_from_name(t.study) for t in tasks}

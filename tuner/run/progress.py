@@ -39,18 +39,24 @@ class Progress:
         if mode == "auto":
             mode = "live" if self.stream.isatty() else "log"
         self.mode = mode
-        counts = count_trials(storage, self.ids)
-        self.total = sum(
-            b if b is not None else c.finished + c.running + c.waiting
-            for b, c in ((self.budgets[i], counts[i]) for i in self.ids)
-        )
+        self.total = self._total(count_trials(storage, self.ids))
         self.started = time.monotonic()
         self.start_done = self._done()[0]
         self._last: tuple | None = None
         self._last_log = 0.0
 
+    def _total(self, counts: dict) -> int:
+        """Trials the run will have: the budget, or what a study has once it stopped early (a
+        settled race) or where its queue is its work."""
+        return sum(
+            c.finished + c.running + c.waiting if b is None
+            else min(b, c.finished) if c.stopped else b
+            for b, c in ((self.budgets[i], counts[i]) for i in self.ids)
+        )  # fmt: skip
+
     def _done(self) -> tuple[int, int, int]:
         counts = count_trials(self.storage, self.ids)
+        self.total = self._total(counts)
         done = sum(
             c.finished if self.budgets[i] is None else min(c.finished, self.budgets[i])
             for i, c in counts.items()

@@ -89,7 +89,15 @@ def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
     kind = KINDS[opts.mode]
     check_used(opts, phases(opts))
     tasks = [
-        Task(kind.study_name(config.name, t), kind.name, tuple(t), config, space, opts.trials)
+        Task(
+            kind.study_name(config.name, t),
+            kind.name,
+            tuple(t),
+            config,
+            space,
+            opts.trials,
+            strategy=opts.strategy if kind.races else "fixed",
+        )
         for t in targets
     ]
     return config, tasks, parse_devices(opts.devices)
@@ -134,7 +142,8 @@ def start(
             record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
                        seed=opts.seed, retries=opts.retries,
                        max_forgetting=opts.max_forgetting, warm_start=opts.warm_start,
-                       confirm=opts.confirm if task.kind == "pair" else 0)  # fmt: skip
+                       confirm=opts.confirm if task.kind == "pair" else 0,
+                       min_gain=opts.min_gain if KINDS[task.kind].races else None)  # fmt: skip
             enqueue_missing_retries(
                 optuna.load_study(study_name=task.study, storage=storage), opts.retries
             )
@@ -183,15 +192,13 @@ def join(
         ]
         if "config" in own:
             config = _own_config(opts, tasks[0].config, first)
-            tasks = [Task(t.study, t.kind, t.target, config, t.space, t.budget) for t in tasks]
+            tasks = [dataclasses.replace(t, config=config) for t in tasks]
         if "pairs" in own:
             tasks = _own_pairs(opts, tasks)
         if "trials" in own:
             tasks = [
-                t if t.budget is None else Task(t.study, t.kind, t.target, t.config, t.space,
-                                                opts.trials)
-                for t in tasks
-            ]  # fmt: skip
+                t if t.budget is None else dataclasses.replace(t, budget=opts.trials) for t in tasks
+            ]
         opts = joined_options(opts, first, own)
         check_options(opts)
         check_used(opts, [[KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]])
@@ -225,6 +232,7 @@ def joined_options(opts: TuneOptions, attrs: dict, own: Sequence[str]) -> TuneOp
         "seed": run["seed"] + 7_919,
         "retries": run["retries"],
         "confirm": run.get("confirm", 0),
+        "min_gain": run.get("min_gain", opts.min_gain),
         **({} if "trials" in own else {"trials": run["budget"] or opts.trials}),
         **{k: v for k, v in attrs.get(SETTINGS_ATTR, {}).items()
            if k not in own and k in TuneOptions.__dataclass_fields__},
@@ -303,7 +311,9 @@ def run_tasks(
         before = sum(c.finished for c in count_trials(storage, ids.values()).values())
         progress = Progress(storage, tasks, ids, mode=opts.progress)
     specs = worker_specs(
-        worker_devices(devices, opts.workers, opts.workers_per_device), list(tasks), opts,
+        worker_devices(devices, opts.workers, opts.workers_per_device),
+        list(tasks),
+        opts,
         log=progress.mode == "log",
     )
     with sigterm_as_interrupt():

@@ -28,11 +28,18 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
     summary = start(
         opts, tasks, devices, say,
         f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
-        f"{opts.trials} trials each, storage {mask(opts.storage)}",
+        f"{_budget(opts)}, storage {mask(opts.storage)}",
     )  # fmt: skip
     if opts.mode == "pair" and opts.confirm:
         confirm_in_run(opts, list(summary.studies), devices, say)
     return summary
+
+
+def _budget(opts: TuneOptions) -> str:
+    if opts.mode == "pair" and opts.strategy == "race":
+        return (f"raced: at most {opts.trials} rounds each, fewer where more cannot change the "
+                "answer")  # fmt: skip
+    return f"{opts.trials} trials each"
 
 
 def join_run(

@@ -72,23 +72,31 @@ def database_errors(url: str) -> Iterator[None]:
         ) from None
 
 
+#: A study user attr saying the study needs no more trials (its reason, in words): written by a
+#: worker that finds a raced pair study settled (tuner.search.race), read with the counts.
+STOPPED_ATTR = "stopped"
+
+
 @dataclass
 class Counts:
-    """Trials of one study by state (surplus claims excluded from ``failed``)."""
+    """Trials of one study by state (surplus claims excluded from ``failed``), and whether the
+    study said it needs no more (``STOPPED_ATTR``)."""
 
     complete: int = 0
     pruned: int = 0
     running: int = 0
     waiting: int = 0
     failed: int = 0
+    stopped: bool = False
 
     @property
     def finished(self) -> int:
         return self.complete + self.pruned
 
     def left(self, budget: int) -> int:
-        """Trials still to start: the budget minus finished and running ones (never below 0)."""
-        return max(0, budget - self.finished - self.running)
+        """Trials still to start: the budget minus finished and running ones (never below 0;
+        none once the study stopped)."""
+        return 0 if self.stopped else max(0, budget - self.finished - self.running)
 
 
 def _ids(study_ids: Iterable[int]) -> str:
@@ -98,7 +106,7 @@ def _ids(study_ids: Iterable[int]) -> str:
 def count_trials(
     storage: optuna.storages.RDBStorage, study_ids: Iterable[int]
 ) -> dict[int, Counts]:
-    """Counts per study in two queries (a worker asks before every trial, for every study)."""
+    """Counts per study in three queries (a worker asks before every trial, for every study)."""
     ids = list(study_ids)
     out = {i: Counts() for i in ids}
     if not ids:
@@ -112,6 +120,10 @@ def count_trials(
         f"SELECT study_id, state, count(*) FROM trials WHERE study_id IN ({_ids(ids)}) "
         "GROUP BY study_id, state"
     )
+    stopped = sqlalchemy.text(
+        "SELECT study_id FROM study_user_attributes "
+        f"WHERE key = '{STOPPED_ATTR}' AND study_id IN ({_ids(ids)})"
+    )
     fields = {"COMPLETE": "complete", "PRUNED": "pruned", "RUNNING": "running",
               "WAITING": "waiting", "FAIL": "failed"}  # fmt: skip
     with storage.engine.connect() as conn:
@@ -120,6 +132,8 @@ def count_trials(
             setattr(out[study_id], name, getattr(out[study_id], name) + n)
         for study_id, n in conn.execute(surplus):
             out[study_id].failed -= n
+        for (study_id,) in conn.execute(stopped):
+            out[study_id].stopped = True
     return out
 
 
@@ -155,6 +169,7 @@ def running_with_beats(
 
 __all__ = [
     "SCHEMA_VERSIONS",
+    "STOPPED_ATTR",
     "Counts",
     "best_value",
     "check_schema",

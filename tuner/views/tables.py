@@ -41,6 +41,17 @@ def client_config(row: dict) -> str:
     return config_line(row["best_params"], "a")
 
 
+def race(row: dict) -> str:
+    """A raced pair row's race in a few words: rounds, configurations, the incumbent's seeds,
+    and whether it stopped."""
+    if row.get("rounds") is None:
+        return "-"
+    state = {"settled": "settled", "cap": "at its cap"}.get(row["stopped"], "racing")
+    seeds = row["incumbent_seeds"]
+    return (f"{row['rounds']} rounds, {row['configurations']} configs, incumbent "
+            f"{seeds if seeds is not None else '-'} seeds, {state}")  # fmt: skip
+
+
 def recommended(row: dict) -> str:
     """A pair row's recommendation in one line: what to use, its confirmed gain against the
     default's over the same fresh seeds, and whether the difference is beyond the noise."""
@@ -54,14 +65,23 @@ def recommended(row: dict) -> str:
         why = (
             "no tuned candidate confirmed above it"
             if diff is None
-            else f"best tuned {diff:+.2f}, p={p:.2f}: within noise"
+            else f"best tuned {diff:+.2f}, p={p:.2f}: {_short_of(row)}"
         )
         return f"the default, {who}: {gain_} ({why}; {seeds})"
     config = pair_config(
         {**row, "best_params": row["recommended_params"], "student": row["recommended_student"],
          "teacher": row["recommended_teacher"]})  # fmt: skip
     default = pm(row["confirmed_default_gain_mean"], row["confirmed_default_gain_std"])
-    return f"{config}: {gain_} vs default {default} ({diff:+.2f}, p={p:.3f}; {seeds})"
+    low, high = row["confirmed_difference_ci"]
+    return (f"{config}: {gain_} vs default {default} ({diff:+.2f} [{low:+.2f}, {high:+.2f}], "
+            f"p={p:.3f}; {seeds})")  # fmt: skip
+
+
+def _short_of(row: dict) -> str:
+    """Why a tuned candidate was not recommended."""
+    if row["p_value"] >= LEVEL:
+        return "within noise"
+    return f"below --min-gain {row['min_gain']:g}"
 
 
 def status_table(rows: list[dict]) -> str:
@@ -70,12 +90,15 @@ def status_table(rows: list[dict]) -> str:
     if not rows:
         return "no dkd-tune studies in this storage yet: run dkd-tune to start one\n"
     confirmed = any(r.get("recommended_gain_mean") is not None for r in rows)
+    raced = any(r.get("rounds") is not None for r in rows)
     head = ("study", "finished", "running", "failed", "pruned", "best", "default",
             "improvement", "best configuration (single trials)")  # fmt: skip
+    head += ("race",) if raced else ()
     head += ("recommended (confirmed)",) if confirmed else ()
     lines = [head] + [
         (r["study"], _budget(r), str(r["running"]), str(r["failed"]), str(r["pruned"]),
          gain(r["best_gain"]), gain(r["default_gain"]), gain(r["improvement"]), pair_config(r))
+        + ((race(r),) if raced else ())
         + ((recommended(r),) if confirmed else ())
         for r in rows
     ]  # fmt: skip
@@ -86,11 +109,13 @@ def status_table(rows: list[dict]) -> str:
     ]
     if confirmed:
         beyond = sum(1 for r in rows if r.get("beyond_noise"))
+        gains = sorted({r["min_gain"] for r in rows if r.get("min_gain")})
+        by = f" and by at least {'/'.join(f'{g:g}' for g in gains)} pp" if gains else ""
         tail.append(
             f"confirmed over fresh seeds: a tuned configuration beats the default beyond noise "
-            f"(one-sided paired t-test, p < {LEVEL}) in {beyond} of {len(rows)} pairs"
+            f"(one-sided paired t-test, p < {LEVEL}){by} in {beyond} of {len(rows)} pairs"
         )
-    return "\n".join([*layout(lines, left=(0, 8, 9)), *tail]) + "\n"
+    return "\n".join([*layout(lines, left=(0, 8, 9, 10)), *tail]) + "\n"
 
 
 def client_status_table(rows: list[dict]) -> str:

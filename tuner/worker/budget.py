@@ -17,8 +17,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-#: Trial user attrs carried over when a failed configuration is enqueued again.
-_CARRIED = ("default",)
+from tuner.search.race import SEED_ATTR
+
+#: Trial user attrs carried over when a failed configuration is enqueued again (a raced round's
+#: seed index: its retry is the same round).
+_CARRIED = ("default", SEED_ATTR)
 
 
 def claim_is_within_budget(study: optuna.Study, trial_id: int, budget: int) -> bool:

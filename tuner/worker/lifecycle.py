@@ -1,6 +1,7 @@
 """The life of one trial, for every study kind, one at a time or K at once (docs/design.md §6):
 
-claim (``ask``, interrupts held back) → register (this process runs it: heartbeats, Ctrl-C)
+the kind's look at the study (a race enqueues its next rounds, or says it is over) → claim
+(``ask``, interrupts held back) → register (this process runs it: heartbeats, Ctrl-C)
 → check the budget (a surplus claim is given back) → first beat → the kind prepares the job
 (suggest, record attrs) → run (report at evaluation points, prune) → tell COMPLETE / PRUNED, or
 FAIL with ``fail_reason`` and the configuration enqueued again → unregister.
@@ -47,6 +48,7 @@ class Outcome:
 
     number: int
     state: str  # complete | pruned | failed | surplus | lost | empty (a fixed kind's queue)
+    #             | stopped (the study needs no more: a settled race)
     params: dict[str, Any]
     value: float | None = None
     seconds: float = 0.0
@@ -126,6 +128,9 @@ def _claim(study: optuna.Study, task: Task, s: Settings) -> optuna.Trial | Outco
     (tuner.search.warm)."""
     retries = s.retries
     raise_swallowed()  # before a claim: nothing to clean up yet
+    done = KINDS[task.kind].before_claim(study, task)  # a race enqueues its next rounds here
+    if done is not None:
+        return Outcome(-1, "stopped", {}, reason=done)
     with interrupts_held():
         trial = study.ask()
         # Registered at once: an interrupt even during the claim must not leave it RUNNING.

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
@@ -32,6 +31,7 @@ import torch
 from objectives import FederationBundle, StudyConfig, bundle_path, prepare_federation
 from tuner.kinds import KINDS, Task
 from tuner.options import TuneOptions, cpu_cores
+from tuner.search.sampler import make_sampler
 from tuner.store.db import count_trials, database_errors, open_storage, quiet_optuna
 from tuner.worker.heartbeat import Heartbeat
 from tuner.worker.lifecycle import Outcome, Settings, run_batch, run_one, running_ids
@@ -87,27 +87,6 @@ def load_bundle_once(
     return _BUNDLES[key]
 
 
-class _GridSampler(optuna.samplers.GridSampler):
-    """GridSampler that leaves stopping to the budget: its own after_trial calls study.stop()
-    once the grid is covered, which raises outside study.optimize (we ask and tell). Past that
-    point it revisits grid points at random, which the budget then bounds."""
-
-    def after_trial(self, study, trial, state, values) -> None:  # type: ignore[override]
-        return None
-
-
-def make_sampler(name: str, space: Any, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "random" or space is None:  # None: a fixed kind, whose trials are all enqueued
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return _GridSampler(space.grid(), seed=seed)
-    # constant_liar: running trials count as bad guesses, so parallel workers do not all
-    # sample the same promising point.
-    # With --max-forgetting each trial records its constraint (tuner.worker.lifecycle): TPE then
-    # treats trials that forgot too much as infeasible, and samples away from them.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
 def make_pruner(name: str, eval_points: int) -> optuna.pruners.BasePruner:
     """The pruner deciding at the KD round's evaluation points (``report`` steps 1..k)."""
     if name == "quartile":
@@ -145,12 +124,13 @@ def _work(spec: WorkerSpec) -> WorkerReport:
     for i, task in enumerate(spec.tasks):
         # A different sampler seed per worker, study and restart: identical seeds would make
         # parallel workers (and a rerun's random sampler) propose the same points again.
-        total = sum(vars(counts[ids[task.study]]).values())
+        c = counts[ids[task.study]]
+        total = c.finished + c.running + c.waiting + c.failed
         seed = hash((spec.opts.seed, spec.index, i, total)) % 2**31
         studies[task.study] = optuna.load_study(
             study_name=task.study,
             storage=storage,
-            sampler=make_sampler(spec.opts.sampler, task.space, seed),
+            sampler=make_sampler(spec.opts.sampler, task.space, seed, race=task.strategy == "race"),
             pruner=make_pruner(spec.opts.pruner, task.config.kd.eval_points),
         )
     report = WorkerReport(spec.index, spec.device)
@@ -245,6 +225,8 @@ def pick_slots(left: dict[str, int], k: int, order: list[str]) -> list[str]:
 
 
 def _log_line(name: str, outcome: Outcome, task: Task, spec: WorkerSpec) -> str:
+    if outcome.state == "stopped":
+        return f"{name}: race over, {outcome.reason} [worker {spec.index} {spec.device}]"
     kind = KINDS[task.kind]
     what = kind.describe(outcome.params) if outcome.params else ""
     result = (
@@ -446,7 +428,6 @@ __all__ = [
     "WorkerSpec",
     "load_bundle_once",
     "make_pruner",
-    "make_sampler",
     "pick_slots",
     "run_in_thread",
     "run_pool",
