@@ -52,7 +52,7 @@ DEMO_DB := sqlite:///demo.db
 demo: install
 	rm -f demo.db demo.db-wal demo.db-shm
 	$(VENV)/bin/dkd-tune prepare
-	$(VENV)/bin/dkd-tune --pairs 0-1,2-3,4-5,6-7 --trials 12 --workers 2 --storage $(DEMO_DB)
+	$(VENV)/bin/dkd-tune --pairs 0-1,2-3,4-5,6-7 --workers 2 --storage $(DEMO_DB)
 	$(VENV)/bin/dkd-tune status --storage $(DEMO_DB)
 	$(VENV)/bin/dkd-tune export --storage $(DEMO_DB) --format csv --out demo-best.csv
 	@echo "winners per pair: demo-best.csv; browse every trial: $(VENV)/bin/optuna-dashboard $(DEMO_DB)"

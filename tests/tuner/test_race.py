@@ -57,10 +57,17 @@ def test_a_challenger_behind_on_shared_seeds_is_out_and_the_race_settles() -> No
     losers = [(3.0 + k / 10, 0, 5.0) for k in range(race.PATIENCE - 1)]
     s = race_state(_trials(*rounds, *losers))
     assert not s.needed and s.streak == race.PATIENCE - 1 and not s.settled
-    s = race_state(_trials(*rounds, *losers, (15.0, 0, 5.9)))
+    last = (15.0, 0, 5.9)
+    s = race_state(_trials(*rounds, *losers, last))
+    assert s.streak == race.PATIENCE and len(s.configs) < race.MIN_CONFIGURATIONS
+    assert not s.settled  # too few configurations tried yet
+    earlier = [(0.3 + k / 100, 0, 4.0) for k in range(race.MIN_CONFIGURATIONS - race.PATIENCE - 1)]
+    s = race_state(_trials(*earlier, *rounds, *losers, last))
+    assert len(s.configs) == race.MIN_CONFIGURATIONS
     assert s.settled and s.stop_reason(200) == "settled"
     # A round still running keeps the race open: it may change the answer.
-    s = race_state(_trials(*rounds, *losers, (15.0, 0, 5.9), (14.0, 0, None, TrialState.RUNNING)))
+    running = (14.0, 0, None, TrialState.RUNNING)
+    s = race_state(_trials(*earlier, *rounds, *losers, last, running))
     assert not s.settled and s.streak == 0
 
 

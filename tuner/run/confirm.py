@@ -28,7 +28,7 @@ from tuner.kinds import KINDS, Task
 from tuner.kinds.confirmation import runs
 from tuner.kinds.setup import READY_TIMEOUT_S
 from tuner.options import TuneOptions, check_options, parse_devices, parse_pairs
-from tuner.read.results import LEVEL, PLAN_ATTR, one_federation, pair_studies, recommendations
+from tuner.read.results import PLAN_ATTR, one_federation, pair_studies, recommendations
 from tuner.run.start import RunSummary, run_tasks, start
 from tuner.search.best import complete, defaults
 from tuner.search.race import race_state
@@ -178,11 +178,9 @@ def confirm_pairs(
 
 def _what(studies: Sequence[optuna.study.FrozenStudy]) -> str:
     """What a confirmation runs, by the studies' strategies."""
-    raced = {s.user_attrs.get("strategy", "fixed") == "race" for s in studies}
-    parts = (["each race's incumbent and its default"] if True in raced else []) + (
-        [f"up to {TOP_CANDIDATES} best configurations and their defaults"] if False in raced else []
-    )
-    return "; ".join(parts)
+    what = {"race": "each race's incumbent and its default",
+            "fixed": f"up to {TOP_CANDIDATES} best configurations and their defaults"}  # fmt: skip
+    return "; ".join(dict.fromkeys(what[s.user_attrs.get("strategy", "fixed")] for s in studies))
 
 
 def _verdict(rec: dict[str, Any]) -> str:
@@ -190,9 +188,11 @@ def _verdict(rec: dict[str, Any]) -> str:
     best, default, chosen = rec["best"], rec["default"], rec["recommended"]
     head = f"{default['student']}<-{default['teacher']}"
     tail = f"over {len(rec['seeds'])} seeds"
+    if best is default:
+        return f"{head} the default {_pm(default)} pp, no tuned candidate above it, {tail}"
     if chosen is default:
-        return (f"{head} the default {_pm(default)} pp (best candidate {_pm(best)}, "
-                f"not above it at p < {LEVEL:g}) {tail}")  # fmt: skip
+        return (f"{head} the default {_pm(default)} pp (best tuned {_pm(best)}: not "
+                f"{rec['criterion']}) {tail}")  # fmt: skip
     return (f"{head} trial #{best['trial']} {_pm(best)} pp against the default {_pm(default)}, "
             f"p = {rec['p_value']:.3f}, {tail}")  # fmt: skip
 

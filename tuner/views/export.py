@@ -2,9 +2,12 @@
 
 For each pair study: the recommendation (``recommended_*``: the configuration to use, confirmed
 over fresh seeds against the same-student default, with ``beyond_noise`` saying whether it beats
-it), and the single-trial figures: trial counts, the best trial (its parameters, gain, student and
-teacher) and the default trial's gain for the same student, so ``improvement`` is what the single
-best trial added over T = 1, α = 0.5 for that direction of distillation.
+it by at least ``min_gain`` beyond noise, ``confirmed_difference`` with its 90 % confidence
+interval ``confirmed_difference_ci``, ``p_value`` and ``seeds``), the race (``rounds``,
+``configurations``, the incumbent's trial, seeds and mean, and why it ``stopped``: ``settled`` or
+``cap``; None for a fixed study), and the single-trial figures: trial counts, the best trial (its
+parameters, gain, student and teacher) and the default trial's gain for the same student, so
+``improvement`` is what the single best trial added over T = 1, α = 0.5 for that direction.
 """
 
 from __future__ import annotations

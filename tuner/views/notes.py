@@ -15,7 +15,8 @@ import optuna
 from tuner.formats import pm
 from tuner.read.report_data import PairResult, ReportData, collect, describe
 from tuner.read.results import pair_rows, pair_studies
-from tuner.views.tables import recommended
+from tuner.search.race import STOPS
+from tuner.views.tables import race, recommended
 
 
 def _pp(value: float | None, std: float | None = None) -> str:
@@ -66,11 +67,16 @@ def note_text(p: PairResult, data: ReportData, export_row: dict | None) -> str:
             "",
         ]
     lines += [f"Trials: {p.finished} finished" + (f" of {p.budget}" if p.budget else "") + "."]
+    if export_row is not None and export_row.get("rounds") is not None:
+        stop = STOPS.get(export_row["stopped"], "still racing")
+        lines += ["", f"Race: {race(export_row)}; stopped: {stop}."]
     if export_row is not None and export_row.get("recommended_gain_mean") is not None:
         lines += ["", f"**Recommended** (confirmed over fresh seeds): {recommended(export_row)}."]
     if export_row is not None:
         keep = ("pair", "student", "teacher", "best_params", "best_gain", "default_gain",
-                "recommended_params", "recommended_gain_mean", "beyond_noise")  # fmt: skip
+                "recommended_params", "recommended_gain_mean", "confirmed_difference",
+                "confirmed_difference_ci", "p_value", "beyond_noise", "rounds",
+                "stopped")  # fmt: skip
         shown = {k: export_row[k] for k in keep if k in export_row}
         lines += [
             "",
