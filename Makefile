@@ -73,7 +73,8 @@ bench: install
 # warm start (about 90 min on 2 idle CPU cores; true gains are cached in
 # bench/results/search_truth.json and the search storages in bench/results/search_runs/).
 bench-search: install
-	$(PY) bench/search_efficiency.py
+	$(PY) bench/search_simulated.py --sampler-seeds 10
+	$(PY) bench/search_efficiency.py --arms race --sampler-seeds 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache test-output

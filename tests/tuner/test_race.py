@@ -16,8 +16,10 @@ DIST = {"temperature": FloatDistribution(0.25, 16.0, log=True)}
 
 
 def _round(number: int, t: float, seed: int, value: float | None, state=TrialState.COMPLETE,
-           default: bool = False):  # fmt: skip
+           default: bool = False, retry_of: int | None = None):  # fmt: skip
     attrs = {SEED_ATTR: seed, **({"default": "a"} if default else {})}
+    if retry_of is not None:
+        attrs["retry_of"] = retry_of
     trial = create_trial(
         params={"temperature": t}, distributions=DIST, user_attrs=attrs, state=state,
         value=value if state == TrialState.COMPLETE else None,
@@ -79,10 +81,27 @@ def test_cap_pruned_first_rounds_and_failed_rounds() -> None:
     # A failed round whose retry waits is pending; one with no retry left breaks its
     # configuration (it is not enqueued again).
     failed = (3.0, 0, None, TrialState.FAIL)
-    waiting = _trials(*rounds[:2], failed, (3.0, 0, None, TrialState.WAITING))
+    waiting = _trials(*rounds[:2], failed, (3.0, 0, None, TrialState.WAITING, False, 2))
     assert race_state(waiting).pending == 1 and race_state(waiting).streak == 0
     broken = race_state(_trials(*rounds[:2], failed))
     assert broken.streak == 1 and not broken.needed
+
+
+def test_repeated_proposals_count_as_losses_and_the_sampler_sees_pruned_rounds() -> None:
+    # Seen on real rounds: the GP, blind to pruned trials, proposed one pruned corner again and
+    # again; the race ran to its cap. Repeats now count as proposals that brought nothing.
+    rounds = [(2.0, j, 6.0) for j in range(3)]
+    corner = (16.0, 0, None, TrialState.PRUNED)
+    s = race_state(_trials(*rounds, *[corner] * race.MIN_CONFIGURATIONS))
+    assert len(s.configs) == 2 and s.streak == race.MIN_CONFIGURATIONS and s.settled
+    assert s.rounds == 3 + race.MIN_CONFIGURATIONS and s.proposals == 1 + race.MIN_CONFIGURATIONS
+    pruned = _round(3, 16.0, 0, None, TrialState.PRUNED)
+    pruned.intermediate_values = {1: -11.8, 2: -12.0}
+    seen = seen_by_sampler([*_trials(*rounds), pruned])
+    assert [(t.state, t.value) for t in seen] == [
+        (TrialState.COMPLETE, 6.0),
+        (TrialState.COMPLETE, -12.0),
+    ]  # pruned: complete at its last reported gain, for the sampler only
 
 
 def test_the_sampler_sees_one_point_per_configuration_at_its_mean() -> None:

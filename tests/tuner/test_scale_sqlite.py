@@ -61,7 +61,9 @@ def sqlite_run(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     names = [f"tiny/{a}-{b}" for a in range(4) for b in range(a + 1, 4)]
     after_interrupt = {name: trials_of(url, name) for name in names}
     engine.dispose()
-    rerun = TuneOptions(confirm=0,  # about the database under 4 workers: no confirmation runs
+    # --confirm 0: about the database under 4 workers, no confirmation runs; --strategy fixed:
+    # the run above's (a study keeps the strategy it was run with).
+    rerun = TuneOptions(confirm=0, strategy="fixed",
         config=tiny["config"], bundles=tiny["bundles"], storage=url, pairs="all",
         trials=BUDGET, sampler="random", pruner="none", progress="quiet",
         overrides=["kd.eval_points=1"],

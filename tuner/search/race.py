@@ -19,10 +19,10 @@ The rule (SMAC's intensification, stated over the trials):
 * a challenger behind on its shared seeds, or whose first round was pruned, is out for good;
 * the same-student defaults are enqueued first and race like any configuration.
 
-The race **stops** when the last ``PATIENCE`` configurations all lost, nothing is pending (no
-challenger alive, no round waiting or running) and at least ``MIN_CONFIGURATIONS`` were tried, or
-at its cap (``--trials``: rounds
-finished, pruned first rounds included). The answer is then decided on fresh seeds
+The race **stops** when the last ``PATIENCE`` proposals brought no contender (a new configuration
+that lost, or one proposed again), nothing is pending (no challenger alive, no round waiting or
+running) and at least ``MIN_CONFIGURATIONS`` proposals were made, or at its cap (``--trials``:
+rounds finished, pruned first rounds included). The answer is then decided on fresh seeds
 (tuner.run.confirm): the incumbent against its same-student default.
 
 No imports from the rest of the tuner (the kinds and the bench use it).
@@ -53,7 +53,7 @@ PATIENCE = 6
 MIN_CONFIGURATIONS = 12
 #: Why a race stops, in words (RaceState.stop_reason gives the key).
 STOPS = {
-    "settled": f"the last {PATIENCE} configurations lost to the incumbent",
+    "settled": f"the last {PATIENCE} proposals lost to the incumbent",
     "cap": "its cap of rounds (--trials) was reached",
 }
 _PENDING = (TrialState.WAITING, TrialState.RUNNING)
@@ -113,13 +113,10 @@ class RaceState:
     configs: list[Config]
     incumbent: Config | None
     needed: list[tuple[Config, int]]  # (configuration, seed index) to enqueue now
-    streak: int  # configurations in a row, the latest last, that lost
+    streak: int  # proposals in a row, the latest last, that brought no contender
     pending: int  # rounds waiting or running
-
-    @property
-    def rounds(self) -> int:
-        """Rounds finished (a pruned first round included)."""
-        return sum(len(c.values) + c.pruned for c in self.configs)
+    rounds: int  # rounds finished (COMPLETE or PRUNED, as the budget counts them)
+    proposals: int  # first rounds the sampler proposed or the run enqueued, repeats included
 
     def alive(self, c: Config) -> bool:
         return c is self.incumbent or _alive(c, self.incumbent)
@@ -132,7 +129,7 @@ class RaceState:
             and not self.needed
             and not self.pending
             and self.streak >= PATIENCE
-            and len(self.configs) >= MIN_CONFIGURATIONS
+            and self.proposals >= MIN_CONFIGURATIONS
         )
 
     def stop_reason(self, budget: int | None) -> str | None:
@@ -150,6 +147,7 @@ class RaceState:
         return {
             "rounds": self.rounds,
             "configurations": len(self.configs),
+            "proposals": self.proposals,
             "incumbent_trial": None if inc is None else inc.first.number,
             "incumbent_seeds": None if inc is None else inc.n,
             "incumbent_gain_mean": None if inc is None else inc.mean(),
@@ -169,19 +167,20 @@ def _alive(c: Config, incumbent: Config | None) -> bool:
     return c.mean(n) >= incumbent.mean(n)
 
 
+def _rounds(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The study's rounds in order: surplus claims and claims not suggested yet left out."""
+    return [t for t in sorted(trials, key=lambda t: t.number)
+            if not t.user_attrs.get("surplus") and _params(t)]  # fmt: skip
+
+
 def configurations(trials: Sequence[FrozenTrial]) -> list[Config]:
-    """The study's configurations in the order of their first round (surplus claims skipped)."""
+    """The study's configurations in the order of their first round."""
     out: dict[tuple, Config] = {}
-    for t in sorted(trials, key=lambda t: t.number):
-        if t.user_attrs.get("surplus"):
-            continue
-        params = _params(t)
-        if not params:
-            continue  # a claim that has not suggested yet: its configuration is unknown
-        key = config_key(params)
+    for t in _rounds(trials):
+        key = config_key(_params(t))
         c = out.get(key)
         if c is None:
-            c = out[key] = Config(key, params, t, is_default="default" in t.user_attrs)
+            c = out[key] = Config(key, _params(t), t, is_default="default" in t.user_attrs)
         j = int(t.user_attrs.get(SEED_ATTR, 0))
         if t.state == TrialState.COMPLETE and t.value is not None:
             c.values.setdefault(j, float(t.value))  # a duplicate round repeats the first
@@ -197,6 +196,7 @@ def configurations(trials: Sequence[FrozenTrial]) -> list[Config]:
 def race_state(trials: Sequence[FrozenTrial]) -> RaceState:
     """The race as the trials tell it (see the module docstring for the rule)."""
     configs = configurations(trials)
+    by_key = {c.key: c for c in configs}
     raced = [c for c in configs if c.n and not c.pruned]
     incumbent = max(raced, key=lambda c: (c.n, c.mean(), -c.first.number), default=None)
     needed: list[tuple[Config, int]] = []
@@ -208,33 +208,56 @@ def race_state(trials: Sequence[FrozenTrial]) -> RaceState:
             if c is not incumbent and c.n and _alive(c, incumbent):
                 needed += [(c, j) for j in range(c.n, min(2 * c.n, top))]
     needed = [(c, j) for c, j in needed if j not in c.pending]
+    # The streak counts proposals, not configurations: a sampler that proposes a configuration
+    # again (e.g. a corner of the space it cannot learn more about) brings nothing new, and the
+    # race must not wait for it to stop doing so.
+    rounds = _rounds(trials)
+    firsts = [
+        t
+        for t in rounds  # a retry is the proposal it retries, not another
+        if int(t.user_attrs.get(SEED_ATTR, 0)) == 0 and "retry_of" not in t.user_attrs
+    ]
     streak = 0
-    for c in reversed(configs):
-        if c is incumbent or _alive(c, incumbent):
+    for t in reversed(firsts):
+        c = by_key[config_key(_params(t))]
+        new = c.first.number == t.number
+        if new and (c is incumbent or _alive(c, incumbent)):
             break
         streak += 1
     pending = sum(len(c.pending) for c in configs)
-    return RaceState(configs, incumbent, needed, streak, pending)
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in rounds)
+    return RaceState(configs, incumbent, needed, streak, pending, done, len(firsts))
 
 
 def seen_by_sampler(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """What the sampler learns from (tuner.search.sampler): one trial per configuration, its
     first round, valued at the mean over the seeds it has. Repeated seeds would otherwise count
     as more evidence for the incumbent's neighbourhood, and a second seed's different value as
-    a second point where there is one."""
-    rest = [t for t in trials if int(t.user_attrs.get(SEED_ATTR, 0)) == 0]
-    means = {c.first.number: c.mean() for c in configurations(trials) if c.n}
+    a second point where there is one. A pruned first round is shown complete at its last
+    reported gain (as TPE reads pruned trials): a sampler that ignores pruned trials, as the GP
+    does, would otherwise propose the same pruned corner again and again (seen on real rounds:
+    a pair ran 185 pruned rounds of one configuration)."""
+    configs = {c.first.number: c for c in configurations(trials)}
     out = []
-    for t in rest:
-        if t.state == TrialState.COMPLETE and t.number in means and t.value != means[t.number]:
-            t = _with_value(t, means[t.number])
+    for t in trials:
+        c = configs.get(t.number)
+        if c is None:  # a later round, or a repeat of a configuration: the first speaks for it
+            if int(t.user_attrs.get(SEED_ATTR, 0)) == 0 and t.state in _PENDING:
+                out.append(t)  # a proposal on its way: the liar of parallel samplers
+            continue
+        finished = t.params and t.datetime_complete is not None
+        if c.n and finished and (t.state != TrialState.COMPLETE or t.value != c.mean()):
+            t = _with_value(t, c.mean(), TrialState.COMPLETE)  # e.g. a first round failed, retried
+        elif t.state == TrialState.PRUNED and t.intermediate_values:
+            last = t.intermediate_values[max(t.intermediate_values)]
+            t = _with_value(t, last, TrialState.COMPLETE)
         out.append(t)
     return out
 
 
-def _with_value(t: FrozenTrial, value: float) -> FrozenTrial:
+def _with_value(t: FrozenTrial, value: float, state: TrialState) -> FrozenTrial:
     copy = FrozenTrial(
-        number=t.number, state=t.state, value=value, datetime_start=t.datetime_start,
+        number=t.number, state=state, value=value, datetime_start=t.datetime_start,
         datetime_complete=t.datetime_complete, params=t.params, distributions=t.distributions,
         user_attrs=t.user_attrs, system_attrs=t.system_attrs,
         intermediate_values=t.intermediate_values, trial_id=t._trial_id,

@@ -21,6 +21,7 @@ from tuner.read.report_data import (
 )
 from tuner.read.results import LEVEL
 from tuner.views.html_parts import Section, esc, figure, num, pp, table
+from tuner.views.tables import race
 
 _DEFAULT_COLOUR, _BEST_COLOUR = "#8c8c8c", "#1f77b4"
 
@@ -402,17 +403,23 @@ def recommendation_section(d: ReportData) -> Section | None:
             pp(r["confirmed_difference"]), num(r["p_value"], ".3f"),
             "yes" if r["beyond_noise"] else "no",
             pp(r["recommended_forgetting_mean"], r["recommended_forgetting_std"]), r["seeds"],
+            race(r),
         ))  # fmt: skip
     head = ("pair", "student←teacher", "recommended", "gain (pp)", "default gain (pp)",
             "best tuned − default", "p (one-sided paired t)", "beyond noise",
-            "forgetting (pp)", "seeds")  # fmt: skip
+            "forgetting (pp)", "seeds", "race")  # fmt: skip
     beyond = sum(1 for r in d.recommended if r["beyond_noise"])
     needs, ratio = recommended_figures(d.recommended)
+    gains = sorted({r["min_gain"] for r in d.recommended if r.get("min_gain")})
+    by = f" by at least {'/'.join(f'{g:g}' for g in gains)} pp and" if gains else ""
+    raced = any(r.get("rounds") is not None for r in d.recommended)
+    what = "Each race's incumbent and" if raced else "Each pair's 3 best configurations and"
     intro = (
-        f"<p>Each pair's 3 best configurations and the same-student default re-run with fresh "
-        f"seeds: a tuned configuration is recommended only where a one-sided paired t-test over "
-        f"the seeds puts it above the default (p &lt; {LEVEL}); {beyond} of "
-        f"{len(d.recommended)} pairs. Gains and forgetting: mean ± std over the seeds.</p>"
+        f"<p>{what} the same-student default re-run with fresh seeds: a tuned configuration is "
+        f"recommended only where it beats the default{by} a one-sided paired t-test over the "
+        f"seeds puts it above the default (p &lt; {LEVEL}); {beyond} of "
+        f"{len(d.recommended)} pairs. Gains and forgetting: mean ± std over the seeds; race: the "
+        f"rounds the pair used and why it stopped.</p>"
         f"<p>The poster's figures on the recommendations: T ≠ 1 or α ≠ 0.5 recommended in "
         f"<b>{needs} of {len(d.recommended)}</b> pairs; recommended / default gain "
         f"<b>{num(ratio.mean, '.2f')}× mean, {num(ratio.median, '.2f')}× median</b> over "
