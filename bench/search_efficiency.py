@@ -7,9 +7,12 @@ and no confirmation uses (from ``TRUTH_SEED_BASE``). Per pair (student ← teach
 
 1. the grid: every (T, α) of 7 temperatures × 6 α at every truth seed; its best cell by true gain
    is the target; the default (T = 1, α = 0.5, off the grid) is measured the same way;
-2. the search: the real pipeline, ``dkd-tune --pairs … --trials N --confirm K`` (a subprocess on
-   its own SQLite file, the space narrowed with ``--set search.…``), once per sampler seed, cold
-   (``--warm-start off``) and warm (``--warm-start on``);
+2. the search: the real pipeline (a subprocess on its own SQLite file, the space narrowed with
+   ``--set search.…``), once per sampler seed and arm: ``race`` is dkd-tune's default
+   (``--strategy race --trials 200``: the race, its GP sampler, 6 fresh seeds for the answer,
+   ``--min-gain 0.5``); ``fixed-N`` the fixed pipeline as it was before the race
+   (``--strategy fixed --trials N --confirm 3 --sampler tpe --min-gain 0``); ``warm-N`` the same
+   with ``--warm-start on``;
 3. what a user takes home, read from that storage: the recommendation (``tuner.read.results``;
    at the shipped level and at a Bonferroni level over the candidates) and, for comparison, the
    single best trial (what ``export`` gave before confirmation). Their true gains are measured like
@@ -45,6 +48,7 @@ from scipy import stats
 from objectives import load_config, prepare_federation, run_trial
 from tuner.read.results import LEVEL, pair_studies, paired_p_value, recommendations
 from tuner.search.best import best_trial
+from tuner.search.race import race_state
 from tuner.store.db import open_storage
 
 GRID_T = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -145,10 +149,8 @@ def search(args, arm: str, seed: int) -> Path:
     if _complete(db, len(args.pairs)):
         return db  # a finished run: no need to start dkd-tune to find nothing to do
     cmd = [sys.executable, "-m", "tuner", "--config", args.config,
-           "--pairs", ",".join(f"{s}-{t}" for s, t in args.pairs),
-           "--trials", str(args.trials), "--confirm", str(args.confirm), "--seed", str(seed),
-           "--workers", str(args.jobs), "--progress", "quiet",
-           "--warm-start", "on" if arm == "warm" else "off",
+           "--pairs", ",".join(f"{s}-{t}" for s, t in args.pairs), "--seed", str(seed),
+           "--workers", str(args.jobs), "--progress", "quiet", *arm_flags(arm),
            "--storage", f"sqlite:///{db}"]  # fmt: skip
     for item in NARROW:
         cmd += ["--set", item]
@@ -157,6 +159,15 @@ def search(args, arm: str, seed: int) -> Path:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     print(f"  {arm} seed {seed}: search and confirmation in {time.perf_counter() - start:.0f} s")
     return db
+
+
+def arm_flags(arm: str) -> list[str]:
+    """dkd-tune's flags for an arm: ``race`` (its defaults, cap 200), ``fixed-N``, ``warm-N``."""
+    if arm == "race":
+        return ["--strategy", "race", "--trials", "200"]
+    name, trials = arm.split("-")
+    return ["--strategy", "fixed", "--trials", trials, "--confirm", "3", "--sampler", "tpe",
+            "--min-gain", "0", "--warm-start", "on" if name == "warm" else "off"]  # fmt: skip
 
 
 def _complete(db: Path, pairs: int) -> bool:
@@ -190,8 +201,12 @@ def read_run(db: Path, eval_points: int) -> dict[tuple[int, int], dict]:
              "is_default": c is rec["default"], "gains": c["gain"]}
             for c in rec["candidates"]
         ]  # fmt: skip
+        race = race_state(trials)
         out[tuple(s.user_attrs["pair"])] = {
             "trials": len(trials),
+            "rounds": sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
+            "configurations": len(race.configs),
+            "stopped": race.stop_reason(s.user_attrs["run"]["budget"]),
             "work": work,
             "confirm_runs": len(cands) * len(rec["seeds"]),
             "single": (best.params["temperature"], best.params["alpha"], best.value),
@@ -212,9 +227,7 @@ def main() -> None:
     parser.add_argument("--grid-alpha", type=float, nargs="+", default=GRID_ALPHA, metavar="A")
     parser.add_argument("--truth-seeds", type=int, default=5)
     parser.add_argument("--sampler-seeds", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=8, help="search trials per pair (8 = 19 %%)")
-    parser.add_argument("--confirm", type=int, default=3)
-    parser.add_argument("--arms", default="cold,warm")
+    parser.add_argument("--arms", default="race,fixed-30", help="race, fixed-N, warm-N")
     parser.add_argument("--jobs", type=int, default=2, help="processes (truth runs, workers)")
     parser.add_argument(
         "--stage",
@@ -344,6 +357,10 @@ def decide(rows: list[dict], rule: str) -> list[tuple[bool, float]]:
     out = []
     sd, df = pooled_sd(rows) if rule == "pooled" else (0.0, 0)
     for r in rows:
+        if rule == "dkd-tune":
+            claim = r["dkd_tune_claims"]
+            out.append((claim, r["best_true"] if claim else r["default_true"]))
+            continue
         if rule == "single":
             claim = not r["single_is_default"] and r["single"][2] > r["default_value"]
             out.append((claim, r["single_true"] if claim else r["default_true"]))
@@ -365,6 +382,7 @@ def decide(rows: list[dict], rule: str) -> list[tuple[bool, float]]:
 
 
 RULES = {
+    "dkd-tune": "dkd-tune's answer (the arm's own rule)",
     "single": "single best trial (export before confirmation)",
     "mean": "best confirmed mean, no test",
     "t": f"paired t-test per pair, p < {LEVEL} (dkd-tune)",
@@ -377,7 +395,6 @@ def summarise(rows: list[dict], grid_size: int, args) -> dict:
     """The figures of bench/RESULTS.md, per arm and decision rule."""
     print(
         f"\n{len(args.pairs)} pairs x {args.sampler_seeds} sampler seeds per arm; "
-        f"{args.trials} search trials + confirmation ({args.confirm} seeds); "
         f"true gain = mean over {args.truth_seeds} unused seeds; grid {grid_size} cells"
     )
     table = {}
@@ -386,6 +403,11 @@ def summarise(rows: list[dict], grid_size: int, args) -> dict:
         if not mine:
             continue
         compute = statistics.median(r["work"] + r["confirm_runs"] for r in mine)
+        rounds = statistics.median(r["rounds"] + r["confirm_runs"] for r in mine)
+        search = statistics.median(r["rounds"] for r in mine)
+        configs = statistics.median(r["configurations"] for r in mine)
+        print(f"{arm}: rounds per pair median {rounds:.0f} (search {search:.0f} + confirmation; "
+              f"pruned ones whole), configurations {configs:.0f}")  # fmt: skip
         share = statistics.mean(r["confirm_runs"] / (r["work"] + r["confirm_runs"]) for r in mine)
         print(
             f"{arm}: compute median {compute:.1f} runs = {100 * compute / grid_size:.0f} % of the "
@@ -406,13 +428,16 @@ def summarise(rows: list[dict], grid_size: int, args) -> dict:
                 if claim
             )
             within = sum(g <= 0.5 for g in gaps)
+            strong = [(r, c) for r, (c, _) in zip(order, decided, strict=True)
+                      if r["grid_best_true"] - r["default_true"] >= 1.0]  # fmt: skip
+            power = sum(c for _, c in strong) / max(len(strong), 1)
             table[(arm, rule)] = (statistics.median(gaps), within, len(gaps), len(claims), false)
             print(
                 f"  {label}: below the grid's best by median {statistics.median(gaps):.2f} pp "
                 f"(within 0.5 pp in {within}/{len(gaps)}); {len(claims)} claims over the "
-                f"default, {false} false"
+                f"default, {false} false; power {100 * power:.0f} % of {len(strong)}"
             )
-            if rule == "t":  # the rule re-evaluated here is the one dkd-tune applied
+            if rule == "t" and arm != "race":  # the rule dkd-tune applied before --min-gain
                 assert [c for c, _ in decided] == [r["dkd_tune_claims"] for r in order]
         for r in mine:
             b, d = _best_and_default(r)

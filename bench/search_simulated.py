@@ -1,0 +1,321 @@
+"""The search strategies compared on many sampler seeds: the race against today's fixed
+pipeline, driven by dkd-tune's own code (its samplers, race rule, candidates and decision rule)
+on a noise model of the real KD rounds.
+
+Why a model: the goals (false claims at most 5 % of at least 40 claims, power over pairs that
+truly gain) need hundreds of pair runs per arm; at about 1.5 s per real round on 2 cores the
+`--trials 100` arm alone would take days. The model is fitted to real rounds: per pair of
+``bench/search_efficiency.py``'s grid (7 T × 6 α cells and the default, each at the 5 truth
+seeds, `bench/results/search_truth.json`),
+
+    gain(T, α, seed j) = μ(T, α) + s_j + e,
+
+μ the true gain (the cell means, bilinear between cells in log2 T and α; the default's own mean at
+T = 1, α = 0.5), s_j the seed's share (shared by every configuration run at seed j: what pairing
+removes), e the rest (independent per configuration and seed); the standard deviations of s and e
+are the pair's two-way decomposition of its grid. What a configuration truly gains is μ; the
+grid's best is the best cell's μ. Pruning is off in every arm (the model has no curve inside the
+round): rounds are counted whole.
+
+Arms (per pair and sampler seed, divergence kl, transfer set public, T ∈ [0.25, 16], α ∈ [0, 1]):
+
+* ``fixed-N``: today's pipeline — the defaults enqueued, N TPE trials at one fresh seed each
+  (``make_sampler('tpe')``), then ``tuner.run.confirm.candidates`` (3 best + default) on 3
+  fresh seeds and ``tuner.read.results.decide`` at p < 0.05 (min gain 0, today's rule);
+* ``race``: ``PairKind.before_claim`` (the race's enqueued rounds and stop) with the race's
+  sampler (``make_sampler(race=True)``), cap 200, then ``race_candidates`` on ``--confirm``
+  fresh seeds and ``decide`` with ``--min-gain``.
+
+Run: ``.venv/bin/python bench/search_simulated.py`` (prints the table of bench/RESULTS.md and
+writes ``bench/results/search_simulated.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from search_efficiency import DEFAULT, GRID_ALPHA, GRID_T, HERE, NARROW, TRUTH_SEED_BASE, TruthCache
+from search_efficiency import parse_pairs as parse_pair_list
+
+from objectives import load_config
+from tuner.kinds import KINDS, Task
+from tuner.read.results import LEVEL, decide
+from tuner.run.confirm import candidates, race_candidates
+from tuner.search import race
+from tuner.search.race import SEED_ATTR
+from tuner.search.sampler import make_sampler
+from tuner.search.space import parse_space
+
+PAIRS = "0-1,2-5,3-7,4-6,6-8,4-5,0-9,1-2,2-7"
+#: Pairs whose null copy is added: their noise, no configuration better than the default (the
+#: federation has one pair whose grid's best is within 0.5 pp of its default, 0 <- 1; 16 screened).
+NULL_PAIRS = "4-6,6-8"
+
+
+@dataclasses.dataclass
+class Landscape:
+    """One pair's noise model (see the module docstring)."""
+
+    pair: tuple[int, int]
+    means: dict[tuple[float, float], float]  # grid cells and the default: true gain
+    seed_sd: float
+    rest_sd: float
+    null: bool = False  # every configuration gains what the default does
+
+    @property
+    def name(self) -> str:
+        return f"{self.pair[0]}<-{self.pair[1]}" + (" null" if self.null else "")
+
+    def truth(self, t: float, alpha: float) -> float:
+        if (t, alpha) == DEFAULT or self.null:
+            return self.means[DEFAULT]
+        x = min(max(math.log2(t), math.log2(GRID_T[0])), math.log2(GRID_T[-1]))
+        lx = [math.log2(v) for v in GRID_T]
+        i = min(max(bisect.bisect_right(lx, x) - 1, 0), len(lx) - 2)
+        j = min(max(bisect.bisect_right(GRID_ALPHA, alpha) - 1, 0), len(GRID_ALPHA) - 2)
+        u = (x - lx[i]) / (lx[i + 1] - lx[i])
+        v = (alpha - GRID_ALPHA[j]) / (GRID_ALPHA[j + 1] - GRID_ALPHA[j])
+        m = self.means
+        return (
+            (1 - u) * (1 - v) * m[(GRID_T[i], GRID_ALPHA[j])]
+            + u * (1 - v) * m[(GRID_T[i + 1], GRID_ALPHA[j])]
+            + (1 - u) * v * m[(GRID_T[i], GRID_ALPHA[j + 1])]
+            + u * v * m[(GRID_T[i + 1], GRID_ALPHA[j + 1])]
+        )
+
+    @property
+    def best(self) -> float:
+        if self.null:
+            return self.means[DEFAULT]
+        return max(v for c, v in self.means.items() if c != DEFAULT)
+
+
+def fit(cache: TruthCache, pair: tuple[int, int], seeds: list[int]) -> Landscape:
+    """The pair's model from its grid's real rounds."""
+    cells = [(t, a) for t in GRID_T for a in GRID_ALPHA] + [DEFAULT]
+    runs = {c: cache.truth(*pair, *c, seeds) for c in cells}
+    means = {c: statistics.fmean(v) for c, v in runs.items()}
+    seed_means = [statistics.fmean(runs[c][k] for c in cells) for k in range(len(seeds))]
+    grand = statistics.fmean(seed_means)
+    resid = [
+        runs[c][k] - means[c] - seed_means[k] + grand for c in cells for k in range(len(seeds))
+    ]
+    rest = math.sqrt(sum(r * r for r in resid) / ((len(cells) - 1) * (len(seeds) - 1)))
+    # The seed means' spread holds the residuals' share too (rest² / cells): removed.
+    seed = math.sqrt(max(statistics.variance(seed_means) - rest**2 / len(cells), 0.0))
+    return Landscape(pair, means, seed, rest)
+
+
+class Rounds:
+    """Simulated KD rounds of one pair run: the seed shares s_j per seed key, e per
+    (configuration, seed key) — a repeated round repeats its value, as a real one does."""
+
+    def __init__(self, land: Landscape, salt: str) -> None:
+        self.land, self.salt = land, salt
+        self.count = 0
+
+    def _normal(self, *key: Any) -> float:
+        digest = hashlib.sha256(repr((self.salt, *key)).encode()).digest()
+        return random.Random(digest).gauss(0.0, 1.0)
+
+    def gain(self, params: dict[str, Any], seed: Any) -> float:
+        self.count += 1
+        t, a = params["temperature"], params["alpha"]
+        config = (round(t, 12), round(a, 12))
+        return (
+            self.land.truth(t, a)
+            + self.land.seed_sd * self._normal("seed", seed)
+            + self.land.rest_sd * self._normal("rest", config, seed)
+        )
+
+
+def _study(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    return optuna.create_study(direction="maximize", sampler=sampler)
+
+
+def _confirm(rounds: Rounds, chosen: list, seeds: int, min_gain: float) -> dict[str, Any]:
+    """Run the candidates at fresh seeds (shared: paired) and apply dkd-tune's decision rule."""
+    gains = {t.number: [rounds.gain(t.params, ("fresh", k)) for k in range(seeds)] for t in chosen}
+    default = next(t for t in chosen if "default" in t.user_attrs)
+    best = max(chosen, key=lambda t: (statistics.fmean(gains[t.number]), -t.number))
+    claim = best is not default and decide(gains[best.number], gains[default.number], min_gain)[0]
+    pick = best if claim else default
+    return {"claim": claim, "T": pick.params["temperature"], "alpha": pick.params["alpha"]}
+
+
+def run_fixed(rounds: Rounds, space, seed: int, trials: int, confirm: int) -> dict[str, Any]:
+    study = _study(make_sampler("tpe", space, seed))
+    for params in space.defaults():
+        study.enqueue_trial(params, user_attrs={"default": params["position"]})
+    for n in range(trials):
+        trial = study.ask()
+        params = space.suggest(trial)
+        study.tell(trial, rounds.gain(params, ("fixed", n)))
+    search = rounds.count
+    out = _confirm(rounds, candidates(study.trials), confirm, 0.0)
+    return {**out, "search_rounds": search, "rounds": rounds.count}
+
+
+def run_race(
+    rounds: Rounds, space, seed: int, cap: int, confirm: int, min_gain: float, sampler: str
+) -> dict[str, Any]:
+    study = _study(make_sampler(sampler, space, seed, race=True))
+    for params in space.defaults():
+        study.enqueue_trial(params, user_attrs={"default": params["position"], SEED_ATTR: 0})
+    config = load_config("fashion-mnist")
+    task = Task("sim", "pair", (0, 1), config, space, cap, strategy="race")
+    kind = KINDS["pair"]
+    while kind.before_claim(study, task) is None:  # the product's own step: enqueue, or stop
+        trial = study.ask()
+        params = space.suggest(trial)
+        index = int(trial.user_attrs.get(SEED_ATTR, 0))
+        trial.set_user_attr(SEED_ATTR, index)
+        study.tell(trial, rounds.gain(params, ("race", index)))
+    state = race.race_state(study.trials)
+    search = rounds.count
+    out = _confirm(rounds, race_candidates(study.trials), confirm, min_gain)
+    return {**out, "search_rounds": search, "rounds": rounds.count,
+            "stopped": state.stop_reason(cap), "incumbent_seeds": state.incumbent.n,
+            "configurations": len(state.configs)}  # fmt: skip
+
+
+def summarise(rows: list[dict], lands: dict) -> dict[str, dict]:
+    out = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        claims = [r for r in mine if r["claim"]]
+        false = [r for r in claims if r["true"] <= r["default_true"]]
+        strong = [r for r in mine if r["grid_best"] - r["default_true"] >= 1.0]
+        nulls = [r for r in mine if r["pair"].endswith("null")]
+        power = sum(r["claim"] for r in strong) / max(len(strong), 1)
+        out[arm] = {
+            "runs": len(mine),
+            "rounds_median": statistics.median(r["rounds"] for r in mine),
+            "rounds_mean": statistics.fmean(r["rounds"] for r in mine),
+            "gap_median": statistics.median(r["grid_best"] - r["true"] for r in mine),
+            "within_0_5": sum(r["grid_best"] - r["true"] <= 0.5 for r in mine),
+            "claims": len(claims),
+            "false_claims": len(false),
+            "power": power,
+            "strong_runs": len(strong),
+            "null_runs": len(nulls),
+            "null_claims": sum(r["claim"] for r in nulls),
+        }
+        s = out[arm]
+        if arm.startswith("race"):
+            s["search_rounds_median"] = statistics.median(r["search_rounds"] for r in mine)
+            s["configurations_median"] = statistics.median(r["configurations"] for r in mine)
+            s["incumbent_seeds_median"] = statistics.median(r["incumbent_seeds"] for r in mine)
+            s["at_cap"] = sum(r["stopped"] == "cap" for r in mine)
+            print(
+                f"{arm:>22}: search rounds median {s['search_rounds_median']:.0f}, "
+                f"configurations {s['configurations_median']:.0f}, incumbent seeds "
+                f"{s['incumbent_seeds_median']:.0f}, {s['at_cap']} at the cap"
+            )
+        print(
+            f"{arm:>22}: {s['runs']} pair runs; rounds median {s['rounds_median']:.0f} (mean "
+            f"{s['rounds_mean']:.1f}); below the grid's best median {s['gap_median']:.2f} pp "
+            f"(within 0.5 pp {s['within_0_5']}/{s['runs']}); claims {s['claims']}, false "
+            f"{s['false_claims']} ({100 * len(false) / max(len(claims), 1):.1f} %); power "
+            f"{100 * power:.0f} % of {s['strong_runs']} runs on pairs whose grid's best gains "
+            f"≥ 1 pp; on the null copies {s['null_claims']} claims in {s['null_runs']} runs",
+            flush=True,
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=parse_pair_list, default=parse_pair_list(PAIRS))
+    parser.add_argument("--null-pairs", type=parse_pair_list, default=parse_pair_list(NULL_PAIRS))
+    parser.add_argument("--sampler-seeds", type=int, default=20)
+    parser.add_argument(
+        "--arms",
+        default="fixed-100,fixed-30,race,race-tpe",
+        help="fixed-N, race (the GP sampler), race-tpe",
+    )
+    parser.add_argument("--cap", type=int, default=200, help="the race's --trials")
+    parser.add_argument("--race-confirm", type=int, default=6)
+    parser.add_argument("--min-gain", type=float, default=0.5)
+    parser.add_argument("--patience", type=int, default=race.PATIENCE)
+    parser.add_argument("--max-seeds", type=int, default=race.MAX_SEEDS)
+    parser.add_argument("--min-configurations", type=int, default=race.MIN_CONFIGURATIONS)
+    parser.add_argument("--truth-seeds", type=int, default=5)
+    parser.add_argument("--cache", default=str(HERE / "results" / "search_truth.json"))
+    parser.add_argument("--out", default=str(HERE / "results" / "search_simulated.json"))
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    race.PATIENCE = args.patience  # the race reads both when it decides
+    race.MAX_SEEDS = args.max_seeds
+    race.MIN_CONFIGURATIONS = args.min_configurations
+    config = load_config("fashion-mnist", [f"{item}" for item in NARROW])
+    space = parse_space(config.search, "bench")
+    cache = TruthCache(
+        Path(args.cache),
+        {"federation": config.federation_hash, "kd": dataclasses.asdict(config.kd)},
+    )
+    seeds = [TRUTH_SEED_BASE + i for i in range(args.truth_seeds)]
+    lands = {land.name: land for land in (fit(cache, p, seeds) for p in args.pairs)}
+    for p in args.null_pairs:
+        null = dataclasses.replace(fit(cache, p, seeds), null=True)
+        lands[null.name] = null
+    for p, land in lands.items():
+        print(
+            f"{p}: grid best {land.best:+.2f}, default {land.means[DEFAULT]:+.2f}; "
+            f"seed share sd {land.seed_sd:.2f}, rest sd {land.rest_sd:.2f} pp"
+        )
+    rows = []
+    started = time.perf_counter()
+    for arm in args.arms.split(","):
+        for p, land in lands.items():
+            for seed in range(args.sampler_seeds):
+                rounds = Rounds(land, f"{p}|{seed}")  # the same noise for every arm
+                if arm.startswith("race"):  # race (GP, the default) or race-tpe
+                    sampler = arm.split("-")[1] if "-" in arm else "gp"
+                    r = run_race(rounds, space, seed, args.cap, args.race_confirm, args.min_gain,
+                                 sampler)  # fmt: skip
+                else:
+                    r = run_fixed(rounds, space, seed, int(arm.split("-")[1]), 3)
+                truth = {"true": land.truth(r["T"], r["alpha"]),
+                         "default_true": land.means[DEFAULT], "grid_best": land.best}  # fmt: skip
+                rows.append({"arm": arm, "pair": p, "sampler_seed": seed, **r, **truth})
+        print(f"  {arm} done ({time.perf_counter() - started:.0f} s)", flush=True)
+    table = summarise(rows, lands)
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "level": LEVEL,
+                "landscapes": {
+                    f"{p[0]}<-{p[1]}": {
+                        "seed_sd": x.seed_sd,
+                        "rest_sd": x.rest_sd,
+                        "best": x.best,
+                        "default": x.means[DEFAULT],
+                    }
+                    for p, x in lands.items()
+                },
+                "summary": table,
+                "rows": rows,
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
