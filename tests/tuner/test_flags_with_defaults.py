@@ -105,6 +105,23 @@ def _two_workers(storage, out: str) -> None:
     assert "2 worker(s)" in out
 
 
+def _fixed(storage, _out: str) -> None:
+    # The earlier pipeline: single-seed trials seeded per trial number, no race attrs, its 3 best
+    # and the default confirmed on --confirm's default of 3 seeds.
+    attrs = _attrs(storage, PAIR)
+    assert attrs["strategy"] == "fixed" and "stopped" not in attrs
+    assert len(attrs[PLAN_ATTR]["seeds"]) == 3
+    assert all(SEED_ATTR not in t.user_attrs for t in _trials(storage, PAIR))
+
+
+def _min_gain(storage, _out: str) -> None:
+    _run_attr("min_gain", 2.0)(storage, _out)
+    row = next(r for r in pair_rows(storage) if r["study"] == PAIR)
+    assert row["min_gain"] == 2.0
+    if not row["recommended_is_default"]:
+        assert row["confirmed_difference"] >= 2.0
+
+
 #: flag -> (arguments, what it must have stored)
 FLAGS: dict[str, tuple[list[str], Check]] = {
     "batch-trials": (["--batch-trials", "2"], _batched),
@@ -118,6 +135,8 @@ FLAGS: dict[str, tuple[list[str], Check]] = {
     "confirm": (["--confirm", "2"], _two_seeds),
     "progress": (["--progress", "log"], _logged),
     "workers": (["--workers", "2"], _two_workers),
+    "strategy": (["--strategy", "fixed"], _fixed),
+    "min-gain": (["--min-gain", "2"], _min_gain),
     "heartbeat": (
         ["--heartbeat-interval", "2", "--heartbeat-grace", "6"],
         _settings(heartbeat_interval=2.0, heartbeat_grace=6.0),

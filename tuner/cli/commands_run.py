@@ -37,7 +37,8 @@ def _tune_parser(commands: str) -> Parser:
         "trial stored in the database. Without a command, run a tuning.\n\ncommands "
         f"(see {PROG} COMMAND --help):\n{commands}",
         f"  {PROG} --pairs all --trials 200\n"
-        f"  {PROG} --pairs 0-1,2-5 --trials 30 --workers 2 --pruner hyperband\n"
+        f"  {PROG} --pairs 0-1,2-5 --workers 2 --min-gain 1.0\n"
+        f"  {PROG} --strategy fixed --trials 30 --pruner hyperband\n"
         f"  {PROG} --config cifar10-resnet18 --devices cuda:0,cuda:1 --workers 4 \\\n"
         "      --storage postgresql+psycopg://user:pw@db-host/dkd\n"
         f"  {PROG} --set kd.lr=0.02 --set name=fashion-mnist-lr02 --trials 50\n"
