@@ -175,8 +175,12 @@ def _rounds(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 def configurations(trials: Sequence[FrozenTrial]) -> list[Config]:
     """The study's configurations in the order of their first round."""
+    return _configurations(_rounds(trials))
+
+
+def _configurations(rounds: Sequence[FrozenTrial]) -> list[Config]:
     out: dict[tuple, Config] = {}
-    for t in _rounds(trials):
+    for t in rounds:
         key = config_key(_params(t))
         c = out.get(key)
         if c is None:
@@ -195,7 +199,8 @@ def configurations(trials: Sequence[FrozenTrial]) -> list[Config]:
 
 def race_state(trials: Sequence[FrozenTrial]) -> RaceState:
     """The race as the trials tell it (see the module docstring for the rule)."""
-    configs = configurations(trials)
+    rounds = _rounds(trials)
+    configs = _configurations(rounds)
     by_key = {c.key: c for c in configs}
     raced = [c for c in configs if c.n and not c.pruned]
     incumbent = max(raced, key=lambda c: (c.n, c.mean(), -c.first.number), default=None)
@@ -211,7 +216,6 @@ def race_state(trials: Sequence[FrozenTrial]) -> RaceState:
     # The streak counts proposals, not configurations: a sampler that proposes a configuration
     # again (e.g. a corner of the space it cannot learn more about) brings nothing new, and the
     # race must not wait for it to stop doing so.
-    rounds = _rounds(trials)
     firsts = [
         t
         for t in rounds  # a retry is the proposal it retries, not another

@@ -72,8 +72,8 @@ def database_errors(url: str) -> Iterator[None]:
         ) from None
 
 
-#: A study user attr saying the study needs no more trials (its reason, in words): written by a
-#: worker that finds a raced pair study settled (tuner.search.race), read with the counts.
+#: A study user attr saying the study needs no more trials (why: a key of tuner.search.race.STOPS):
+#: written by a worker that finds a raced pair study over, read with the counts.
 STOPPED_ATTR = "stopped"
 
 
