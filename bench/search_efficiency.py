@@ -46,7 +46,8 @@ import torch
 from scipy import stats
 
 from objectives import load_config, prepare_federation, run_trial
-from tuner.read.results import LEVEL, pair_studies, paired_p_value, recommendations
+from tuner.read.decision import LEVEL, paired_p_value
+from tuner.read.results import pair_studies, recommendations
 from tuner.search.best import best_trial
 from tuner.search.race import race_state
 from tuner.store.db import open_storage

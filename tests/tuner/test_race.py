@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from tuner.read.results import decide, difference_ci, paired_p_value
+from tuner.read.decision import decide, difference_ci, paired_p_value
 from tuner.search import race
 from tuner.search.race import SEED_ATTR, race_state, seen_by_sampler
 from tuner.search.sampler import RaceSampler, _SeenStudy, make_sampler

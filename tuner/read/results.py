@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.errors import StorageError, UsageError
 from tuner.kinds import KINDS, kind_of
+from tuner.read.decision import LEVEL, difference_ci, look_levels, verdict
 from tuner.search.best import best_trial, default_for, defaults
 from tuner.search.race import race_state
 from tuner.store.db import count_trials
@@ -25,8 +26,6 @@ from tuner.store.storage import mask
 #: ``--confirm K`` and ``dkd-tune confirm`` alike): with the confirmation study's trials, the one
 #: record every view reads the pair's answer from (:func:`recommendation`).
 PLAN_ATTR = "confirmation"
-#: Level of the one-sided paired test a recommendation must pass to differ from the default.
-LEVEL = 0.05
 
 
 def studies_of(
@@ -283,46 +282,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) >= 2 else None)
 
 
-def difference_ci(
-    candidate: Sequence[float], default: Sequence[float], level: float = LEVEL
-) -> tuple[float, float]:
-    """The two-sided (1 − 2·level) confidence interval of the mean paired difference: its lower
-    end is the one-sided test's bound (above 0 exactly when p < level)."""
-    from scipy import stats
-
-    diff = [c - d for c, d in zip(candidate, default, strict=True)]
-    mean = statistics.fmean(diff)
-    if len(diff) < 2 or len(set(diff)) == 1:
-        return mean, mean
-    half = float(stats.t.ppf(1 - level, len(diff) - 1)) * statistics.stdev(diff) / len(diff) ** 0.5
-    return mean - half, mean + half
-
-
-def decide(
-    candidate: Sequence[float],
-    default: Sequence[float],
-    min_gain: float = 0.0,
-    level: float = LEVEL,
-) -> tuple[bool, float]:
-    """The one rule a tuned configuration is recommended by: its mean gain over the default on
-    the same fresh seeds is at least ``min_gain`` pp and a one-sided paired t-test puts it above
-    the default at ``level``. Returns (recommended, p-value)."""
-    p = paired_p_value(candidate, default)
-    difference = statistics.fmean(candidate) - statistics.fmean(default)
-    return p < level and difference >= min_gain, p
-
-
-def paired_p_value(candidate: Sequence[float], default: Sequence[float]) -> float:
-    """One-sided paired t-test that the candidate's gain exceeds the default's over the same
-    seeds (same seed, same batch order: the pairing removes the seed's share of the noise)."""
-    from scipy import stats  # ~0.6 s of import: only where a recommendation is computed
-
-    diff = [c - d for c, d in zip(candidate, default, strict=True)]
-    if len(set(diff)) == 1:  # no spread: the test is undefined; only a sure gain passes
-        return 0.0 if diff[0] > 0 else 1.0
-    return float(stats.ttest_rel(candidate, default, alternative="greater").pvalue)
-
-
 def recommendation(
     study: FrozenStudy,
     trials: Sequence[FrozenTrial],
@@ -335,14 +294,56 @@ def recommendation(
     the candidate with the best mean gain over the fresh seeds (the defaults among them; tuned
     ones only if they forget at most ``max_forgetting`` pp, where given) is recommended only if
     it passes :func:`decide` against its same-student default (at least ``min_gain`` pp more,
-    p < ``level``); otherwise that default is. None while the confirmation is incomplete."""
+    p below its look's level, tuner.read.decision); otherwise that default is. A sequential
+    plan decides at its first look when that is clear. None while the runs a look needs are
+    incomplete."""
+    return confirmation_state(study, trials, confirmations, max_forgetting, level, min_gain)[1]
+
+
+def confirmation_state(
+    study: FrozenStudy,
+    trials: Sequence[FrozenTrial],
+    confirmations: Sequence[FrozenTrial],
+    max_forgetting: float | None = None,
+    level: float = LEVEL,
+    min_gain: float = 0.0,
+) -> tuple[list[int], dict[str, Any] | None]:
+    """Where a pair's confirmation stands: the fresh seeds it needs run so far (those of its
+    first look, then all of them while the first look does not decide) and its recommendation
+    (None while those runs are incomplete). ([], None) without a plan."""
     plan = study.user_attrs.get(PLAN_ATTR)
     if not plan:
-        return None
+        return [], None
+    planned = plan.get("looks") or [len(plan["seeds"])]  # a fixed plan: one look at every seed
+    levels = look_levels(len(planned), level)
+    for i, n in enumerate(planned):
+        seeds = plan["seeds"][:n]
+        last = i == len(planned) - 1
+        rec = _at_look(study, trials, confirmations, plan["candidates"], seeds, max_forgetting,
+                       levels[i], min_gain, last)  # fmt: skip
+        if rec is None or rec["beyond_noise"] is not None:
+            if rec is not None:
+                rec["looks"] = planned
+            return seeds, rec
+    raise AssertionError("the last look always decides")
+
+
+def _at_look(
+    study: FrozenStudy,
+    trials: Sequence[FrozenTrial],
+    confirmations: Sequence[FrozenTrial],
+    candidates: Sequence[int],
+    seeds: Sequence[int],
+    max_forgetting: float | None,
+    level: float,
+    min_gain: float,
+    last: bool,
+) -> dict[str, Any] | None:
+    """The answer over ``seeds`` (``beyond_noise`` None: not decided at this look), None while
+    a run is missing."""
     by_number = {t.number: t for t in trials}
-    seeds = plan["seeds"]
     confirmed = {}
-    for number in plan["candidates"]:
+    for number in candidates:
         runs = confirmation_runs(confirmations, number, seeds)
         if runs is None or number not in by_number:
             return None
@@ -367,7 +368,7 @@ def recommendation(
             "single_trial_gain": t.value,
         }
 
-    entries = [entry(n) for n in plan["candidates"]]
+    entries = [entry(n) for n in candidates]
     is_default = {e["trial"]: "default" in by_number[e["trial"]].user_attrs for e in entries}
     defaults = {e["params"]["position"]: e for e in entries if is_default[e["trial"]]}
     if not defaults:
@@ -383,13 +384,14 @@ def recommendation(
     best = max(admitted, key=lambda e: (e["gain_mean"], -e["trial"]))
     default = defaults[best["params"]["position"]]
     tuned = not is_default[best["trial"]]
+    # No tuned candidate ahead of its default: the default, at any look.
     beyond, p_value = (
-        decide(best["gain"], default["gain"], min_gain, level) if tuned else (False, None)
+        verdict(best["gain"], default["gain"], min_gain, level, last) if tuned else (False, None)
     )
     chosen = best if beyond else default
     gain_rule = f", at least {min_gain:g} pp" if min_gain else ""
     return {
-        "seeds": seeds,
+        "seeds": list(seeds),
         "recommended": chosen,
         "best": best,  # the candidate tested against the default (the best confirmed mean)
         "default": default,
@@ -399,6 +401,7 @@ def recommendation(
         "p_value": p_value,
         "beyond_noise": beyond,
         "min_gain": min_gain,
+        "level": level,
         "criterion": f"one-sided paired t-test over {len(seeds)} fresh seeds, p < {level:g}"
         + gain_rule,
         "max_forgetting": max_forgetting,
@@ -409,18 +412,28 @@ def recommendations(
     storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy], level: float = LEVEL
 ) -> dict[str, dict[str, Any] | None]:
     """Each pair study's recommendation (None where its confirmation is missing)."""
-    out: dict[str, dict[str, Any] | None] = {}
+    return {name: rec for name, (_, rec) in confirmation_states(storage, studies, level).items()}
+
+
+def confirmation_states(
+    storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy], level: float = LEVEL
+) -> dict[str, tuple[list[int], dict[str, Any] | None]]:
+    """Each pair study's :func:`confirmation_state` (the seeds it needs, its recommendation)."""
+    out: dict[str, tuple[list[int], dict[str, Any] | None]] = {}
     names = {s.study_name: s for s in storage.get_all_studies()}
     for s in studies:
-        plan = s.user_attrs.get(PLAN_ATTR)
-        confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
-        if not plan or confirm_name not in names:
-            out[s.study_name] = None
+        if not s.user_attrs.get(PLAN_ATTR):
+            out[s.study_name] = ([], None)
             continue
+        confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        confirmations = storage.get_all_trials(names[confirm_name]._study_id, deepcopy=False)
+        confirmations = (
+            storage.get_all_trials(names[confirm_name]._study_id, deepcopy=False)
+            if confirm_name in names
+            else []
+        )
         run = s.user_attrs.get("run", {})
-        out[s.study_name] = recommendation(
+        out[s.study_name] = confirmation_state(
             s, trials, confirmations, run.get("max_forgetting"), level, run.get("min_gain", 0.0)
         )
     return out
