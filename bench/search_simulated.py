@@ -50,7 +50,8 @@ from search_efficiency import parse_pairs as parse_pair_list
 
 from objectives import load_config
 from tuner.kinds import KINDS, Task
-from tuner.read.results import LEVEL, decide
+from tuner.options import CONFIRM
+from tuner.read.decision import LEVEL, look_levels, looks, verdict
 from tuner.run.confirm import candidates, race_candidates
 from tuner.search import race
 from tuner.search.race import SEED_ATTR
@@ -144,14 +145,30 @@ def _study(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     return optuna.create_study(direction="maximize", sampler=sampler)
 
 
-def _confirm(rounds: Rounds, chosen: list, seeds: int, min_gain: float) -> dict[str, Any]:
-    """Run the candidates at fresh seeds (shared: paired) and apply dkd-tune's decision rule."""
-    gains = {t.number: [rounds.gain(t.params, ("fresh", k)) for k in range(seeds)] for t in chosen}
+def _confirm(
+    rounds: Rounds, chosen: list, seeds: int, min_gain: float, sequential: bool
+) -> dict[str, Any]:
+    """Run the candidates at fresh seeds (shared: paired), look by look, and apply dkd-tune's
+    decision rule (tuner.read.decision, as tuner.read.results.recommendation applies it)."""
     default = next(t for t in chosen if "default" in t.user_attrs)
-    best = max(chosen, key=lambda t: (statistics.fmean(gains[t.number]), -t.number))
-    claim = best is not default and decide(gains[best.number], gains[default.number], min_gain)[0]
+    planned = looks(seeds, sequential)
+    gains: dict[int, list[float]] = {t.number: [] for t in chosen}
+    for i, (n, level) in enumerate(zip(planned, look_levels(len(planned)), strict=True)):
+        for t in chosen:
+            gains[t.number] += [
+                rounds.gain(t.params, ("fresh", k)) for k in range(i and planned[i - 1], n)
+            ]
+        best = max(chosen, key=lambda t: (statistics.fmean(gains[t.number]), -t.number))
+        if best is default:
+            claim = False
+            break
+        claim, _ = verdict(gains[best.number], gains[default.number], min_gain, level,
+                           i == len(planned) - 1)  # fmt: skip
+        if claim is not None:
+            break
     pick = best if claim else default
-    return {"claim": claim, "T": pick.params["temperature"], "alpha": pick.params["alpha"]}
+    return {"claim": claim, "T": pick.params["temperature"], "alpha": pick.params["alpha"],
+            "confirm_seeds": n}  # fmt: skip
 
 
 def run_fixed(rounds: Rounds, space, seed: int, trials: int, confirm: int) -> dict[str, Any]:
@@ -163,7 +180,7 @@ def run_fixed(rounds: Rounds, space, seed: int, trials: int, confirm: int) -> di
         params = space.suggest(trial)
         study.tell(trial, rounds.gain(params, ("fixed", n)))
     search = rounds.count
-    out = _confirm(rounds, candidates(study.trials), confirm, 0.0)
+    out = _confirm(rounds, candidates(study.trials), confirm, 0.0, sequential=False)
     return {**out, "search_rounds": search, "rounds": rounds.count}
 
 
@@ -184,7 +201,7 @@ def run_race(
         study.tell(trial, rounds.gain(params, ("race", index)))
     state = race.race_state(study.trials)
     search = rounds.count
-    out = _confirm(rounds, race_candidates(study.trials), confirm, min_gain)
+    out = _confirm(rounds, race_candidates(study.trials), confirm, min_gain, sequential=True)
     return {**out, "search_rounds": search, "rounds": rounds.count,
             "stopped": state.stop_reason(cap), "incumbent_seeds": state.incumbent.n,
             "configurations": len(state.configs)}  # fmt: skip
@@ -246,7 +263,7 @@ def main() -> None:
         help="fixed-N, race (the GP sampler), race-tpe",
     )
     parser.add_argument("--cap", type=int, default=200, help="the race's --trials")
-    parser.add_argument("--race-confirm", type=int, default=6)
+    parser.add_argument("--race-confirm", type=int, default=CONFIRM["race"])
     parser.add_argument("--min-gain", type=float, default=0.5)
     parser.add_argument("--patience", type=int, default=race.PATIENCE)
     parser.add_argument("--max-seeds", type=int, default=race.MAX_SEEDS)
@@ -299,7 +316,7 @@ def main() -> None:
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "level": LEVEL,
                 "landscapes": {
-                    f"{p[0]}<-{p[1]}": {
+                    p: {
                         "seed_sd": x.seed_sd,
                         "rest_sd": x.rest_sd,
                         "best": x.best,

@@ -195,7 +195,9 @@ def test_flag_with_every_default(flag: str, runs: dict) -> None:
     # The default confirmation ran to the end and the pair has its answer.
     plan = _attrs(storage, PAIR)[PLAN_ATTR]
     runs = [t for t in _trials(storage, f"{PAIR}/confirm") if t.state == TrialState.COMPLETE]
-    assert len(runs) == len(plan["candidates"]) * len(plan["seeds"])
     (row,) = pair_rows(storage)
-    assert row["recommended_gain_mean"] is not None and row["seeds"] == len(plan["seeds"])
+    # A race's confirmation stops at its first look when that decides (tuner.read.decision).
+    assert row["recommended_gain_mean"] is not None
+    assert row["seeds"] in plan.get("looks", [len(plan["seeds"])])
+    assert len(runs) == len(plan["candidates"]) * row["seeds"]
     check(storage, out.stdout)

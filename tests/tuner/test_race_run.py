@@ -1,7 +1,7 @@
 """The race as users run it (``dkd-tune --pairs 0-1 --trials N`` with every default on: the race,
-its GP sampler, the quartile pruner, 6 fresh seeds for the answer) on the tiny federation and a
-real SQLite file: what it stores per round, why it stops, the answer, a joining worker going on
-with it, and the strategy a study was run with."""
+its GP sampler, the quartile pruner, up to 8 fresh seeds for the answer) on the tiny federation
+and a real SQLite file: what it stores per round, why it stops, the answer, a joining worker
+going on with it, and the strategy a study was run with."""
 
 from __future__ import annotations
 
@@ -53,14 +53,26 @@ def test_a_race_stops_on_its_own_and_answers_on_fresh_seeds(opts) -> None:
     _check_rounds(trials)
     state = race_state(trials)
     assert state.incumbent.n >= 2 and state.settled
-    # The answer: the incumbent and its default on 6 seeds the race never ran.
+    # The answer: the incumbent and its default on up to 8 seeds the race never ran, decided
+    # on the first 3 when they are clear (tuner.read.decision).
     plan = study.user_attrs[PLAN_ATTR]
     assert plan["candidates"] == [t.number for t in race_candidates(trials)]
     assert plan["candidates"][0] == state.incumbent.first.number
     raced = {t.user_attrs["seed"] for t in trials}
-    assert len(plan["seeds"]) == 6 and not raced & set(plan["seeds"])
+    assert len(plan["seeds"]) == 8 and not raced & set(plan["seeds"])
     rec = recommendations(storage, [study])[study.study_name]
     assert rec["min_gain"] == 0.5 and rec["recommended"] is not None
+    runs = [t for t in trials_of(o.storage, f"{study.study_name}/confirm")
+            if t.state == TrialState.COMPLETE]  # fmt: skip
+    assert sorted((t.params["candidate"], t.params["seed"]) for t in runs) == sorted(
+        (c, s) for c in plan["candidates"] for s in rec["seeds"]
+    )  # the runs of the looks it needed, each once
+    if len(plan["candidates"]) == 2:
+        assert plan["looks"] == [3, 8] and len(rec["seeds"]) in (3, 8)
+        if len(rec["seeds"]) == 3:  # decided early: a clear win, or the incumbent behind
+            assert rec["p_value"] < 0.01 if rec["beyond_noise"] else rec["difference"] < 0
+    else:  # the default led the race: measured on the first look's seeds, nothing tested
+        assert len(rec["seeds"]) == 3 and rec["recommended"] is rec["default"]
     if rec["recommended"] is not rec["default"]:
         low, high = rec["difference_ci"]
         assert low > 0 and low <= rec["difference"] <= high and rec["difference"] >= 0.5

@@ -28,7 +28,14 @@ from tuner.kinds import KINDS, Task
 from tuner.kinds.confirmation import runs
 from tuner.kinds.setup import READY_TIMEOUT_S
 from tuner.options import TuneOptions, check_options, parse_devices, parse_pairs
-from tuner.read.results import PLAN_ATTR, one_federation, pair_studies, recommendations
+from tuner.read.decision import looks
+from tuner.read.results import (
+    PLAN_ATTR,
+    confirmation_states,
+    one_federation,
+    pair_studies,
+    recommendations,
+)
 from tuner.run.start import RunSummary, run_tasks, start
 from tuner.search.best import complete, defaults
 from tuner.search.race import race_state
@@ -103,16 +110,25 @@ def _plan(
     chosen = race_candidates(trials) if strategy == "race" else candidates(trials)
     if not any("default" in t.user_attrs for t in chosen):
         return None
-    return {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
+    plan = {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
+    # A race confirms one tuned candidate: sequentially, decided at the first look when clear.
+    planned = looks(repeats, sequential=strategy == "race")
+    return {**plan, "looks": planned} if len(planned) > 1 else plan
 
 
-def _task(study: optuna.study.FrozenStudy, plan: dict[str, Any], trials: Sequence[FrozenTrial]):
-    """The confirmation study's task for a plan: each candidate's configuration once per seed."""
+def _task(
+    study: optuna.study.FrozenStudy,
+    plan: dict[str, Any],
+    seeds: Sequence[int],
+    trials: Sequence[FrozenTrial],
+) -> Task:
+    """The confirmation study's task for a plan's ``seeds`` (those its looks need so far): each
+    candidate's configuration once per seed."""
     config = KINDS["pair"].task_from(study.study_name, study.user_attrs, None).config
     pair = tuple(study.user_attrs["pair"])
     by_number = {t.number: t for t in trials}
     wanted = tuple(q for n in plan["candidates"] for q in runs(n, by_number[n].params,
-                                                                plan["seeds"]))  # fmt: skip
+                                                                seeds))  # fmt: skip
     kind = KINDS["confirm"]
     return Task(kind.study_name(config.name, pair), kind.name, pair, config, wanted=wanted)
 
@@ -126,12 +142,13 @@ def confirm_pairs(
     *,
     force: bool = False,
 ) -> list[ConfirmOutcome]:
-    """Confirm each pair study's candidates with ``repeats`` fresh seeds on the pool: the plan
-    is recorded, the missing runs are run, the notes rewritten; one outcome per study (skipped:
-    nothing to compare yet, or already confirmed for its current candidates)."""
+    """Confirm each pair study's candidates with up to ``repeats`` fresh seeds on the pool: the
+    plan is recorded, the missing runs are run look by look (a race's first look, then the rest
+    where it does not decide), the notes rewritten; one outcome per study (skipped: nothing to
+    compare yet, or already confirmed for its current candidates)."""
     storage = open_storage(opts.storage)
     outcomes: dict[str, ConfirmOutcome] = {}
-    tasks = []
+    todo: list[str] = []
     before = recommendations(storage, studies)
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
@@ -148,32 +165,51 @@ def confirm_pairs(
             continue
         if s.user_attrs.get(PLAN_ATTR) != plan:
             storage.set_study_user_attr(s._study_id, PLAN_ATTR, plan)
-        tasks.append(_task(s, plan, trials))
+        todo.append(s.study_name)
     for o in outcomes.values():
         say(f"{o.study}: {o.state} ({o.reason})")
-    if tasks:
-        start(
-            opts, tasks, devices, say,
-            f"confirming {len(tasks)} pair(s): {_what(studies)} with {repeats} fresh "
-            "seeds each",
-        )  # fmt: skip
-        names = {t.target: t for t in tasks}
-        run = [s for s in studies if tuple(s.user_attrs["pair"]) in names]
+    if not todo:
+        return [outcomes[s.study_name] for s in studies]
+    ran: dict[str, list[int]] = {}
+    for look in range(2):  # a sequential plan has two looks; a fixed one decides at the first
         fresh = {s.study_name: s for s in pair_studies(storage)}  # with the plans just written
-        after = recommendations(storage, [fresh[s.study_name] for s in run])
-        for s in run:
-            rec = after[s.study_name]
-            if rec is None:
-                outcomes[s.study_name] = ConfirmOutcome(
-                    s.study_name, "failed", "some seed runs failed: rerun confirm"
-                )
-                say(f"{s.study_name}: failed (some seed runs failed: rerun confirm)")
-                continue
-            outcomes[s.study_name] = ConfirmOutcome(s.study_name, "confirmed", record=rec)
-            say(f"{s.study_name}: {_verdict(rec)}")
-        # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may change.
-        write_notes(storage, opts.storage, [s.study_name for s in pair_studies(storage)])
+        states = confirmation_states(storage, [fresh[n] for n in todo])
+        tasks = []
+        for name in todo:
+            seeds, rec = states[name]
+            if rec is None and seeds != ran.get(name):  # runs to do (not the ones that failed)
+                ran[name] = seeds
+                trials = storage.get_all_trials(fresh[name]._study_id, deepcopy=False)
+                tasks.append(_task(fresh[name], fresh[name].user_attrs[PLAN_ATTR], seeds, trials))
+        if not tasks:
+            break
+        start(opts, tasks, devices, say, _confirming(tasks, look, studies, repeats))
+    after = recommendations(storage, [fresh[n] for n in todo])
+    for name in todo:
+        rec = after[name]
+        if rec is None:
+            outcomes[name] = ConfirmOutcome(name, "failed", "some seed runs failed: rerun confirm")
+            say(f"{name}: failed (some seed runs failed: rerun confirm)")
+            continue
+        outcomes[name] = ConfirmOutcome(name, "confirmed", record=rec)
+        say(f"{name}: {_verdict(rec)}")
+    # Unconfirmed pairs' noise is pooled over the confirmed ones: every note may change.
+    write_notes(storage, opts.storage, [s.study_name for s in pair_studies(storage)])
     return [outcomes[s.study_name] for s in studies]
+
+
+def _confirming(
+    tasks: Sequence[Task], look: int, studies: Sequence[optuna.study.FrozenStudy], repeats: int
+) -> str:
+    """The line a confirmation pass starts with: what it runs, on how many fresh seeds."""
+    if look:
+        return (f"{len(tasks)} pair(s) not decided at the first look: their candidates on all "
+                f"{repeats} fresh seeds")  # fmt: skip
+    counts = sorted({len({q[0]["seed"] for q in t.wanted}) for t in tasks})
+    seeds = " or ".join(str(n) for n in counts)
+    sequential = any(s.user_attrs.get(PLAN_ATTR, {}).get("looks") for s in studies)
+    more = f" (up to {repeats} where that does not decide)" if sequential else ""
+    return f"confirming {len(tasks)} pair(s): {_what(studies)} with {seeds} fresh seeds{more}"
 
 
 def _what(studies: Sequence[optuna.study.FrozenStudy]) -> str:
@@ -201,44 +237,58 @@ def join_confirmation(
     opts: TuneOptions, names: Sequence[str], say: Say, timeout: float = READY_TIMEOUT_S
 ) -> RunSummary | None:
     """For a joining ``dkd-tune worker`` whose pair studies are done: serve their confirmation
-    too, as the process that started the run does (it plans and enqueues the runs; a worker
-    never does, so every run is enqueued once). The plan is deterministic from a pair study's
-    trials, so the worker computes it and waits up to ``timeout`` seconds for the run to have
-    stored it and enqueued its runs. None when the run confirms nothing."""
+    too, as the process that started the run does (it plans and enqueues the runs, look by look;
+    a worker never does, so every run is enqueued once). The plan and the seeds a look needs are
+    deterministic from the studies' trials, so the worker computes them and waits up to
+    ``timeout`` seconds for the run to have stored and enqueued them. None when the run
+    confirms nothing."""
     storage = open_storage(opts.storage)
     studies = [s for s in pair_studies(storage) if s.study_name in set(names)
                and s.user_attrs.get("run", {}).get("confirm")]  # fmt: skip
     if not studies:
         return None
     waiting = {s.study_name for s in studies}
-    tasks: list[Task] = []
+    ran: dict[str, list[int]] = {}
+    served: RunSummary | None = None
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
-        for s in [s for s in studies if s.study_name in waiting]:
+        fresh = {s.study_name: s for s in pair_studies(storage) if s.study_name in waiting}
+        states = confirmation_states(storage, list(fresh.values()))
+        tasks: list[Task] = []
+        for name, s in fresh.items():
             trials = storage.get_all_trials(s._study_id, deepcopy=False)
             attrs = s.user_attrs
             plan = _plan(trials, attrs["run"]["confirm"], attrs.get("strategy", "fixed"))
-            if plan is None:
-                waiting.discard(s.study_name)  # nothing to compare: the run confirms nothing
+            seeds, rec = states[name]
+            if plan is None or rec is not None or (seeds and seeds == ran.get(name)):
+                waiting.discard(name)  # nothing to compare, decided, or its runs failed
                 continue
-            if storage.get_study_user_attrs(s._study_id).get(PLAN_ATTR) != plan:
+            if attrs.get(PLAN_ATTR) != plan:
                 continue
-            task = _task(s, plan, trials)
+            task = _task(s, plan, seeds, trials)
             if _queued(storage, task):
+                ran[name] = seeds
                 tasks.append(task)
-                waiting.discard(s.study_name)
-        if waiting:
+        if not tasks:
             time.sleep(WAIT_S)
+            continue
+        ids = {t.study: storage.get_study_id_from_name(t.study) for t in tasks}
+        say(f"joining the confirmation of {len(tasks)} pair(s)")
+        summary = run_tasks(opts, tasks, parse_devices(opts.devices), storage, ids, say)
+        served = summary if served is None else _added(served, summary)
+        deadline = time.monotonic() + timeout  # a next look is enqueued once this one is done
     if waiting:
         say(
             f"{len(waiting)} pair(s) not set up for confirmation by the run within {timeout:.0f}s "
             f"(e.g. {sorted(waiting)[0]}): run dkd-tune confirm --storage ... once the run ends"
         )
-    if not tasks:
-        return None
-    ids = {t.study: storage.get_study_id_from_name(t.study) for t in tasks}
-    say(f"joining the confirmation of {len(tasks)} pair(s)")
-    return run_tasks(opts, tasks, parse_devices(opts.devices), storage, ids, say)
+    return served
+
+
+def _added(a: RunSummary, b: RunSummary) -> RunSummary:
+    """Two passes of a worker as one summary."""
+    return RunSummary({**a.studies, **b.studies}, a.reports + b.reports, a.seconds + b.seconds,
+                      a.finished + b.finished, a.opts)  # fmt: skip
 
 
 def _queued(storage: optuna.storages.RDBStorage, task: Task) -> bool:
