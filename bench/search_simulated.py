@@ -23,8 +23,10 @@ Arms (per pair and sampler seed, divergence kl, transfer set public, T ∈ [0.25
   (``make_sampler('tpe')``), then ``tuner.run.confirm.candidates`` (3 best + default) on 3
   fresh seeds and ``tuner.read.results.decide`` at p < 0.05 (min gain 0, today's rule);
 * ``race``: ``PairKind.before_claim`` (the race's enqueued rounds and stop) with the race's
-  sampler (``make_sampler(race=True)``), cap 200, then ``race_candidates`` on ``--confirm``
-  fresh seeds and ``decide`` with ``--min-gain``.
+  sampler (``make_sampler(race=True)``), cap 200, then ``race_candidates`` on up to
+  ``--confirm`` fresh seeds, look by look, decided with ``--min-gain`` (tuner.read.decision);
+  ``race-tpe``: multivariate TPE instead of the GP; ``race-1look``: one look at 6 fresh seeds
+  (the race's confirmation before it was sequential).
 
 Run: ``.venv/bin/python bench/search_simulated.py`` (prints the table of bench/RESULTS.md and
 writes ``bench/results/search_simulated.json``).
@@ -62,6 +64,8 @@ PAIRS = "0-1,2-5,3-7,4-6,6-8,4-5,0-9,1-2,2-7"
 #: Pairs whose null copy is added: their noise, no configuration better than the default (the
 #: federation has one pair whose grid's best is within 0.5 pp of its default, 0 <- 1; 16 screened).
 NULL_PAIRS = "4-6,6-8"
+#: The race-1look arm's fresh seeds: the race's confirmation before it was sequential.
+ONE_LOOK_SEEDS = 6
 
 
 @dataclasses.dataclass
@@ -185,7 +189,14 @@ def run_fixed(rounds: Rounds, space, seed: int, trials: int, confirm: int) -> di
 
 
 def run_race(
-    rounds: Rounds, space, seed: int, cap: int, confirm: int, min_gain: float, sampler: str
+    rounds: Rounds,
+    space,
+    seed: int,
+    cap: int,
+    confirm: int,
+    min_gain: float,
+    sampler: str,
+    sequential: bool = True,
 ) -> dict[str, Any]:
     study = _study(make_sampler(sampler, space, seed, race=True))
     for params in space.defaults():
@@ -201,7 +212,7 @@ def run_race(
         study.tell(trial, rounds.gain(params, ("race", index)))
     state = race.race_state(study.trials)
     search = rounds.count
-    out = _confirm(rounds, race_candidates(study.trials), confirm, min_gain, sequential=True)
+    out = _confirm(rounds, race_candidates(study.trials), confirm, min_gain, sequential)
     return {**out, "search_rounds": search, "rounds": rounds.count,
             "stopped": state.stop_reason(cap), "incumbent_seeds": state.incumbent.n,
             "configurations": len(state.configs)}  # fmt: skip
@@ -260,7 +271,8 @@ def main() -> None:
     parser.add_argument(
         "--arms",
         default="fixed-100,fixed-30,race,race-tpe",
-        help="fixed-N, race (the GP sampler), race-tpe",
+        help="fixed-N, race (the GP sampler), race-tpe, race-1look (one look at 6 fresh "
+        "seeds: the confirmation before the sequential one)",
     )
     parser.add_argument("--cap", type=int, default=200, help="the race's --trials")
     parser.add_argument("--race-confirm", type=int, default=CONFIRM["race"])
@@ -298,10 +310,13 @@ def main() -> None:
         for p, land in lands.items():
             for seed in range(args.sampler_seeds):
                 rounds = Rounds(land, f"{p}|{seed}")  # the same noise for every arm
-                if arm.startswith("race"):  # race (GP, the default) or race-tpe
-                    sampler = arm.split("-")[1] if "-" in arm else "gp"
-                    r = run_race(rounds, space, seed, args.cap, args.race_confirm, args.min_gain,
-                                 sampler)  # fmt: skip
+                if arm.startswith("race"):  # race (GP, the default), race-tpe, race-1look
+                    variant = arm.split("-")[1:]
+                    sampler = "tpe" if "tpe" in variant else "gp"
+                    once = "1look" in variant
+                    seeds = ONE_LOOK_SEEDS if once else args.race_confirm
+                    r = run_race(rounds, space, seed, args.cap, seeds, args.min_gain, sampler,
+                                 sequential=not once)  # fmt: skip
                 else:
                     r = run_fixed(rounds, space, seed, int(arm.split("-")[1]), 3)
                 truth = {"true": land.truth(r["T"], r["alpha"]),

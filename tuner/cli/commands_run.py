@@ -117,7 +117,8 @@ def _tune_parser(commands: str) -> Parser:
         metavar="K",
         help="once a pair study is done, run its candidates (the race's best, or the fixed "
         "strategy's 3 best) and their default with K fresh seeds each and recommend one "
-        "(default 6 with the race, 3 with --strategy fixed; 0: off)",
+        "(default 8 with the race, decided on the first 3 where they are clear; 3 with "
+        "--strategy fixed; 0: off)",
     )
     p.add_argument(
         "--max-forgetting",
