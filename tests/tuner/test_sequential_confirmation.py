@@ -13,7 +13,8 @@ from optuna.trial import create_trial
 from scipy import stats
 
 from tuner.read.decision import FIRST_LEVEL, FIRST_LOOK, LEVEL, look_levels, looks
-from tuner.read.results import PLAN_ATTR, confirmation_state
+from tuner.read.results import PLAN_ATTR, confirmation_state, recommendation_fields
+from tuner.views.tables import recommended
 
 SEEDS = list(range(2_000_000_011, 2_000_000_019))  # 8 fresh seeds
 DEFAULT = [5.0, 5.4, 4.8, 5.2, 5.1, 4.9, 5.3, 5.0]
@@ -121,3 +122,17 @@ def test_a_plan_without_looks_decides_once_on_all_its_seeds(tmp_path) -> None:
     tuned = [d + 3.0 for d in DEFAULT[:3]]
     seeds, rec = _state(tmp_path, tuned, plan_looks=None)
     assert seeds == SEEDS and rec is None  # a fixed plan: every seed before any answer
+
+
+def test_a_last_look_between_its_level_and_the_whole_budget_is_within_noise(tmp_path) -> None:
+    # Ahead by 0.91 pp with p ≈ 0.041 over 8 seeds: below 0.05 but not below the last look's
+    # 0.04, so the default is kept, and the status line says why (noise, not --min-gain).
+    base = np.array([1.5, -0.2, 1.4, 0.8, 1.2, 0.3, 1.6, 0.7])
+    noise = base.mean() + (base - base.mean()) * 2.01
+    tuned = [d + float(e) for d, e in zip(DEFAULT, noise, strict=True)]
+    _, rec = _state(tmp_path, tuned)
+    assert LEVEL - FIRST_LEVEL < rec["p_value"] < LEVEL and rec["difference"] >= 0.5
+    assert not rec["beyond_noise"] and len(rec["seeds"]) == 8
+    row = recommendation_fields(rec)
+    assert row["level"] == pytest.approx(LEVEL - FIRST_LEVEL)
+    assert "within noise" in recommended(row) and "8 seeds" in recommended(row)

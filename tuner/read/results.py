@@ -446,7 +446,8 @@ def recommendation_fields(rec: dict[str, Any] | None) -> dict[str, Any]:
             "recommended_gain_std", "recommended_forgetting_mean", "recommended_forgetting_std",
             "confirmed_default_gain_mean", "confirmed_default_gain_std",
             "confirmed_default_forgetting_mean", "confirmed_difference",
-            "confirmed_difference_ci", "p_value", "beyond_noise", "min_gain", "seeds")  # fmt: skip
+            "confirmed_difference_ci", "p_value", "level", "beyond_noise", "min_gain",
+            "seeds")  # fmt: skip
     if rec is None:
         return dict.fromkeys(keys)
     r, d = rec["recommended"], rec["default"]
@@ -466,6 +467,7 @@ def recommendation_fields(rec: dict[str, Any] | None) -> dict[str, Any]:
         "confirmed_difference": rec["difference"],
         "confirmed_difference_ci": rec["difference_ci"],
         "p_value": rec["p_value"],
+        "level": rec["level"],  # the deciding look's test level (tuner.read.decision)
         "min_gain": rec["min_gain"],
         "beyond_noise": rec["beyond_noise"],
         "seeds": len(rec["seeds"]),

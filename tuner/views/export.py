@@ -2,8 +2,10 @@
 
 For each pair study: the recommendation (``recommended_*``: the configuration to use, confirmed
 over fresh seeds against the same-student default, with ``beyond_noise`` saying whether it beats
-it by at least ``min_gain`` beyond noise, ``confirmed_difference`` with its 90 % confidence
-interval ``confirmed_difference_ci``, ``p_value`` and ``seeds``), the race (``rounds``,
+it by at least ``min_gain`` beyond noise, ``confirmed_difference`` with its confidence interval
+``confirmed_difference_ci`` (two-sided, at 1 − 2 × ``level``), ``p_value``, ``level`` (the
+deciding look's test level: 0.05 with one look, 0.01 or 0.04 for a race's two) and ``seeds``
+(how many it used)), the race (``rounds``,
 ``configurations``, the incumbent's trial, seeds and mean, and why it ``stopped``: ``settled`` or
 ``cap``; None for a fixed study), and the single-trial figures: trial counts, the best trial (its
 parameters, gain, student and teacher) and the default trial's gain for the same student, so

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tuner.read.decision import FIRST_LEVEL
 from tuner.read.report_data import (
     NOISE_FALLBACK_PP,
     PairResult,
@@ -417,7 +418,8 @@ def recommendation_section(d: ReportData) -> Section | None:
     intro = (
         f"<p>{what} the same-student default re-run with fresh seeds: a tuned configuration is "
         f"recommended only where it beats the default{by} a one-sided paired t-test over the "
-        f"seeds puts it above the default (p &lt; {LEVEL}); {beyond} of "
+        f"seeds puts it above the default (p &lt; {LEVEL}; a race's test looks after 3 seeds "
+        f"at p &lt; {FIRST_LEVEL:g} and after all at p &lt; {LEVEL - FIRST_LEVEL:g}); {beyond} of "
         f"{len(d.recommended)} pairs. Gains and forgetting: mean ± std over the seeds; race: the "
         f"rounds the pair used and why it stopped.</p>"
         f"<p>The poster's figures on the recommendations: T ≠ 1 or α ≠ 0.5 recommended in "

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.formats import config_line, pm
+from tuner.read.decision import FIRST_LEVEL
 from tuner.read.results import LEVEL, Cell
 
 
@@ -79,7 +80,7 @@ def recommended(row: dict) -> str:
 
 def _short_of(row: dict) -> str:
     """Why a tuned candidate was not recommended."""
-    if row["p_value"] >= LEVEL:
+    if row["p_value"] >= (row.get("level") or LEVEL):
         return "within noise"
     return f"below --min-gain {row['min_gain']:g}"
 
@@ -113,7 +114,9 @@ def status_table(rows: list[dict]) -> str:
         by = f" and by at least {'/'.join(f'{g:g}' for g in gains)} pp" if gains else ""
         tail.append(
             f"confirmed over fresh seeds: a tuned configuration beats the default beyond noise "
-            f"(one-sided paired t-test, p < {LEVEL}){by} in {beyond} of {len(rows)} pairs"
+            f"(one-sided paired t-test, p < {LEVEL}, split {FIRST_LEVEL:g} + "
+            f"{LEVEL - FIRST_LEVEL:g} over a race's two looks){by} in {beyond} of {len(rows)} "
+            "pairs"
         )
     return "\n".join([*layout(lines, left=(0, 8, 9, 10)), *tail]) + "\n"
 
