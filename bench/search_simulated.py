@@ -28,6 +28,10 @@ Arms (per pair and sampler seed, divergence kl, transfer set public, T ∈ [0.25
   ``race-tpe``: multivariate TPE instead of the GP; ``race-1look``: one look at 6 fresh seeds
   (the race's confirmation before it was sequential).
 
+With a race arm, the confirmation rules of ``RULES`` (one look at 4, 6 or 8 fresh seeds, two
+looks at other seeds and levels) are applied to the same race runs, on the same fresh seeds:
+their rounds, claims and power, beside what dkd-tune's own rule gave.
+
 Run: ``.venv/bin/python bench/search_simulated.py`` (prints the table of bench/RESULTS.md and
 writes ``bench/results/search_simulated.json``).
 """
@@ -53,7 +57,7 @@ from search_efficiency import parse_pairs as parse_pair_list
 from objectives import load_config
 from tuner.kinds import KINDS, Task
 from tuner.options import CONFIRM
-from tuner.read.decision import LEVEL, look_levels, looks, verdict
+from tuner.read.decision import LEVEL, decide, look_levels, looks, verdict
 from tuner.run.confirm import candidates, race_candidates
 from tuner.search import race
 from tuner.search.race import SEED_ATTR
@@ -134,8 +138,9 @@ class Rounds:
         digest = hashlib.sha256(repr((self.salt, *key)).encode()).digest()
         return random.Random(digest).gauss(0.0, 1.0)
 
-    def gain(self, params: dict[str, Any], seed: Any) -> float:
-        self.count += 1
+    def gain(self, params: dict[str, Any], seed: Any, count: bool = True) -> float:
+        """A round's gain (``count``: it is spent; False for the confirmation rules' seeds)."""
+        self.count += count
         t, a = params["temperature"], params["alpha"]
         config = (round(t, 12), round(a, 12))
         return (
@@ -212,10 +217,75 @@ def run_race(
         study.tell(trial, rounds.gain(params, ("race", index)))
     state = race.race_state(study.trials)
     search = rounds.count
-    out = _confirm(rounds, race_candidates(study.trials), confirm, min_gain, sequential)
+    chosen = race_candidates(study.trials)
+    out = _confirm(rounds, chosen, confirm, min_gain, sequential)
+    # The same fresh seeds for the confirmation rules compared in `rules` (not spent: the arm's
+    # own confirmation above is what its rounds count).
+    fresh = [[rounds.gain(t.params, ("fresh", k), count=False) for k in range(RULE_SEEDS)]
+             for t in chosen]  # fmt: skip
     return {**out, "search_rounds": search, "rounds": rounds.count,
             "stopped": state.stop_reason(cap), "incumbent_seeds": state.incumbent.n,
-            "configurations": len(state.configs)}  # fmt: skip
+            "configurations": len(state.configs),
+            "fresh": fresh if len(chosen) == 2 else None,
+            "incumbent_true": _true(rounds.land, chosen[0].params)}  # fmt: skip
+
+
+def _true(land: Landscape, params: dict[str, Any]) -> float:
+    return land.truth(params["temperature"], params["alpha"])
+
+
+#: Confirmation rules compared on each race run's incumbent and default (name: looks, each
+#: look's level, and the lead over the default below which a non-last look stops for the
+#: default; dkd-tune's is 0: the candidate behind).
+RULES = {
+    "one look, 4 seeds": ([4], [0.05], 0.0),
+    "one look, 6 seeds (before 2026-12-05)": ([6], [0.05], 0.0),
+    "one look, 8 seeds": ([8], [0.05], 0.0),
+    "3 then 6 seeds, 0.01 + 0.04": ([3, 6], [0.01, 0.04], 0.0),
+    "3 then 8 seeds, 0.01 + 0.04 (dkd-tune)": ([3, 8], [0.01, 0.04], 0.0),
+    "3 then 8 seeds, 0.02 + 0.03": ([3, 8], [0.02, 0.03], 0.0),
+    "3 then 8 seeds, 0.01 + 0.04, stop below a 0.5 pp lead": ([3, 8], [0.01, 0.04], 0.5),
+    "4 then 8 seeds, 0.01 + 0.04": ([4, 8], [0.01, 0.04], 0.0),
+}
+RULE_SEEDS = max(planned[-1] for planned, _, _ in RULES.values())
+
+
+def apply_rule(row: dict[str, Any], rule: tuple, min_gain: float) -> tuple[bool, int]:
+    """A confirmation rule on a race run's stored fresh seeds: (claim, confirmation rounds)."""
+    planned, levels, stop_below = rule
+    if row["fresh"] is None:  # the default led the race: its first look measures it
+        return False, planned[0]
+    candidate, default = row["fresh"]
+    for i, (n, level) in enumerate(zip(planned, levels, strict=True)):
+        c, d = candidate[:n], default[:n]
+        if decide(c, d, min_gain, level)[0]:
+            return True, 2 * n
+        if i == len(planned) - 1 or statistics.fmean(c) - statistics.fmean(d) < stop_below:
+            return False, 2 * n
+    raise AssertionError("the last look decides")
+
+
+def rules(rows: list[dict], min_gain: float) -> dict[str, dict]:
+    """Every confirmation rule of RULES on the race arm's runs: rounds, claims, power."""
+    mine = [r for r in rows if r["arm"] == "race"]
+    out = {}
+    for name, rule in RULES.items():
+        applied = [(r, *apply_rule(r, rule, min_gain)) for r in mine]
+        total = [r["search_rounds"] + n for r, _, n in applied]
+        claims = [r for r, claim, _ in applied if claim]
+        strong = [(r, c) for r, c, _ in applied if r["grid_best"] - r["default_true"] >= 1.0]
+        out[name] = {
+            "rounds_median": statistics.median(total),
+            "rounds_mean": statistics.fmean(total),
+            "claims": len(claims),
+            "false_claims": sum(r["incumbent_true"] <= r["default_true"] for r in claims),
+            "power": sum(c for _, c in strong) / max(len(strong), 1),
+        }
+        x = out[name]
+        print(f"{name:>56}: rounds median {x['rounds_median']:.0f} (mean {x['rounds_mean']:.1f}), "
+              f"claims {x['claims']}, false {x['false_claims']}, power "
+              f"{100 * x['power']:.1f} %")  # fmt: skip
+    return out
 
 
 def summarise(rows: list[dict], lands: dict) -> dict[str, dict]:
@@ -324,6 +394,7 @@ def main() -> None:
                 rows.append({"arm": arm, "pair": p, "sampler_seed": seed, **r, **truth})
         print(f"  {arm} done ({time.perf_counter() - started:.0f} s)", flush=True)
     table = summarise(rows, lands)
+    compared = rules(rows, args.min_gain) if "race" in args.arms.split(",") else {}
     Path(args.out).write_text(
         json.dumps(
             {
@@ -340,6 +411,7 @@ def main() -> None:
                     for p, x in lands.items()
                 },
                 "summary": table,
+                "rules": compared,
                 "rows": rows,
             },
             indent=1,
