@@ -73,8 +73,8 @@ bench: install
 # warm start (about 90 min on 2 idle CPU cores; true gains are cached in
 # bench/results/search_truth.json and the search storages in bench/results/search_runs/).
 bench-search: install
-	$(PY) bench/search_simulated.py --sampler-seeds 10
-	$(PY) bench/search_efficiency.py --arms race --sampler-seeds 2
+	$(PY) bench/search_simulated.py --sampler-seeds 20
+	$(PY) bench/search_efficiency.py --pairs 0-1,2-5,3-7,4-6,6-8,4-5,0-9,1-2,2-7 --arms race --sampler-seeds 3 --out bench/results/search_efficiency_race.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache test-output

@@ -183,7 +183,8 @@ def confirm_pairs(
                 tasks.append(_task(fresh[name], fresh[name].user_attrs[PLAN_ATTR], seeds, trials))
         if not tasks:
             break
-        start(opts, tasks, devices, say, _confirming(tasks, look, studies, repeats))
+        mine = [fresh[n] for n in todo]
+        start(opts, tasks, devices, say, _confirming(tasks, look, mine, repeats))
     after = recommendations(storage, [fresh[n] for n in todo])
     for name in todo:
         rec = after[name]
