@@ -386,7 +386,7 @@ RULES = {
     "dkd-tune": "dkd-tune's answer (the arm's own rule)",
     "single": "single best trial (export before confirmation)",
     "mean": "best confirmed mean, no test",
-    "t": f"paired t-test per pair, p < {LEVEL} (dkd-tune)",
+    "t": f"paired t-test per pair, p < {LEVEL}, every confirmed seed (the fixed strategy's rule)",
     "t/3": f"paired t-test per pair, p < {LEVEL / 3:.4f} (Bonferroni over 3)",
     "pooled": f"paired test, sd pooled over the run's pairs, p < {LEVEL}",
 }
