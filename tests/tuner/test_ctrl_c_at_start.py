@@ -120,29 +120,3 @@ def test_a_stop_signal_caught_during_the_first_is_ignored_quietly() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == "interrupted once\n"
     assert out.stderr == ""
-
-
-#: Start dkd-tune as a process whose parent blocked Ctrl-C would (the mask survives exec).
-BLOCKED_THEN_EXEC = """
-import os, signal, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-
-
-def test_ctrl_c_reaches_a_run_started_with_the_signals_blocked(tiny, tmp_path) -> None:
-    """Seen in a full suite run: a test's parent had SIGINT blocked, the joined ``dkd-tune
-    worker`` inherited the mask, ran its one in-process worker to the end and exited 0."""
-    url = f"sqlite:///{tmp_path / 'run.db'}"
-    args = cli("--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", url,
-               "--pairs", "0-1,0-2", "--trials", "40", "--workers", "1")  # fmt: skip
-    run = subprocess.Popen([sys.executable, "-c", BLOCKED_THEN_EXEC, *args],
-                           start_new_session=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
-    first = run.stdout.readline()
-    assert first.startswith("federation tiny"), (first, run.poll())
-    time.sleep(1.0)
-    os.killpg(run.pid, signal.SIGINT)
-    out, err = run.communicate(timeout=120)
-    assert run.returncode == 130, (out, err)
-    assert "interrupted; rerun the same command" in err, err

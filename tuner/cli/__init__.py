@@ -14,7 +14,6 @@ May import: every room of tuner (the CLI is the top of the package).
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -64,13 +63,7 @@ def entry() -> None:
     """The console script: :func:`main`, then exit. After Ctrl-C (exit 130) every trial is
     closed already, but a daemon thread (the in-process worker or the heartbeat) may still be
     inside torch or a database call, and finalising the interpreter under it aborts the process
-    (SIGABRT instead of 130): exit at once instead.
-
-    Ctrl-C and SIGTERM are unblocked first: a blocked signal mask is inherited across exec, so
-    a dkd-tune started by a thread or supervisor that blocks them (as the worker pool does while
-    it spawns) would otherwise never see Ctrl-C — a joined ``dkd-tune worker`` with its one
-    in-process worker ran to its end and exited 0."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    (SIGABRT instead of 130): exit at once instead."""
     code = main()
     if code == 130:
         sys.stdout.flush()
