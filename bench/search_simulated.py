@@ -56,13 +56,12 @@ from search_efficiency import parse_pairs as parse_pair_list
 
 from objectives import load_config
 from tuner.kinds import KINDS, Task
-from tuner.options import CONFIRM
-from tuner.read.decision import LEVEL, decide, look_levels, looks, verdict
-from tuner.run.confirm import candidates, race_candidates
+from tuner.read.decision import LEVEL, decide, look_levels, verdict
 from tuner.search import race
 from tuner.search.race import SEED_ATTR
 from tuner.search.sampler import make_sampler
 from tuner.search.space import parse_space
+from tuner.strategies import STRATEGIES
 
 PAIRS = "0-1,2-5,3-7,4-6,6-8,4-5,0-9,1-2,2-7"
 #: Pairs whose null copy is added: their noise, no configuration better than the default (the
@@ -160,7 +159,7 @@ def _confirm(
     """Run the candidates at fresh seeds (shared: paired), look by look, and apply dkd-tune's
     decision rule (tuner.read.decision, as tuner.read.results.recommendation applies it)."""
     default = next(t for t in chosen if "default" in t.user_attrs)
-    planned = looks(seeds, sequential)
+    planned = STRATEGIES["race" if sequential else "fixed"].looks(seeds)
     gains: dict[int, list[float]] = {t.number: [] for t in chosen}
     for i, (n, level) in enumerate(zip(planned, look_levels(len(planned)), strict=True)):
         for t in chosen:
@@ -189,7 +188,8 @@ def run_fixed(rounds: Rounds, space, seed: int, trials: int, confirm: int) -> di
         params = space.suggest(trial)
         study.tell(trial, rounds.gain(params, ("fixed", n)))
     search = rounds.count
-    out = _confirm(rounds, candidates(study.trials), confirm, 0.0, sequential=False)
+    chosen = STRATEGIES["fixed"].candidates(study.trials)
+    out = _confirm(rounds, chosen, confirm, 0.0, sequential=False)
     return {**out, "search_rounds": search, "rounds": rounds.count}
 
 
@@ -217,7 +217,7 @@ def run_race(
         study.tell(trial, rounds.gain(params, ("race", index)))
     state = race.race_state(study.trials)
     search = rounds.count
-    chosen = race_candidates(study.trials)
+    chosen = STRATEGIES["race"].candidates(study.trials)
     out = _confirm(rounds, chosen, confirm, min_gain, sequential)
     # The same fresh seeds for the confirmation rules compared in `rules` (not spent: the arm's
     # own confirmation above is what its rounds count).
@@ -345,7 +345,7 @@ def main() -> None:
         "seeds: the confirmation before the sequential one)",
     )
     parser.add_argument("--cap", type=int, default=200, help="the race's --trials")
-    parser.add_argument("--race-confirm", type=int, default=CONFIRM["race"])
+    parser.add_argument("--race-confirm", type=int, default=STRATEGIES["race"].confirm)
     parser.add_argument("--min-gain", type=float, default=0.5)
     parser.add_argument("--patience", type=int, default=race.PATIENCE)
     parser.add_argument("--max-seeds", type=int, default=race.MAX_SEEDS)

@@ -14,24 +14,14 @@ from dataclasses import dataclass
 from objectives import TrialError
 from objectives.config import DEFAULT_STUDY, STUDIES_DIR
 from tuner.errors import UsageError
+from tuner.strategies import DEFAULT as DEFAULT_STRATEGY
+from tuner.strategies import STRATEGIES, UNNAMED
 
 #: The embedded default, shipped as package data: found wherever dkd-tune runs.
 DEFAULT_CONFIG = str(STUDIES_DIR / f"{DEFAULT_STUDY}.toml")
 #: ``dkd-tune compare``'s default: the shipped two-head federation.
 COMPARE_CONFIG = str(STUDIES_DIR / "fashion-mnist-n3.toml")
 SAMPLERS = ("tpe", "gp", "random", "grid")
-#: race: a pair study spends rounds where they can change its answer; fixed: --trials single-seed
-#: trials, then the best few confirmed (tuner.kinds.pair).
-STRATEGIES = ("race", "fixed")
-#: Defaults of --trials and --confirm per strategy: the race's --trials is a cap it rarely reaches
-#: (it stops a pair when more rounds cannot change the answer); its confirmation runs two
-#: configurations (the incumbent, the default) on 3 fresh seeds, on 8 where those do not decide
-#: (tuner.read.decision); the fixed strategy's four on 3.
-TRIALS = {"race": 200, "fixed": 20}
-CONFIRM = {"race": 8, "fixed": 3}
-#: The race's sampler is Optuna's GPSampler: on a noise model of the default federation it came
-#: within 0.24 pp of the grid's best where TPE stayed 1.3 pp below (bench/RESULTS.md).
-SAMPLER = {"race": "gp", "fixed": "tpe"}
 #: The smallest improvement over the default, in pp, that a recommendation is made for (--min-gain).
 MIN_GAIN = 0.5
 PRUNERS = ("none", "quartile", "median", "hyperband")
@@ -72,16 +62,16 @@ class TuneOptions:
     config: str = DEFAULT_CONFIG
     storage: str = DEFAULT_STORAGE
     pairs: str = "all"
-    trials: int | None = None  # None: TRIALS[strategy]
+    trials: int | None = None  # None: the strategy's (tuner.strategies)
     workers: int | None = None  # None: workers_per_device on each device (one per GPU, or 1 CPU)
     devices: str = "auto"
-    sampler: str | None = None  # None: SAMPLER[strategy]
+    sampler: str | None = None  # None: the strategy's
     pruner: str = "quartile"
     seed: int = 0
     overrides: tuple[str, ...] = ()
     bundles: str | None = None  # None: $DKD_TUNE_BUNDLES or ./bundles
     retries: int = 2  # extra attempts for a failed trial's configuration
-    confirm: int | None = None  # fresh seeds per confirmed candidate (0: none; None: CONFIRM)
+    confirm: int | None = None  # fresh seeds per candidate (0: none; None: the strategy's)
     max_forgetting: float | None = None  # pp of local accuracy a recommendation may forget
     warm_start: bool = (
         False  # pair studies try other pairs' good configurations (tuner.search.warm)
@@ -94,19 +84,19 @@ class TuneOptions:
     heartbeat_grace: float = HEARTBEAT_GRACE_S  # silence after which a trial is failed, retried
     mode: str = "pair"  # pair | neighbourhood
     clients: str = "all"  # neighbourhood mode: all, or clients like 0,2
-    strategy: str = "race"  # race | fixed: how a pair study spends its budget (tuner.kinds.pair)
+    strategy: str = DEFAULT_STRATEGY  # how a pair study spends its budget (tuner.strategies)
     min_gain: float = MIN_GAIN  # pp a tuned configuration must add to be recommended
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", tuple(self.overrides))  # a list from argparse
         # The strategy's defaults, once, here: every reader of the options sees the same values.
-        plan = "race" if self.strategy == "race" and self.mode == "pair" else "fixed"
-        if self.trials is None:
-            object.__setattr__(self, "trials", TRIALS[plan])
-        if self.confirm is None:
-            object.__setattr__(self, "confirm", CONFIRM[plan])
-        if self.sampler is None:
-            object.__setattr__(self, "sampler", SAMPLER[plan])
+        # Client studies are not raced: they take the unnamed strategy's; an unknown name is
+        # refused by check_options.
+        name = self.strategy if self.mode == "pair" and self.strategy in STRATEGIES else UNNAMED
+        plan = STRATEGIES[name]
+        for field_ in ("trials", "confirm", "sampler"):
+            if getattr(self, field_) is None:
+                object.__setattr__(self, field_, getattr(plan, field_))
 
 
 def check_options(opts: TuneOptions) -> None:

@@ -16,10 +16,10 @@ from tuner_helpers import db_digest, finished, trials_of
 from objectives import DkdError
 from tuner import tune
 from tuner.read.results import PLAN_ATTR, pair_rows, pair_studies, recommendations
-from tuner.run.confirm import race_candidates
 from tuner.run.tuning import join_run
 from tuner.search.race import SEED_ATTR, race_state, round_seed
 from tuner.store.db import STOPPED_ATTR, open_storage
+from tuner.strategies import STRATEGIES
 from tuner.views.export import render
 from tuner.views.tables import status_table
 
@@ -56,7 +56,7 @@ def test_a_race_stops_on_its_own_and_answers_on_fresh_seeds(opts) -> None:
     # The answer: the incumbent and its default on up to 8 seeds the race never ran, decided
     # on the first 3 when they are clear (tuner.read.decision).
     plan = study.user_attrs[PLAN_ATTR]
-    assert plan["candidates"] == [t.number for t in race_candidates(trials)]
+    assert plan["candidates"] == [t.number for t in STRATEGIES["race"].candidates(trials)]
     assert plan["candidates"][0] == state.incumbent.first.number
     raced = {t.user_attrs["seed"] for t in trials}
     assert len(plan["seeds"]) == 8 and not raced & set(plan["seeds"])

@@ -17,8 +17,9 @@ from tuner_helpers import db_digest, trials_of
 from tuner import TuneOptions, pair_rows, render, tune
 from tuner.cli import main
 from tuner.read.results import LEVEL, PLAN_ATTR, recommendation
-from tuner.run.confirm import candidates, confirm
+from tuner.run.confirm import confirm
 from tuner.store.storage import get_storage
+from tuner.strategies import STRATEGIES
 
 PAIRS = ("0-1", "2-3")
 SEEDS = 2  # df = 1: the t distribution is Cauchy, so the p-value has a closed form
@@ -51,7 +52,7 @@ def test_each_pair_confirms_its_candidates_with_fresh_seeds_once(confirmed: dict
     storage = get_storage(url)
     for pair in PAIRS:
         trials = trials_of(url, f"tiny/{pair}")
-        chosen = candidates(trials)
+        chosen = STRATEGIES["fixed"].candidates(trials)
         runs = _by_candidate(url, pair)
         assert sorted(runs) == sorted(t.number for t in chosen)  # top 3 + their defaults
         assert any("default" in t.user_attrs for t in chosen)

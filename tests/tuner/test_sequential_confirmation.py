@@ -12,8 +12,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import create_trial
 from scipy import stats
 
-from tuner.read.decision import FIRST_LEVEL, FIRST_LOOK, LEVEL, look_levels, looks
+from tuner.read.decision import FIRST_LEVEL, LEVEL, look_levels
 from tuner.read.results import PLAN_ATTR, confirmation_state, recommendation_fields
+from tuner.strategies import STRATEGIES
+from tuner.strategies.race import FIRST_LOOK
 from tuner.views.tables import recommended
 
 SEEDS = list(range(2_000_000_011, 2_000_000_019))  # 8 fresh seeds
@@ -69,8 +71,9 @@ def _p_float64(a, b) -> float:
 
 
 def test_the_looks_and_their_levels_spend_the_error_budget_once() -> None:
-    assert looks(8, sequential=True) == [FIRST_LOOK, 8]
-    assert looks(3, sequential=True) == [3] and looks(8, sequential=False) == [8]
+    race, fixed = STRATEGIES["race"], STRATEGIES["fixed"]
+    assert race.looks(8) == [FIRST_LOOK, 8]
+    assert race.looks(3) == [3] and fixed.looks(8) == [8]
     assert look_levels(1) == [LEVEL]
     assert look_levels(2) == [FIRST_LEVEL, pytest.approx(LEVEL - FIRST_LEVEL)]
     assert sum(look_levels(2)) == pytest.approx(LEVEL)

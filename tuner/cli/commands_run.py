@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tuner.errors import UsageError
 from tuner.options import COMPARE_CONFIG, MIN_GAIN, PRUNERS, SAMPLERS, TuneOptions
+from tuner.strategies import DEFAULT as DEFAULT_STRATEGY
+from tuner.strategies import STRATEGIES
 
 from .common import existing, say
 from .flags import (
@@ -28,6 +30,11 @@ from .flags import (
     pool_options,
     whole,
 )
+
+
+def per_strategy(setting: str) -> str:
+    """A setting's default under each strategy, for the help (the strategies own them)."""
+    return ", ".join(f"{getattr(s, setting)} with --strategy {s.name}" for s in STRATEGIES.values())
 
 
 def _tune_parser(commands: str) -> Parser:
@@ -68,16 +75,14 @@ def _tune_parser(commands: str) -> Parser:
         metavar="N",
         help="rounds (finished trials) per pair study at most, counted in the database; a "
         "rerun tops up to N. The race stops a pair earlier once more rounds cannot change its "
-        "answer (default 200); --strategy fixed runs exactly N (default 20)",
+        f"answer; --strategy fixed runs exactly N (default {per_strategy('trials')})",
     )
     p.add_argument(
         "--strategy",
-        default="race",
-        metavar="race|fixed",
-        help="race (default): a new configuration runs one seed and earns more only while it "
-        "keeps up with the pair's best on the seeds they share; a pair stops when its last "
-        "configurations all lost; then the best and its default run on --confirm fresh seeds. "
-        "fixed: N single-seed trials, then the 3 best and the default on fresh seeds",
+        default=DEFAULT_STRATEGY,
+        metavar="|".join(STRATEGIES),
+        help=" ".join(f"{s.name}{' (default)' if s.name == DEFAULT_STRATEGY else ''}: {s.help}"
+                      for s in STRATEGIES.values()),
     )
     p.add_argument(
         "--min-gain",
@@ -91,8 +96,8 @@ def _tune_parser(commands: str) -> Parser:
         "--sampler",
         default=None,
         metavar="|".join(SAMPLERS),
-        help="Optuna sampler (default gp with the race, which sees one point per configuration "
-        "at its mean; tpe with --strategy fixed)",
+        help="Optuna sampler (default " + per_strategy("sampler") + "; the race's sees one "
+        "point per configuration at its mean)",
     )
     p.add_argument(
         "--pruner",
@@ -117,8 +122,8 @@ def _tune_parser(commands: str) -> Parser:
         metavar="K",
         help="once a pair study is done, run its candidates (the race's best, or the fixed "
         "strategy's 3 best) and their default with K fresh seeds each and recommend one "
-        "(default 8 with the race, decided on the first 3 where they are clear; 3 with "
-        "--strategy fixed; 0: off)",
+        f"(default {per_strategy('confirm')}; the race decides on the first 3 where they are "
+        "clear; 0: off)",
     )
     p.add_argument(
         "--max-forgetting",

@@ -1,7 +1,7 @@
 """Study kinds (docs/design.md §5): the contract in ``base``, one module per kind (``pair``,
 ``client``, ``cell``, ``confirmation``), and the one study set-up for every kind (``setup``).
 
-May import: tuner.store, tuner.search.
+May import: tuner.store, tuner.search, tuner.strategies.
 """
 
 from .base import Job, OnEval, Queued, StudyKind, Task, config_record, mode_of

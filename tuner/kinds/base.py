@@ -47,8 +47,8 @@ class Task:
     """One study a worker serves, as plain picklable data: its name and kind, what it is about
     (``target``: a pair, a client and its neighbours, ...), the federation it runs on, its
     search space (None for fixed kinds), its budget (None: the queue is the budget), the
-    trials a fixed kind wants enqueued, and how a searched pair study spends its budget
-    (``strategy``: ``race`` or ``fixed``, tuner.search.race)."""
+    trials a fixed kind wants enqueued, and how a pair study spends its budget (``strategy``: a
+    name of tuner.strategies.STRATEGIES; None reads as tuner.strategies.UNNAMED)."""
 
     study: str
     kind: str
@@ -57,7 +57,7 @@ class Task:
     space: Any = None
     budget: int | None = None
     wanted: tuple[Queued, ...] = field(default=())
-    strategy: str = "fixed"
+    strategy: str | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 
 from objectives import FederationBundle, RoundResult, run_neighbourhood_round
 from tuner.formats import config_line
+from tuner.strategies.fixed import trial_seed
 
 from .base import (
     Job,
@@ -26,7 +27,7 @@ from .base import (
     missing_defaults,
     stored_config,
 )
-from .pair import RESULT_ATTRS, finish, trial_seed
+from .pair import RESULT_ATTRS, finish
 
 #: The default trial of a client study: the pair default, with the plain average of teachers.
 CLIENT_DEFAULT: dict[str, Any] = {

@@ -3,10 +3,9 @@ transfer set, position (and aggregation for several teachers); a trial is one KD
 student the position names, learning from the other (objectives.run_trial). The default trials
 (T = 1, α = 0.5, kl, public, one per position) are enqueued once, when the study is created.
 
-Two strategies spend a study's budget (``--strategy``): ``race`` (the default) runs a
-configuration at more seeds only while it can still change the pair's answer and stops the study
-when nothing can (tuner.search.race: before each claim the kind enqueues the race's next rounds);
-``fixed`` samples ``--trials`` configurations at one seed each."""
+How a study spends its budget (``--strategy``) is its strategy's (tuner.strategies): each
+claimed trial's seed and pruning, and before each claim what to enqueue or that the study is
+done; the kind records what the strategy decides."""
 
 from __future__ import annotations
 
@@ -20,10 +19,10 @@ from objectives import FederationBundle, TrialResult, run_trial
 from objectives.batched import TrialSpec
 from objectives.trial import PRECISIONS
 from tuner.formats import config_line
-from tuner.search.race import SEED_ATTR, STOPS, race_state, round_seed
 from tuner.search.space import parse_space
 from tuner.search.warm import WARM_TRIALS, enqueue_warm, warm_at
 from tuner.store.db import STOPPED_ATTR
+from tuner.strategies import strategy, strategy_of
 
 from .base import (
     Job,
@@ -47,11 +46,6 @@ RESULT_ATTRS = (
     "seconds",
     "steps",
 )
-
-
-def trial_seed(seed: int, number: int) -> int:
-    """A trial's seed: distinct per trial, reproducible per study."""
-    return seed * 1_000_003 + number
 
 
 def finish(result: TrialResult, fields: Sequence[str] = RESULT_ATTRS) -> tuple[float, dict]:
@@ -118,7 +112,7 @@ class PairKind(StudyKind):
         space = parse_space(attrs["search"], f"study {name}")
         return Task(
             name, self.name, tuple(attrs["pair"]), stored_config(name, attrs), space, budget,
-            strategy=attrs.get("strategy", "fixed"),
+            strategy=strategy_of(attrs).name,
         )  # fmt: skip
 
     def expected(self, task: Task) -> dict[str, Any]:
@@ -127,7 +121,7 @@ class PairKind(StudyKind):
         return {
             "federation_hash": task.config.federation_hash,
             "kd_recipe": config_record(task.config)["kd"],
-            "strategy": task.strategy,
+            "strategy": strategy(task.strategy).name,
             **{f"search.{k}": search[k] for k in ("divergence", "transfer_set", "position",
                                                    "aggregation")},
         }  # fmt: skip
@@ -139,14 +133,14 @@ class PairKind(StudyKind):
     }
 
     def conflict(self, name: str, attrs: dict[str, Any], task: Task, url: str) -> str | None:
-        # Studies written before the race were all fixed.
-        return super().conflict(name, {"strategy": "fixed", **attrs}, task, url)
+        # A study without the attr is read by the one rule (tuner.strategies.strategy_of).
+        return super().conflict(name, {**attrs, "strategy": strategy_of(attrs).name}, task, url)
 
     def record(self, task: Task, bundle: FederationBundle) -> dict[str, Any]:
         a, b = task.target
         return {
             "mode": self.name,
-            "strategy": task.strategy,
+            "strategy": strategy(task.strategy).name,
             "pair": [a, b],
             "federation": task.config.name,
             "federation_hash": bundle.hash,
@@ -173,34 +167,21 @@ class PairKind(StudyKind):
         precision: str,
     ) -> Job:
         params = task.space.suggest(trial)
-        if task.strategy != "race":
-            return kd_job(
-                params, task, bundle, seed=trial_seed(seed, trial.number), device=device,
-                precision=precision,
-            )  # fmt: skip
-        # A round: its seed index was enqueued with it (0: a new configuration's first round).
-        # Only a first round may be pruned: a pruned later round would leave a hole in the seeds.
-        index = int(trial.user_attrs.get(SEED_ATTR, 0))
-        job = kd_job(
-            params, task, bundle, seed=round_seed(index), device=device, precision=precision,
-            prunable=index == 0,
-        )  # fmt: skip
-        job.attrs[SEED_ATTR] = index
+        run = strategy(task.strategy).round(trial.user_attrs, trial.number, seed)
+        job = kd_job(params, task, bundle, seed=run.seed, device=device, precision=precision,
+                     prunable=run.prunable)  # fmt: skip
+        job.attrs.update(run.attrs)
         return job
 
     def before_claim(self, study: optuna.Study, task: Task) -> str | None:
-        if task.strategy != "race":
-            return None
-        state = race_state(study.get_trials(deepcopy=False))
-        reason = state.stop_reason(task.budget)
-        if reason is not None:
-            if study.user_attrs.get(STOPPED_ATTR) != reason:
-                study.set_user_attr(STOPPED_ATTR, reason)
-            return STOPS[reason]
-        for config, index in state.needed:
-            # A default's later rounds are not marked ``default``: that mark names the one
-            # enqueued default trial per position (the race knows the configuration by its first).
-            study.enqueue_trial(config.params, user_attrs={SEED_ATTR: index, "attempt": 1})
+        claim = strategy(task.strategy).before_claim(study.get_trials(deepcopy=False),
+                                                     task.budget)  # fmt: skip
+        if claim.stopped is not None:
+            if study.user_attrs.get(STOPPED_ATTR) != claim.stopped:
+                study.set_user_attr(STOPPED_ATTR, claim.stopped)
+            return claim.reason
+        for params, attrs in claim.enqueue:
+            study.enqueue_trial(params, user_attrs=attrs)
         return None
 
     def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:

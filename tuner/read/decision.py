@@ -1,7 +1,7 @@
 """The statistics of a pair's answer (docs/design.md §4, §9): the paired test a tuned
-configuration must pass against its same-student default, its confidence interval, and the
-looks of a sequential confirmation — a race's answer is decided after ``FIRST_LOOK`` fresh seeds
-when it is already clear, and after all of them otherwise."""
+configuration must pass against its same-student default, its confidence interval, and how the
+test level is split over the looks of a sequential confirmation (the looks themselves are the
+strategy's: tuner.strategies)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,11 @@ from collections.abc import Sequence
 #: Level of the one-sided paired test a recommendation must pass to differ from the default
 #: (the whole error budget: a sequential confirmation splits it over its two looks).
 LEVEL = 0.05
-#: Fresh seeds of a sequential confirmation's first look.
-FIRST_LOOK = 3
 #: The first look's share of LEVEL; the last look tests at LEVEL − FIRST_LEVEL, so the chance of
 #: a false claim over both looks stays below LEVEL (Bonferroni over the looks: no assumption on
 #: how the two tests correlate). Small, so that the last look keeps most of the power: the first
 #: look only ends the clear cases (bench/search_simulated.py).
 FIRST_LEVEL = 0.01
-
-
-def looks(seeds: int, sequential: bool) -> list[int]:
-    """After how many of its ``seeds`` fresh seeds a confirmation decides: ``FIRST_LOOK`` and
-    all of them when ``sequential`` (a race's) and there are more than ``FIRST_LOOK``; else all."""
-    return [FIRST_LOOK, seeds] if sequential and seeds > FIRST_LOOK else [seeds]
 
 
 def look_levels(n_looks: int, level: float = LEVEL) -> list[float]:

@@ -39,6 +39,7 @@ from tuner.search.best import best_trial, complete, defaults
 from tuner.search.space import DEFAULT_PARAMS
 from tuner.search.warm import role
 from tuner.store.storage import mask
+from tuner.strategies import strategy_of
 
 #: Noise (pp) assumed before any pair is confirmed: on the embedded Fashion-MNIST default, the
 #: root mean square of the 45 confirmed pairs' noise (3 seeds) is 0.97 pp, their median 0.67 pp
@@ -105,7 +106,7 @@ class PairResult:
     best_std: float | None = None  # over the confirm seeds
     default_std: float | None = None
     repeats: int = 0  # confirm seeds behind the figures (0: single tuning trials)
-    stale_confirmation: bool = False  # confirmed, but a later run found another best
+    stale_confirmation: bool = False  # confirmed, but its strategy now picks other candidates
     noise: float = NOISE_FALLBACK_PP
     noise_source: str = "fallback"  # confirm | pooled | fallback
     #: Where confirmed: the paired test's verdict that the tested candidate beats its default
@@ -338,9 +339,9 @@ def pair_result(
         budget=attrs.get("run", {}).get("budget"),
         accuracy_before={a: float(attrs["accuracy_a"]), b: float(attrs["accuracy_b"])},
         directions=[],
-        # Confirmed, but a later run found a best the confirmation did not include.
-        stale_confirmation=bool(plan) and best is not None
-        and best.number not in plan["candidates"],
+        # Confirmed, but its strategy would now pick other candidates (a later run went on).
+        stale_confirmation=bool(plan) and [t.number for t in strategy_of(attrs).candidates(trials)]
+        != plan["candidates"],
     )
     tested = rec["best"] if rec else None
     for position, (student, teacher) in students.items():

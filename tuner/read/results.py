@@ -18,9 +18,9 @@ from tuner.errors import StorageError, UsageError
 from tuner.kinds import KINDS, kind_of
 from tuner.read.decision import LEVEL, difference_ci, look_levels, verdict
 from tuner.search.best import best_trial, default_for, defaults
-from tuner.search.race import race_state
 from tuner.store.db import count_trials
 from tuner.store.storage import mask
+from tuner.strategies import strategy_of
 
 #: The user attr on a pair study naming the candidates and seeds its confirmation runs (the run's
 #: ``--confirm K`` and ``dkd-tune confirm`` alike): with the confirmation study's trials, the one
@@ -102,7 +102,7 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
         a, b = s.user_attrs["pair"]
         by_position = defaults(trials)
         budget = s.user_attrs.get("run", {}).get("budget")
-        strategy = s.user_attrs.get("strategy", "fixed")
+        strategy = strategy_of(s.user_attrs)
         best = best_trial(trials)
         row: dict[str, Any] = {
             "study": s.study_name,
@@ -111,8 +111,8 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
             "pair": f"{a}-{b}",
             **_counts(counts[s._study_id]),
             "budget": budget,
-            "strategy": strategy,
-            **race_fields(everything, budget, strategy),
+            "strategy": strategy.name,
+            **strategy.summary(everything, budget),
             "student": None,
             "teacher": None,
             "trial": None,
@@ -137,17 +137,6 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
             )
         rows.append(row)
     return rows
-
-
-def race_fields(trials: Sequence[FrozenTrial], budget: int | None, strategy: str) -> dict:
-    """A pair row's race columns (tuner.search.race.RaceState.summary; None for a fixed study):
-    rounds, configurations, the incumbent's trial, seeds and mean, why it stopped."""
-    keys = ("rounds", "configurations", "incumbent_trial", "incumbent_seeds",
-            "incumbent_gain_mean", "stopped")  # fmt: skip
-    if strategy != "race":
-        return dict.fromkeys(keys)
-    summary = race_state(trials).summary(budget)
-    return {k: summary[k] for k in keys}
 
 
 def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:

@@ -3,5 +3,6 @@ worker joining a stored run (``tuning``), the confirmation on fresh seeds (``con
 compare grid (``compare``), which flags each phase uses (``applies``) and the progress display
 (``progress``).
 
-May import: tuner.store, tuner.search, tuner.kinds, tuner.worker, tuner.read, tuner.views.
+May import: tuner.store, tuner.search, tuner.strategies, tuner.kinds, tuner.worker, tuner.read,
+tuner.views.
 """

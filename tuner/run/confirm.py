@@ -2,8 +2,9 @@
 by ``dkd-tune confirm`` alike (docs/design.md §4).
 
 The best of a study is the maximum of many single noisy trials, so its gain is biased upwards;
-re-running its ``TOP_CANDIDATES`` best configurations and their same-student defaults with k seeds
-no trial used gives means to compare them by. Candidates and defaults share the seeds, so the
+re-running its strategy's candidates (tuner.strategies: the race's incumbent, the fixed
+strategy's best few) and their same-student defaults with k seeds no trial used gives means to
+compare them by. Candidates and defaults share the seeds, so the
 seed's share of the noise cancels in the paired test. The runs are the trials of the pair's
 confirmation study (tuner.kinds.confirmation), served by the worker pool with the guarantees of
 every kind. What a pair's confirmation is, is written once: the plan (candidates and seeds) in the
@@ -28,7 +29,6 @@ from tuner.kinds import KINDS, Task
 from tuner.kinds.confirmation import runs
 from tuner.kinds.setup import READY_TIMEOUT_S
 from tuner.options import TuneOptions, check_options, parse_devices, parse_pairs
-from tuner.read.decision import looks
 from tuner.read.results import (
     PLAN_ATTR,
     confirmation_states,
@@ -37,18 +37,16 @@ from tuner.read.results import (
     recommendations,
 )
 from tuner.run.start import RunSummary, run_tasks, start
-from tuner.search.best import complete, defaults
-from tuner.search.race import race_state
+from tuner.search.best import complete
 from tuner.store.db import open_storage, quiet_optuna
 from tuner.store.storage import check_storage, mask
+from tuner.strategies import Strategy, strategy_of
 from tuner.views.notes import write_notes
 from tuner.worker.pool import WAIT_S
 
 Say = Callable[[str], None]
 #: First confirm seed; far above the tuning trials' seeds (seed * 1_000_003 + trial number).
 CONFIRM_SEED_BASE = 2_000_000_011
-#: Candidates a run confirms per pair (besides the defaults they are compared with).
-TOP_CANDIDATES = 3
 
 
 @dataclass
@@ -72,47 +70,17 @@ def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
     return seeds
 
 
-def candidates(trials: Sequence[FrozenTrial], top: int = TOP_CANDIDATES) -> list[FrozenTrial]:
-    """The ``top`` best COMPLETE trials with distinct configurations (the first trial of a
-    configuration run twice), then the same-position default of each: what is confirmed."""
-    done = sorted(complete(trials), key=lambda t: (-t.value, t.number))
-    chosen: dict[tuple, FrozenTrial] = {}
-    for t in done:
-        key = tuple(sorted(t.params.items()))
-        if key not in chosen and len(chosen) < top:
-            chosen[key] = t
-    by_position = defaults(trials)
-    out = list(chosen.values())
-    for position in dict.fromkeys(t.params["position"] for t in out):
-        d = by_position.get(position)
-        if d is not None and d not in out:
-            out.append(d)
-    return out
-
-
-def race_candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """A raced study's candidates: the incumbent (its first round) and its same-student default
-    (the default alone when it is the incumbent). One tuned candidate: the test on fresh seeds
-    then needs no correction for having picked it among several."""
-    incumbent = race_state(trials).incumbent
-    if incumbent is None:
-        return []
-    default = defaults(trials).get(incumbent.params["position"])
-    first = [t for t in trials if t.number == incumbent.first.number]
-    return first + ([] if default is None or incumbent.is_default else [default])
-
-
 def _plan(
-    trials: Sequence[FrozenTrial], repeats: int, strategy: str = "fixed"
+    trials: Sequence[FrozenTrial], repeats: int, strategy: Strategy
 ) -> dict[str, Any] | None:
-    """A pair's confirmation plan (candidates and fresh seeds), None while no default finished:
-    deterministic from its trials, so the run and a joining worker compute the same one."""
-    chosen = race_candidates(trials) if strategy == "race" else candidates(trials)
+    """A pair's confirmation plan (its strategy's candidates and fresh seeds), None while no
+    default finished: deterministic from its trials, so the run and a joining worker compute the
+    same one."""
+    chosen = strategy.candidates(trials)
     if not any("default" in t.user_attrs for t in chosen):
         return None
     plan = {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
-    # A race confirms one tuned candidate: sequentially, decided at the first look when clear.
-    planned = looks(repeats, sequential=strategy == "race")
+    planned = strategy.looks(repeats)
     return {**plan, "looks": planned} if len(planned) > 1 else plan
 
 
@@ -152,7 +120,7 @@ def confirm_pairs(
     before = recommendations(storage, studies)
     for s in studies:
         trials = storage.get_all_trials(s._study_id, deepcopy=False)
-        plan = _plan(trials, repeats, s.user_attrs.get("strategy", "fixed"))
+        plan = _plan(trials, repeats, strategy_of(s.user_attrs))
         if plan is None:
             why = "no default trial finished yet" if complete(trials) else "no complete trial"
             outcomes[s.study_name] = ConfirmOutcome(s.study_name, "skipped", why)
@@ -215,9 +183,7 @@ def _confirming(
 
 def _what(studies: Sequence[optuna.study.FrozenStudy]) -> str:
     """What a confirmation runs, by the studies' strategies."""
-    what = {"race": "each race's incumbent and its default",
-            "fixed": f"up to {TOP_CANDIDATES} best configurations and their defaults"}  # fmt: skip
-    return "; ".join(dict.fromkeys(what[s.user_attrs.get("strategy", "fixed")] for s in studies))
+    return "; ".join(dict.fromkeys(strategy_of(s.user_attrs).confirms for s in studies))
 
 
 def _verdict(rec: dict[str, Any]) -> str:
@@ -259,7 +225,7 @@ def join_confirmation(
         for name, s in fresh.items():
             trials = storage.get_all_trials(s._study_id, deepcopy=False)
             attrs = s.user_attrs
-            plan = _plan(trials, attrs["run"]["confirm"], attrs.get("strategy", "fixed"))
+            plan = _plan(trials, attrs["run"]["confirm"], strategy_of(attrs))
             seeds, rec = states[name]
             if plan is None or rec is not None or (seeds and seeds == ran.get(name)):
                 waiting.discard(name)  # nothing to compare, decided, or its runs failed
@@ -362,7 +328,6 @@ def _pm(entry: dict[str, Any]) -> str:
 __all__ = [
     "CONFIRM_SEED_BASE",
     "ConfirmOutcome",
-    "candidates",
     "confirm",
     "confirm_in_run",
     "confirm_pairs",

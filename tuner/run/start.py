@@ -96,7 +96,7 @@ def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
             config,
             space,
             opts.trials,
-            strategy=opts.strategy if kind.races else "fixed",
+            strategy=opts.strategy if kind.races else None,
         )
         for t in targets
     ]

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tuner.kinds import KINDS
 from tuner.options import TuneOptions
 from tuner.run.confirm import confirm_in_run, join_confirmation
 from tuner.run.start import RunSummary, Say, join, plan, start
 from tuner.store.db import quiet_optuna
 from tuner.store.storage import mask
+from tuner.strategies import strategy
 
 
 def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
@@ -36,10 +38,9 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
 
 
 def _budget(opts: TuneOptions) -> str:
-    if opts.mode == "pair" and opts.strategy == "race":
-        return (f"raced: at most {opts.trials} rounds each, fewer where more cannot change the "
-                "answer")  # fmt: skip
-    return f"{opts.trials} trials each"
+    """What ``--trials`` means for this run's studies (a kind that is not raced: the unnamed
+    strategy's rule, tuner.strategies)."""
+    return strategy(opts.strategy if KINDS[opts.mode].races else None).budget(opts.trials)
 
 
 def join_run(

@@ -3,5 +3,5 @@ notes (``notes``), the HTML report (``report``: the page shell and writers; ``re
 ``report_kinds``: its sections; ``html_parts``: the HTML helpers they share) and the read-only
 optuna-dashboard (``dashboard``).
 
-May import: tuner.store, tuner.search, tuner.kinds, tuner.read.
+May import: tuner.store, tuner.search, tuner.strategies, tuner.kinds, tuner.read.
 """

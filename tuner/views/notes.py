@@ -36,7 +36,7 @@ def note_text(p: PairResult, data: ReportData, export_row: dict | None) -> str:
         else "single tuning trials; `dkd-tune confirm --repeats 3` re-runs them with fresh seeds"
     )
     if p.stale_confirmation:
-        figures += " (a later run found a new best after the last confirm)"
+        figures += " (its candidates changed after the last confirm: rerun dkd-tune confirm)"
     lines += [
         f"Student **{p.student}** learns from teacher **{p.teacher}** in the best configuration.",
         "",

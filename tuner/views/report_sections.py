@@ -47,7 +47,8 @@ def _source_note(d: ReportData) -> str:
             "fresh seeds."
         )
     if s.stale:
-        text += f" {s.stale} pair(s) found a new best after confirm: rerun dkd-tune confirm."
+        text += (f" {s.stale} pair(s) have other candidates since their confirmation: rerun "
+                 "dkd-tune confirm.")
     return text
 
 

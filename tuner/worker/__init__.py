@@ -3,5 +3,5 @@ from claim to tell (``lifecycle``), the budget and retries (``budget``), heartbe
 dead worker's trials (``heartbeat``), what every worker of a run must share (``fleet``), and
 Ctrl-C that lands where Python would drop it (``interrupts``).
 
-May import: tuner.store, tuner.search, tuner.kinds.
+May import: tuner.store, tuner.search, tuner.strategies, tuner.kinds.
 """

@@ -17,11 +17,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.search.race import SEED_ATTR
+from tuner.strategies import STRATEGIES
 
-#: Trial user attrs carried over when a failed configuration is enqueued again (a raced round's
-#: seed index: its retry is the same round).
-_CARRIED = ("default", SEED_ATTR)
+#: Trial user attrs carried over when a failed configuration is enqueued again: the default mark
+#: and what makes a round of any strategy that round (a raced round's seed index).
+_CARRIED = ("default", *dict.fromkeys(a for s in STRATEGIES.values() for a in s.round_attrs))
 
 
 def claim_is_within_budget(study: optuna.Study, trial_id: int, budget: int) -> bool:

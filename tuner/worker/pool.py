@@ -31,8 +31,8 @@ import torch
 from objectives import FederationBundle, StudyConfig, bundle_path, prepare_federation
 from tuner.kinds import KINDS, Task
 from tuner.options import TuneOptions, cpu_cores
-from tuner.search.sampler import make_sampler
 from tuner.store.db import count_trials, database_errors, open_storage, quiet_optuna
+from tuner.strategies import strategy
 from tuner.worker.heartbeat import Heartbeat
 from tuner.worker.lifecycle import Outcome, Settings, run_batch, run_one, running_ids
 
@@ -130,7 +130,7 @@ def _work(spec: WorkerSpec) -> WorkerReport:
         studies[task.study] = optuna.load_study(
             study_name=task.study,
             storage=storage,
-            sampler=make_sampler(spec.opts.sampler, task.space, seed, race=task.strategy == "race"),
+            sampler=strategy(task.strategy).make_sampler(spec.opts.sampler, task.space, seed),
             pruner=make_pruner(spec.opts.pruner, task.config.kd.eval_points),
         )
     report = WorkerReport(spec.index, spec.device)
@@ -226,7 +226,7 @@ def pick_slots(left: dict[str, int], k: int, order: list[str]) -> list[str]:
 
 def _log_line(name: str, outcome: Outcome, task: Task, spec: WorkerSpec) -> str:
     if outcome.state == "stopped":
-        return f"{name}: race over, {outcome.reason} [worker {spec.index} {spec.device}]"
+        return f"{name}: {outcome.reason} [worker {spec.index} {spec.device}]"
     kind = KINDS[task.kind]
     what = kind.describe(outcome.params) if outcome.params else ""
     result = (
