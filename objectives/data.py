@@ -165,7 +165,7 @@ def _load_cifar10(cfg: DataConfig) -> Dataset:
         xs, ys = [], []
         for name in names:
             with open(folder / name, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+                batch = _load_cifar_batch(f, folder / name)
             xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
         return np.concatenate(xs), np.concatenate(ys)
@@ -180,6 +180,46 @@ def _load_cifar10(cfg: DataConfig) -> Dataset:
         test_y=torch.from_numpy(test_y),
         classes=10,
     )
+
+
+# The globals a CIFAR-10 python batch may name (numpy 1 and 2 spell the array rebuild differently;
+# protocol 2 written by Python 3 encodes bytes through _codecs.encode). Nothing else: a batch file
+# from a data folder someone handed over must not run code (issue 27, docs/design.md §10).
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 arrays
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only dicts, lists, bytes, str, ints and numpy arrays: what a CIFAR batch holds."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def _load_cifar_batch(f: object, path: Path) -> dict:
+    """One CIFAR-10 batch file through the restricted unpickler; anything else is one DataError."""
+    try:
+        batch = _CifarUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch file (it names {e}, which a batch never holds); "
+            "replace it with the file from the official cifar-10-python.tar.gz"
+        ) from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch file (no data and labels); replace it with the file "
+            "from the official cifar-10-python.tar.gz"
+        )
+    return batch
 
 
 def make_synthetic(cfg: DataConfig) -> Dataset:

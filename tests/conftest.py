@@ -5,11 +5,20 @@ Fashion-MNIST PNGs, a partition file, checkpoints of two architectures trained f
 from __future__ import annotations
 
 import importlib.util
+import signal
 from pathlib import Path
 
 import pytest
 
 from objectives.data import FASHION_MNIST_DIR
+
+# A suite started as a background job of a non-interactive shell (`nohup make test &`) inherits
+# SIGINT ignored, and every process it starts would too (an ignored signal survives exec): the
+# Ctrl-C tests would send SIGINT to children that ignore it. dkd-tune deliberately keeps an
+# inherited ignore, so the test side restores Python's default here; children exec'd from now on
+# get SIG_DFL, as under an interactive shell (issue 27).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-federation"
 

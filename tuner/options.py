@@ -156,7 +156,10 @@ def check_options(opts: TuneOptions) -> None:
         raise UsageError(f"unknown progress mode {opts.progress!r}: auto, live, log or quiet")
 
 
-_PAIR = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+# ASCII digits only, at most 9 of them: \d admits Unicode digits ("٠-١") and int() of a 5,000-digit
+# item raises ValueError past the one-line error path (issue 27).
+_PAIR = re.compile(r"^\s*([0-9]{1,9})\s*-\s*([0-9]{1,9})\s*$", re.ASCII)
+_CLIENT = re.compile(r"^[0-9]{1,9}$", re.ASCII)
 
 
 def parse_pairs(spec: str, participants: int) -> list[Pair]:
@@ -196,7 +199,7 @@ def parse_clients(spec: str, participants: int) -> list[int]:
     clients: set[int] = set()
     for item in spec.split(","):
         item = item.strip()
-        if not item.isdigit():
+        if not _CLIENT.match(item):
             raise UsageError(
                 f"bad --clients item {item!r}: write all or client numbers separated by commas, "
                 "e.g. --clients 0,2"
