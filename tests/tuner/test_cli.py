@@ -132,9 +132,13 @@ def test_bad_input_as_real_processes(run_db) -> None:
 
 def test_status_and_export_commands(run_db, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     digest = db_digest(run_db["url"])
-    assert main(["status", "--storage", run_db["url"]]) == 0
+    assert main(["status", "--storage", run_db["url"], "--wide"]) == 0
     out = capsys.readouterr().out
     assert "tiny/0-1" in out and "tiny/1-2" in out and "3/3" in out
+    assert main(["status", "--storage", run_db["url"]]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "pairs answered" in out[0] and all(len(line) <= 120 for line in out)
+    assert [line.split()[0] for line in out[1:]] == ["0-1", "1-2"]
     rows = pair_rows(get_storage(run_db["url"]))
     target = tmp_path / "best.csv"
     assert (

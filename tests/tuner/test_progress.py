@@ -23,3 +23,12 @@ def test_log_lines_when_not_a_terminal(opts, capsys: pytest.CaptureFixture) -> N
         for p in progress
     ), progress
     assert any(line.startswith("tiny/0-1/confirm #") for line in out.splitlines())
+
+
+def test_rate_and_eta_from_counts_and_elapsed_time() -> None:
+    from tuner.run.progress import rate_and_eta
+
+    assert rate_and_eta(0, 10, 30.0) == "starting"  # never "0.0 trials/min" at a pass's start
+    assert rate_and_eta(3, 6, 60.0) == "3.0 trials/min, ETA 2m00s"
+    assert rate_and_eta(1, 120, 60.0) == "1.0 trials/min, ETA 2h00m"
+    assert rate_and_eta(5, 0, 60.0) == "5.0 trials/min"  # nothing left: no ETA

@@ -149,9 +149,15 @@ def test_a_rerun_adds_nothing(confirmed: dict) -> None:
 
 
 def test_status_shows_the_recommendation(confirmed: dict, capsys) -> None:
-    assert main(["status", "--storage", confirmed["url"]]) == 0
+    assert main(["status", "--storage", confirmed["url"], "--wide"]) == 0
     out = capsys.readouterr().out
     assert "recommended (confirmed)" in out and f"{SEEDS} seeds" in out
+    assert main(["status", "--storage", confirmed["url"]]) == 0
+    answer = capsys.readouterr().out  # answer first: the confirmed configuration and its seeds
+    assert f"default ({SEEDS} seeds)  | not confirmed" in answer  # no tuned one beat it
+    assert all(len(line) <= 120 for line in answer.splitlines())
+    main(["status", "--storage", confirmed["url"], "--wide"])
+    out = capsys.readouterr().out
     assert "beats the default beyond noise" in out
 
 

@@ -22,15 +22,17 @@ def cmd_status(argv: Sequence[str]) -> int:
         "--federation fashion-mnist-n10",
         parents=[STORAGE, FEDERATION],
     )
+    p.add_argument("--wide", action="store_true", help="the single-trial table of every pair")
     a = p.parse_args(argv)
     # The library only now: ``--help`` and a bad flag answer without loading it.
     from tuner.read.results import client_rows, pair_rows
+    from tuner.views.status import answer_table
     from tuner.views.tables import client_status_table, status_table
 
     storage = existing_storage(a.storage)
     pairs, clients = pair_rows(storage, a.federation), client_rows(storage, a.federation)
     if pairs or not clients:
-        print(status_table(pairs), end="")
+        print((status_table if a.wide else answer_table)(pairs), end="")
     print(client_status_table(clients), end="")
     return 0
 

@@ -17,6 +17,22 @@ from tuner.kinds import KINDS, Task
 from tuner.store.db import best_value, count_trials
 
 
+def rate_and_eta(done: int, total: int, elapsed_s: float) -> str:
+    """The rate and time left from counts done in this pass and its elapsed time: "starting"
+    until the pass has done one unit (never a misleading 0.0/min), "ETA" from the mean rate."""
+    if done <= 0 or elapsed_s <= 0:
+        return "starting"
+    rate = done / (elapsed_s / 60)
+    left = max(total, 0)
+    if left == 0:
+        return f"{rate:.1f} trials/min"
+    seconds = round(left / rate * 60)
+    eta = f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else (
+        f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+    return f"{rate:.1f} trials/min, ETA {eta}"
+
+
 class Progress:
     """Call :meth:`poll` now and then; it prints only when something changed (or, live, to
     refresh the rate)."""
@@ -66,15 +82,15 @@ class Progress:
 
     def line(self) -> str:
         done, running, failed = self._done()
-        minutes = max(time.monotonic() - self.started, 1e-9) / 60
-        rate = (done - self.start_done) / minutes
+        elapsed = time.monotonic() - self.started
+        rate = rate_and_eta(done - self.start_done, self.total - done, elapsed)
         best = best_value(self.storage, self.ids)
         best_text = "n/a" if best is None else f"{best:+.2f}{self.unit}"
         self._state = (done, running, failed, best)
         extra = f", {failed} failed" if failed else ""
         return (
             f"{done}/{self.total} trials done ({running} running{extra}), "
-            f"{rate:.1f} trials/min, {self.best_label} {best_text}"
+            f"{rate}, {self.best_label} {best_text}"
         )
 
     def poll(self, final: bool = False) -> None:

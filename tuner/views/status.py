@@ -1,0 +1,60 @@
+"""``dkd-tune status``, answer first: one line per pair (at most 120 characters) with what to use,
+its confirmed difference and the pair's state, then a line for the federation. The single-trial
+table stays behind ``status --wide`` (tuner.views.tables.status_table)."""
+
+from __future__ import annotations
+
+from tuner.formats import config_line
+
+WIDTH = 120
+
+
+def state(row: dict) -> str:
+    """Where the pair stands: confirmed or not, or the race's state."""
+    if row.get("recommended_gain_mean") is not None:
+        return "confirmed" if not row["recommended_is_default"] else "not confirmed"
+    if row.get("rounds") is None:
+        return "running" if row["running"] else "unconfirmed"
+    if row["stopped"] == "settled":
+        return f"settled after {row['rounds']} rounds"
+    if row["stopped"] == "cap":
+        return "at its cap"
+    return f"racing, {row['rounds']} rounds"
+
+
+def answer(row: dict) -> str:
+    """The pair's answer: the configuration to use (or default) and its difference."""
+    if row.get("recommended_gain_mean") is None:
+        return "no answer yet"
+    seeds = f"{row['seeds']} seeds"
+    if row["recommended_is_default"]:
+        return f"default ({seeds})"
+    params = config_line(row["recommended_params"], "a")
+    diff, (low, high) = row["confirmed_difference"], row["confirmed_difference_ci"]
+    return f"{params}  {diff:+.2f} pp [{low:+.2f}, {high:+.2f}] ({seeds})"
+
+
+def line(row: dict) -> str:
+    """One pair's status line, cut to WIDTH characters."""
+    who = row.get("recommended_student") or row.get("student")
+    teacher = row.get("recommended_teacher") or row.get("teacher")
+    pair = f"{row['pair']} {who}<-{teacher}" if who is not None else row["pair"]
+    text = f"{pair:<10} {answer(row)}  | {state(row)}"
+    return text if len(text) <= WIDTH else text[: WIDTH - 1] + "…"
+
+
+def summary(rows: list[dict]) -> str:
+    """The federation in one line: pairs answered, tuned recommendations, their mean gain."""
+    answered = [r for r in rows if r.get("recommended_gain_mean") is not None]
+    tuned = [r for r in answered if not r["recommended_is_default"]]
+    mean = sum(r["confirmed_difference"] for r in tuned) / len(tuned) if tuned else 0.0
+    rounds = sum(r.get("rounds") or 0 for r in rows)
+    return (f"{len(answered)}/{len(rows)} pairs answered, {len(tuned)} tuned recommendations "
+            f"(mean {mean:+.2f} pp over the default), {rounds} rounds")  # fmt: skip
+
+
+def answer_table(rows: list[dict]) -> str:
+    """The answer-first status of the pair studies."""
+    if not rows:
+        return "no dkd-tune studies in this storage yet: run dkd-tune to start one\n"
+    return "\n".join([summary(rows), *map(line, rows)]) + "\n"
