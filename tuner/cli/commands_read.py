@@ -53,6 +53,7 @@ def cmd_export(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     # The library only now: ``--help`` and a bad flag answer without loading it.
     from tuner.read.results import client_rows, pair_rows
+    from tuner.views.export import write_atomic
 
     storage = existing_storage(a.storage)
     text = render(pair_rows(storage, a.federation) + client_rows(storage, a.federation), a.format)
@@ -60,7 +61,7 @@ def cmd_export(argv: Sequence[str]) -> int:
         sys.stdout.write(text)
     else:
         try:
-            Path(a.out).write_text(text)
+            write_atomic(Path(a.out).resolve(), text)
         except OSError as exc:
             raise UsageError(
                 f"cannot write --out {a.out} ({exc.strerror}): pick a writable path"

@@ -39,10 +39,17 @@ _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
 _LOCK = threading.Lock()
 
 
+_SECRET_KEYS = {"password", "sslpassword", "passfile", "sslkey", "pass", "pwd"}
+
+
 def mask(url: str) -> str:
     """The URL with its password replaced by ***, safe for messages and logs."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        # hide_password covers user:password@ only; libpq also takes secrets as query keys
+        secret = {k: "***" for k in parsed.query if k.lower() in _SECRET_KEYS}
+        shown = parsed.update_query_dict(secret).render_as_string(hide_password=True)
+        return shown.replace("%2A%2A%2A", "***")
     except Exception:  # not even parseable: show nothing that could be a secret
         return "<unparseable storage URL>"
 

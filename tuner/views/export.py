@@ -17,6 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import tempfile
+from pathlib import Path
 
 from tuner.errors import UsageError
 
@@ -75,3 +78,19 @@ def _empty() -> dict:
             "default_gain_b",
         ]
     )
+
+
+def write_atomic(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` whole or not at all, private to its owner (mode 0600).
+
+    A temporary file in the same folder then os.replace: a full disk leaves the previous
+    export intact, and a shared machine's readers never see a partial or world-readable file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

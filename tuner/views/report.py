@@ -119,7 +119,7 @@ def summary_lines(d: ReportData) -> list[str]:
 
 
 def write_file(target: Path, text: str, flag: str) -> None:
-    """Write a page atomically (never half a file), readable by all like any shared report;
+    """Write a page atomically (never half a file), readable by its owner only (0600);
     one line naming ``flag`` if it cannot be written."""
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
@@ -129,9 +129,7 @@ def write_file(target: Path, text: str, flag: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is for sharing
+        # mkstemp's 0600 is kept: the page may show a (masked) storage URL and study names
         os.replace(tmp, target)
     except OSError as exc:
         if tmp is not None and os.path.exists(tmp):
