@@ -10,7 +10,7 @@ from optuna.trial import TrialState, create_trial
 from tuner.read.decision import decide, difference_ci, paired_p_value
 from tuner.search import race
 from tuner.search.race import SEED_ATTR, race_state, seen_by_sampler
-from tuner.search.sampler import RaceSampler, _SeenStudy, make_sampler
+from tuner.search.sampler import RaceSampler, _seen, make_sampler
 
 DIST = {"temperature": FloatDistribution(0.25, 16.0, log=True)}
 
@@ -112,7 +112,7 @@ def test_the_sampler_sees_one_point_per_configuration_at_its_mean() -> None:
     study = optuna.create_study(direction="maximize")
     for t in trials:
         study.add_trial(t)
-    view = _SeenStudy(study)
+    view = _seen(study)
     assert [t.value for t in view.get_trials(states=(TrialState.COMPLETE,))] == [7.0, 5.0]
     assert len(study.get_trials()) == 5  # the study itself is unchanged
 

@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import EvalPoint, FederationBundle, StudyConfig, parse_config
 from objectives.batched import TrialSpec
+from tuner.store.adapter import fixed_params
 from tuner.store.db import Counts
 from tuner.store.storage import mask
 
@@ -191,7 +192,7 @@ def missing(
 ) -> list[Queued]:
     """The wanted trials whose ``key`` no trial holds (a failed one counts as missing: its
     retries, if any, are WAITING and count as present)."""
-    present = {key(t.params or t.system_attrs.get("fixed_params") or {})
+    present = {key(t.params or fixed_params(t) or {})
                for t in trials if t.state != TrialState.FAIL}  # fmt: skip
     return [q for q in wanted if key(q[0]) not in present]
 

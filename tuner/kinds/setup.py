@@ -25,6 +25,7 @@ from optuna.study import StudyDirection
 from objectives import FederationBundle
 from tuner.errors import StorageError
 from tuner.kinds import KINDS, Task
+from tuner.store.adapter import study_id_of
 
 #: Where Optuna keeps a study's metric names (``Study.set_metric_names``).
 METRIC_NAMES = "study:metric_names"
@@ -54,7 +55,7 @@ def check_existing(storage: optuna.storages.RDBStorage, url: str, tasks: Sequenc
             continue
         attrs = existing[task.study].user_attrs
         if not attrs.get("ready"):
-            attrs = wait_ready(storage, existing[task.study]._study_id) or attrs
+            attrs = wait_ready(storage, study_id_of(existing[task.study])) or attrs
         if "federation_hash" not in attrs:
             continue  # its creator died before writing it: setup_study takes over and checks
         reason = KINDS[task.kind].conflict(task.study, attrs, task, url)

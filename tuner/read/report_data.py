@@ -38,6 +38,7 @@ from tuner.read.results import (
 from tuner.search.best import best_trial, complete, defaults
 from tuner.search.space import DEFAULT_PARAMS
 from tuner.search.warm import role
+from tuner.store.adapter import study_id_of
 from tuner.store.storage import mask
 from tuner.strategies import strategy_of
 
@@ -274,7 +275,7 @@ def collect(
     pairs, points = [], []
     recs = recommendations(storage, studies)
     for s in studies:
-        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
         pairs.append(pair_result(s, trials, recs[s.study_name]))
         accuracy.update(pairs[-1].accuracy_before)
         points += [
@@ -332,7 +333,7 @@ def pair_result(
     plan = attrs.get(PLAN_ATTR)
     result = PairResult(
         study=study.study_name,
-        study_id=study._study_id,
+        study_id=study_id_of(study),
         pair=(a, b),
         finished=finished,
         complete=len(done),

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives import AGGREGATIONS, DIVERGENCES
@@ -18,6 +17,7 @@ from tuner.errors import StorageError, UsageError
 from tuner.kinds import KINDS, kind_of
 from tuner.read.decision import LEVEL, difference_ci, look_levels, verdict
 from tuner.search.best import best_trial, default_for, defaults
+from tuner.store.adapter import FrozenStudy, study_id_of
 from tuner.store.db import count_trials
 from tuner.store.storage import mask
 from tuner.strategies import strategy_of
@@ -93,11 +93,11 @@ def _counts(c: Any) -> dict[str, int]:
 def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
     """One dict per pair study: counts, the best trial and the same-position default."""
     studies = pair_studies(storage, federation)
-    counts = count_trials(storage, [s._study_id for s in studies])
+    counts = count_trials(storage, [study_id_of(s) for s in studies])
     recommended = recommendations(storage, studies)
     rows = []
     for s in studies:
-        everything = storage.get_all_trials(s._study_id, deepcopy=False)
+        everything = storage.get_all_trials(study_id_of(s), deepcopy=False)
         trials = [t for t in everything if t.state == TrialState.COMPLETE]
         a, b = s.user_attrs["pair"]
         by_position = defaults(trials)
@@ -109,7 +109,7 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
             "federation": s.user_attrs["federation"],
             "federation_hash": s.user_attrs["federation_hash"],
             "pair": f"{a}-{b}",
-            **_counts(counts[s._study_id]),
+            **_counts(counts[study_id_of(s)]),
             "budget": budget,
             "strategy": strategy.name,
             **strategy.summary(everything, budget),
@@ -142,10 +142,12 @@ def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None
 def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
     """One dict per client study (neighbourhood mode): counts, the best trial, the default."""
     studies = studies_of(storage, "neighbourhood", federation)
-    counts = count_trials(storage, [s._study_id for s in studies])
+    counts = count_trials(storage, [study_id_of(s) for s in studies])
     rows = []
     for s in studies:
-        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        trials = storage.get_all_trials(
+            study_id_of(s), deepcopy=False, states=(TrialState.COMPLETE,)
+        )
         default = next(iter(defaults(trials).values()), None)
         best = best_trial(trials)
         a = s.user_attrs
@@ -158,7 +160,7 @@ def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = No
                 "client": a["client"],
                 "neighbours": a["neighbours"],
                 "round_transfer_set": a["search"]["transfer_set"],
-                **_counts(counts[s._study_id]),
+                **_counts(counts[study_id_of(s)]),
                 "budget": a.get("run", {}).get("budget"),
                 "accuracy_before": a.get("accuracy"),
                 "trial": None if best is None else best.number,
@@ -211,7 +213,7 @@ def read_cells(
     storage: optuna.storages.RDBStorage, names: Sequence[str] | None = None
 ) -> list[Cell]:
     """The compare table's cells from the stored compare studies (all, or these federations)."""
-    studies = sorted(studies_of(storage, "compare"), key=lambda s: s._study_id)  # run order
+    studies = sorted(studies_of(storage, "compare"), key=lambda s: study_id_of(s))  # run order
     if names is not None:
         order = {n: i for i, n in enumerate(names)}
         studies = sorted(
@@ -220,7 +222,9 @@ def read_cells(
         )
     cells = []
     for s in studies:
-        trials = storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        trials = storage.get_all_trials(
+            study_id_of(s), deepcopy=False, states=(TrialState.COMPLETE,)
+        )
         for divergence in DIVERGENCES:
             for aggregation in AGGREGATIONS:
                 mine = sorted(
@@ -415,9 +419,9 @@ def confirmation_states(
             out[s.study_name] = ([], None)
             continue
         confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
-        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
         confirmations = (
-            storage.get_all_trials(names[confirm_name]._study_id, deepcopy=False)
+            storage.get_all_trials(study_id_of(names[confirm_name]), deepcopy=False)
             if confirm_name in names
             else []
         )

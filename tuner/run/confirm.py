@@ -38,6 +38,7 @@ from tuner.read.results import (
 )
 from tuner.run.start import RunSummary, run_tasks, start
 from tuner.search.best import complete
+from tuner.store.adapter import study_id_of
 from tuner.store.db import open_storage, quiet_optuna
 from tuner.store.storage import check_storage, mask
 from tuner.strategies import Strategy, strategy_of
@@ -119,7 +120,7 @@ def confirm_pairs(
     todo: list[str] = []
     before = recommendations(storage, studies)
     for s in studies:
-        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
         plan = _plan(trials, repeats, strategy_of(s.user_attrs))
         if plan is None:
             why = "no default trial finished yet" if complete(trials) else "no complete trial"
@@ -132,7 +133,7 @@ def confirm_pairs(
             )  # fmt: skip
             continue
         if s.user_attrs.get(PLAN_ATTR) != plan:
-            storage.set_study_user_attr(s._study_id, PLAN_ATTR, plan)
+            storage.set_study_user_attr(study_id_of(s), PLAN_ATTR, plan)
         todo.append(s.study_name)
     for o in outcomes.values():
         say(f"{o.study}: {o.state} ({o.reason})")
@@ -147,7 +148,7 @@ def confirm_pairs(
             seeds, rec = states[name]
             if rec is None and seeds != ran.get(name):  # runs to do (not the ones that failed)
                 ran[name] = seeds
-                trials = storage.get_all_trials(fresh[name]._study_id, deepcopy=False)
+                trials = storage.get_all_trials(study_id_of(fresh[name]), deepcopy=False)
                 tasks.append(_task(fresh[name], fresh[name].user_attrs[PLAN_ATTR], seeds, trials))
         if not tasks:
             break
@@ -223,7 +224,7 @@ def join_confirmation(
         states = confirmation_states(storage, list(fresh.values()))
         tasks: list[Task] = []
         for name, s in fresh.items():
-            trials = storage.get_all_trials(s._study_id, deepcopy=False)
+            trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
             attrs = s.user_attrs
             plan = _plan(trials, attrs["run"]["confirm"], strategy_of(attrs))
             seeds, rec = states[name]

@@ -35,6 +35,7 @@ from tuner.read.results import one_federation
 from tuner.run.applies import check_used, ignored_line
 from tuner.run.progress import Progress
 from tuner.search.space import parse_space
+from tuner.store.adapter import study_id_of
 from tuner.store.db import count_trials, database_errors, open_storage, quiet_optuna
 from tuner.store.storage import check_storage, mask
 from tuner.views.notes import write_notes
@@ -213,7 +214,9 @@ def join(
             bundle = load_bundle_once(config, opts.bundles, devices[0], progress=say)
             check_bundle(storage, opts.storage, [t.study for t in tasks], bundle)
         ids = {
-            s.study_name: s._study_id for s in studies if s.study_name in {t.study for t in tasks}
+            s.study_name: study_id_of(s)
+            for s in studies
+            if s.study_name in {t.study for t in tasks}
         }
         say(f"joining {len(ids)} studies of {tasks[0].config.name} ({_budgets(tasks)})")
         return run_tasks(opts, tasks, devices, storage, ids, say)

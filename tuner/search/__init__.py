@@ -1,5 +1,5 @@
 """What a pair study searches and how its best is chosen: the search space (``space``), the
 single-trial best and default rule (``best``), the warm start from neighbouring pairs (``warm``).
 
-May import: nothing else of tuner (only the base modules).
+May import: tuner.store (the Optuna adapter).
 """

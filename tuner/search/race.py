@@ -25,7 +25,8 @@ running) and at least ``MIN_CONFIGURATIONS`` proposals were made, or at its cap 
 rounds finished, pruned first rounds included). The answer is then decided on fresh seeds
 (tuner.run.confirm): the incumbent against its same-student default.
 
-No imports from the rest of the tuner (the kinds and the bench use it).
+Imports only the Optuna adapter of the tuner (tuner.store.adapter); the strategies and the bench
+use it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+
+from tuner.store.adapter import fixed_params, trial_id_of
 
 #: User attr holding a round's seed index (0: the configuration's first round).
 SEED_ATTR = "race_seed"
@@ -71,7 +74,7 @@ def config_key(params: dict[str, Any]) -> tuple:
 
 def _params(t: FrozenTrial) -> dict[str, Any]:
     # An enqueued round holds its whole configuration in fixed_params, also before it is suggested.
-    return dict(t.system_attrs.get("fixed_params") or t.params)
+    return dict(fixed_params(t) or t.params)
 
 
 @dataclass
@@ -264,7 +267,7 @@ def _with_value(t: FrozenTrial, value: float, state: TrialState) -> FrozenTrial:
         number=t.number, state=state, value=value, datetime_start=t.datetime_start,
         datetime_complete=t.datetime_complete, params=t.params, distributions=t.distributions,
         user_attrs=t.user_attrs, system_attrs=t.system_attrs,
-        intermediate_values=t.intermediate_values, trial_id=t._trial_id,
+        intermediate_values=t.intermediate_values, trial_id=trial_id_of(t),
     )  # fmt: skip
     return copy
 

@@ -10,7 +10,7 @@ points (Optuna's default waits for 10) and models the parameters jointly (``mult
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -18,6 +18,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.search.race import seen_by_sampler
+from tuner.store.adapter import StudyView
 
 #: Start-up points of the race's sampler before TPE models (the defaults count among them).
 RACE_STARTUP = 5
@@ -56,21 +57,10 @@ def make_sampler(
     return RaceSampler(sampler) if race and space is not None else sampler
 
 
-class _SeenStudy(optuna.Study):
-    """The study as the sampler sees it in a race: shares the study's state, lists only what
-    :func:`seen_by_sampler` keeps."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        self.__dict__ = study.__dict__  # a view: Study.__init__ would load the study again
-
-    def _get_trials(
-        self,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-        use_cache: bool = False,
-    ) -> list[FrozenTrial]:
-        trials = optuna.Study._get_trials(self, deepcopy=False, use_cache=use_cache)
-        return [t for t in seen_by_sampler(trials) if states is None or t.state in states]
+def _seen(study: optuna.Study) -> optuna.Study:
+    """The study as the sampler sees it in a race: only what :func:`seen_by_sampler` keeps (a
+    view through one of Optuna's private parts: tuner.store.adapter)."""
+    return StudyView(study, seen_by_sampler)
 
 
 class RaceSampler(optuna.samplers.BaseSampler):
@@ -82,12 +72,12 @@ class RaceSampler(optuna.samplers.BaseSampler):
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        return self.inner.infer_relative_search_space(_SeenStudy(study), trial)
+        return self.inner.infer_relative_search_space(_seen(study), trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return self.inner.sample_relative(_SeenStudy(study), trial, search_space)
+        return self.inner.sample_relative(_seen(study), trial, search_space)
 
     def sample_independent(
         self,
@@ -97,7 +87,7 @@ class RaceSampler(optuna.samplers.BaseSampler):
         param_distribution: BaseDistribution,
     ) -> Any:
         return self.inner.sample_independent(
-            _SeenStudy(study), trial, param_name, param_distribution
+            _seen(study), trial, param_name, param_distribution
         )
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.search.best import improvements
 from tuner.search.space import MULTI_TEACHER, SearchSpace
+from tuner.store.adapter import fixed_params, storage_of, study_id_of
 
 #: Sampled trials a study runs before it takes configurations from the other pairs.
 WARM_AFTER = 3
@@ -83,7 +84,7 @@ def choose(
                 params.pop("aggregation", None)
             ranked.append((-gain, name, t.number, params))
     seen = [dict(t.params) for t in own_trials]
-    seen += [t.system_attrs.get("fixed_params") or {} for t in own_trials]
+    seen += [fixed_params(t) or {} for t in own_trials]
     out: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for _neg, name, number, params in sorted(ranked, key=lambda r: r[:3]):
         if len(out) == k:
@@ -105,13 +106,13 @@ def enqueue_warm(
     (called once per study, by the claim numbered :func:`warm_at`)."""
     if k <= 0:
         return 0
-    storage = study._storage
-    own_id = study._study_id
+    storage = storage_of(study)
+    own_id = study_id_of(study)
     own = storage.get_study_user_attrs(own_id)
     others = [
-        (s.study_name, s.user_attrs, storage.get_all_trials(s._study_id, deepcopy=False))
+        (s.study_name, s.user_attrs, storage.get_all_trials(study_id_of(s), deepcopy=False))
         for s in storage.get_all_studies()
-        if s._study_id != own_id
+        if study_id_of(s) != own_id
         and is_pair(s.user_attrs)
         and s.user_attrs.get("federation_hash") == own.get("federation_hash")
     ]

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.store.adapter import fixed_params, storage_of, trial_id_of
 from tuner.strategies import STRATEGIES
 
 #: Trial user attrs carried over when a failed configuration is enqueued again: the default mark
@@ -30,7 +31,7 @@ def claim_is_within_budget(study: optuna.Study, trial_id: int, budget: int) -> b
     Claims are ordered by (start time, number): ``ask`` stamps the start when it creates a trial
     or pops a waiting one, inside the transaction that claims it.
     """
-    storage = study._storage
+    storage = storage_of(study)
     me = storage.get_trial(trial_id)
     key = (me.datetime_start, me.number)
     trials = study.get_trials(
@@ -40,7 +41,7 @@ def claim_is_within_budget(study: optuna.Study, trial_id: int, budget: int) -> b
         1
         for t in trials
         if t.state != TrialState.RUNNING
-        or (t._trial_id != trial_id and (t.datetime_start, t.number) < key)
+        or (trial_id_of(t) != trial_id and (t.datetime_start, t.number) < key)
     )
     return taken < budget
 
@@ -50,7 +51,7 @@ def enqueue_retry(study: optuna.Study, failed: FrozenTrial, retries: int) -> boo
     attempt = int(failed.user_attrs.get("attempt", 1))
     # An enqueued trial (a default, a retry) keeps its whole configuration in fixed_params, also
     # when its worker died before suggesting all of it (a heartbeat found it stale).
-    params = failed.system_attrs.get("fixed_params") or failed.params
+    params = fixed_params(failed) or failed.params
     if attempt > retries or not params or failed.user_attrs.get("surplus"):
         return False
     attrs: dict[str, Any] = {k: failed.user_attrs[k] for k in _CARRIED if k in failed.user_attrs}

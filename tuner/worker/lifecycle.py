@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from objectives import DkdError, EvalPoint, FederationBundle
 from objectives.batched import run_trials
 from tuner.kinds import KINDS, Job, Task
+from tuner.store.adapter import fixed_params, storage_of, trial_id_of
 from tuner.worker.budget import claim_is_within_budget, enqueue_retry
 from tuner.worker.interrupts import raise_swallowed
 
@@ -134,34 +135,34 @@ def _claim(study: optuna.Study, task: Task, s: Settings) -> optuna.Trial | Outco
     with interrupts_held():
         trial = study.ask()
         # Registered at once: an interrupt even during the claim must not leave it RUNNING.
-        _RUNNING[trial._trial_id] = (study, trial, retries)
+        _RUNNING[trial_id_of(trial)] = (study, trial, retries)
     try:
         if KINDS[task.kind].fixed and not _queued(study, trial):
             # A fixed kind's work is its queue: a claim that found it empty runs nothing.
             _close_surplus(study, trial)
             outcome = Outcome(trial.number, "empty", {})
         elif task.budget is not None and not claim_is_within_budget(
-            study, trial._trial_id, task.budget
+            study, trial_id_of(trial), task.budget
         ):
             outcome = _give_back(study, trial)
         else:
             with contextlib.suppress(Exception):  # best effort: the heartbeat thread beats soon
-                study._storage.record_heartbeat(trial._trial_id)
+                storage_of(study).record_heartbeat(trial_id_of(trial))
             if s.warm_start:
                 with interrupts_held():  # the enqueue happens whole or, if interrupted, not at all
                     KINDS[task.kind].warm_start(study, task, trial.number)
             return trial
     except BaseException as exc:
         _abandon(study, trial, exc, retries)
-        _RUNNING.pop(trial._trial_id, None)
+        _RUNNING.pop(trial_id_of(trial), None)
         raise
-    _RUNNING.pop(trial._trial_id, None)
+    _RUNNING.pop(trial_id_of(trial), None)
     return outcome
 
 
 def _queued(study: optuna.Study, trial: optuna.Trial) -> bool:
     """True when ``ask`` popped an enqueued trial (it holds fixed parameters)."""
-    return bool(study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params"))
+    return bool(fixed_params(storage_of(study).get_trial(trial_id_of(trial))))
 
 
 def _prepare(
@@ -242,7 +243,8 @@ def _lost(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> Outco
     if not isinstance(exc, UpdateFinishedTrialError | ValueError):
         return None
     with contextlib.suppress(Exception):
-        reason = str(study._storage.get_trial(trial._trial_id).user_attrs.get("fail_reason", ""))
+        stored = storage_of(study).get_trial(trial_id_of(trial))
+        reason = str(stored.user_attrs.get("fail_reason", ""))
         if reason.startswith(LOST):
             if isinstance(exc.__context__, KeyboardInterrupt):
                 raise exc.__context__ from None
@@ -254,14 +256,14 @@ def _abandon(study: optuna.Study, trial: optuna.Trial, exc: BaseException, retri
     """After an interrupt or a bug outside the job's own guard (e.g. while the result is stored):
     close the trial, or it would hold budget until its heartbeat lapses."""
     with contextlib.suppress(Exception):
-        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+        if storage_of(study).get_trial(trial_id_of(trial)).state == TrialState.RUNNING:
             _fail(study, trial, f"{exc.__class__.__name__}: {exc}", retries)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, retries: int) -> None:
     trial.set_user_attr("fail_reason", reason[:500])
     study.tell(trial, state=TrialState.FAIL)
-    enqueue_retry(study, study._storage.get_trial(trial._trial_id), retries)
+    enqueue_retry(study, storage_of(study).get_trial(trial_id_of(trial)), retries)
 
 
 def _close_surplus(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -272,9 +274,9 @@ def _close_surplus(study: optuna.Study, trial: optuna.Trial) -> None:
 def _give_back(study: optuna.Study, trial: optuna.Trial) -> Outcome:
     """Close a surplus claim. A popped waiting trial (a default or a retry) goes back in the
     queue with its parameters, so it is not lost to a race."""
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = storage_of(study).get_trial(trial_id_of(trial))
     _close_surplus(study, trial)
-    fixed = frozen.system_attrs.get("fixed_params")
+    fixed = fixed_params(frozen)
     if fixed:
         attrs = {k: v for k, v in frozen.user_attrs.items() if k != "surplus"}
         study.enqueue_trial(fixed, user_attrs=attrs)
@@ -307,7 +309,7 @@ def run_one(study: optuna.Study, task: Task, bundle: FederationBundle, s: Settin
         _abandon(study, trial, exc, s.retries)
         raise
     finally:
-        _RUNNING.pop(trial._trial_id, None)
+        _RUNNING.pop(trial_id_of(trial), None)
 
 
 def run_batch(
@@ -335,7 +337,7 @@ def run_batch(
     except BaseException as exc:  # a bug or an interrupt: every claimed trial fails, retried later
         for study, trial in taken:
             _abandon(study, trial, exc, s.retries)
-            _RUNNING.pop(trial._trial_id, None)
+            _RUNNING.pop(trial_id_of(trial), None)
         raise
     raised: BaseException | None = None
     try:
@@ -351,7 +353,7 @@ def run_batch(
             outcomes.append((task.study, outcome))
     finally:
         for _, _, trial, _ in claims:
-            _RUNNING.pop(trial._trial_id, None)
+            _RUNNING.pop(trial_id_of(trial), None)
     if raised is not None:
         raise raised
     return outcomes
