@@ -132,12 +132,13 @@ def test_max_forgetting_admits_only_candidates_that_forget_little(confirmed: dic
     study = next(s for s in storage.get_all_studies() if s.study_name == "tiny/0-1")
     trials = trials_of(url, "tiny/0-1")
     runs = trials_of(url, "tiny/0-1/confirm")
-    free = recommendation(study, trials, runs)
-    assert recommendation(study, trials, runs, max_forgetting=1000.0) == {
+    free = recommendation(study, trials, runs, min_gain=0.0)
+    assert recommendation(study, trials, runs, max_forgetting=1000.0, min_gain=0.0) == {
         **free,
         "max_forgetting": 1000.0,
     }
-    none = recommendation(study, trials, runs, max_forgetting=-1000.0)  # no tuned one admitted
+    # No tuned one admitted.
+    none = recommendation(study, trials, runs, max_forgetting=-1000.0, min_gain=0.0)
     assert none["recommended"] is none["default"] and none["p_value"] is None
     assert not none["beyond_noise"] and none["difference"] is None
 

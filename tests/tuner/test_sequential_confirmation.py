@@ -61,7 +61,7 @@ def _studies(tmp_path, tuned: list[float], plan_looks: list[int] | None, default
 
 def _state(tmp_path, tuned, plan_looks=(3, 8), min_gain=0.5):
     study, trials, runs = _studies(tmp_path, list(tuned), list(plan_looks or []) or None)
-    return confirmation_state(study, trials, runs, None, LEVEL, min_gain)
+    return confirmation_state(study, trials, runs, None, LEVEL, min_gain=min_gain)
 
 
 def _p_float64(a, b) -> float:

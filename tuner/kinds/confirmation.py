@@ -15,13 +15,11 @@ from optuna.trial import FrozenTrial
 
 from objectives import AGGREGATIONS, DIVERGENCES, TRANSFER_SETS, FederationBundle
 from objectives.trial import PRECISIONS
+from tuner.search.space import T_LIMITS
 
 from .base import Job, Queued, StudyKind, Task, config_record, missing, stored_config
 from .pair import kd_job
 
-#: Bounds of the distributions confirmation parameters are stored under (wide: they hold
-#: whatever a pair study sampled).
-T_RANGE = (1e-3, 1e3)
 MAX_TRIAL = 10**9
 MAX_SEED = 2**62
 
@@ -77,7 +75,7 @@ class ConfirmationKind(StudyKind):
         precision: str,
     ) -> Job:
         params = {
-            "temperature": trial.suggest_float("temperature", *T_RANGE, log=True),
+            "temperature": trial.suggest_float("temperature", *T_LIMITS, log=True),
             "alpha": trial.suggest_float("alpha", 0.0, 1.0),
             "divergence": trial.suggest_categorical("divergence", list(DIVERGENCES)),
             "transfer_set": trial.suggest_categorical("transfer_set", list(TRANSFER_SETS)),

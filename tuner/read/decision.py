@@ -45,7 +45,7 @@ def verdict(
 def decide(
     candidate: Sequence[float],
     default: Sequence[float],
-    min_gain: float = 0.0,
+    min_gain: float,
     level: float = LEVEL,
 ) -> tuple[bool, float]:
     """The one rule a tuned configuration is recommended by: its mean gain over the default on

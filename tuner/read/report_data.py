@@ -57,11 +57,6 @@ def is_default_t_alpha(params: dict[str, Any]) -> bool:
     )
 
 
-def sample_std(values: Sequence[float]) -> float | None:
-    """Standard deviation with Bessel's correction (None below two values)."""
-    return statistics.stdev(values) if len(values) >= 2 else None
-
-
 def describe(params: dict[str, Any] | None) -> str:
     """A configuration in one short line, e.g. ``T=0.54 α=0.21 ce public``."""
     return config_line(params)

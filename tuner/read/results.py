@@ -26,6 +26,8 @@ from tuner.strategies import strategy_of
 #: ``--confirm K`` and ``dkd-tune confirm`` alike): with the confirmation study's trials, the one
 #: record every view reads the pair's answer from (:func:`recommendation`).
 PLAN_ATTR = "confirmation"
+#: The --min-gain of a run stored before the flag existed: its answer rested on the test alone.
+LEGACY_MIN_GAIN = 0.0
 
 
 def studies_of(
@@ -281,7 +283,8 @@ def recommendation(
     confirmations: Sequence[FrozenTrial],
     max_forgetting: float | None = None,
     level: float = LEVEL,
-    min_gain: float = 0.0,
+    *,
+    min_gain: float,
 ) -> dict[str, Any] | None:
     """The configuration to use for a pair, from its confirmed candidates (docs/design.md §4):
     the candidate with the best mean gain over the fresh seeds (the defaults among them; tuned
@@ -290,7 +293,8 @@ def recommendation(
     p below its look's level, tuner.read.decision); otherwise that default is. A sequential
     plan decides at its first look when that is clear. None while the runs a look needs are
     incomplete."""
-    return confirmation_state(study, trials, confirmations, max_forgetting, level, min_gain)[1]
+    return confirmation_state(study, trials, confirmations, max_forgetting, level,
+                              min_gain=min_gain)[1]  # fmt: skip
 
 
 def confirmation_state(
@@ -299,7 +303,8 @@ def confirmation_state(
     confirmations: Sequence[FrozenTrial],
     max_forgetting: float | None = None,
     level: float = LEVEL,
-    min_gain: float = 0.0,
+    *,
+    min_gain: float,
 ) -> tuple[list[int], dict[str, Any] | None]:
     """Where a pair's confirmation stands: the fresh seeds it needs run so far (those of its
     first look, then all of them while the first look does not decide) and its recommendation
@@ -427,7 +432,8 @@ def confirmation_states(
         )
         run = s.user_attrs.get("run", {})
         out[s.study_name] = confirmation_state(
-            s, trials, confirmations, run.get("max_forgetting"), level, run.get("min_gain", 0.0)
+            s, trials, confirmations, run.get("max_forgetting"), level,
+            min_gain=run.get("min_gain", LEGACY_MIN_GAIN)
         )
     return out
 
