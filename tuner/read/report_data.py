@@ -248,8 +248,13 @@ class ReportData:
     importance_pairs: int = 0
     compare: list = field(default_factory=list)  # tuner.read.results.Cell of every compare study
     clients: list[dict] = field(default_factory=list)  # tuner.read.results.client_rows
-    #: The pair rows (tuner.read.results.pair_rows) whose run confirmed its candidates (--confirm).
-    recommended: list[dict] = field(default_factory=list)
+    #: Every pair row (tuner.read.results.pair_rows), read with the same recommendations.
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def recommended(self) -> list[dict]:
+        """The pair rows whose run confirmed its candidates (--confirm)."""
+        return [r for r in self.rows if r["recommended_gain_mean"] is not None]
 
     @property
     def compared(self) -> list[PairResult]:
@@ -304,9 +309,7 @@ def collect(
         data.importances, data.importance_pairs = pooled_importances(storage, studies)
     # The neighbourhood mode's studies, shown where present.
     data.compare, data.clients = read_cells(storage), client_rows(storage, federation)
-    data.recommended = [
-        r for r in pair_rows(storage, names[0]) if r["recommended_gain_mean"] is not None
-    ]
+    data.rows = pair_rows(storage, names[0], recs)  # the answers computed once, above
     return data
 
 

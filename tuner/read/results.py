@@ -92,11 +92,18 @@ def _counts(c: Any) -> dict[str, int]:
             "running": c.running, "failed": c.failed}  # fmt: skip
 
 
-def pair_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
-    """One dict per pair study: counts, the best trial and the same-position default."""
+def pair_rows(
+    storage: optuna.storages.RDBStorage,
+    federation: str | None = None,
+    recommended: dict[str, dict[str, Any] | None] | None = None,
+) -> list[dict]:
+    """One dict per pair study: counts, the best trial and the same-position default, and its
+    answer (``recommended``: the studies' :func:`recommendations` where the caller has them, so
+    a command computes each pair's answer once)."""
     studies = pair_studies(storage, federation)
     counts = count_trials(storage, [study_id_of(s) for s in studies])
-    recommended = recommendations(storage, studies)
+    if recommended is None:
+        recommended = recommendations(storage, studies)
     rows = []
     for s in studies:
         everything = storage.get_all_trials(study_id_of(s), deepcopy=False)

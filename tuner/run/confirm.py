@@ -15,6 +15,7 @@ Rerunning with the same seeds reproduces it, and runs only the missing seeds.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -140,7 +141,9 @@ def confirm_pairs(
     if not todo:
         return [outcomes[s.study_name] for s in studies]
     ran: dict[str, list[int]] = {}
-    for look in range(2):  # a sequential plan has two looks; a fixed one decides at the first
+    # Look by look (a sequential plan has two, a fixed one decides at the first) until no pair
+    # needs more runs: the last pass's states are the answers (each computed once per pass).
+    for look in itertools.count():
         fresh = {s.study_name: s for s in pair_studies(storage)}  # with the plans just written
         states = confirmation_states(storage, [fresh[n] for n in todo])
         tasks = []
@@ -154,9 +157,8 @@ def confirm_pairs(
             break
         mine = [fresh[n] for n in todo]
         start(opts, tasks, devices, say, _confirming(tasks, look, mine, repeats))
-    after = recommendations(storage, [fresh[n] for n in todo])
     for name in todo:
-        rec = after[name]
+        rec = states[name][1]
         if rec is None:
             outcomes[name] = ConfirmOutcome(name, "failed", "some seed runs failed: rerun confirm")
             say(f"{name}: failed (some seed runs failed: rerun confirm)")

@@ -14,7 +14,7 @@ import optuna
 
 from tuner.formats import pm
 from tuner.read.report_data import PairResult, ReportData, collect, describe
-from tuner.read.results import pair_rows, pair_studies
+from tuner.read.results import pair_studies
 from tuner.search.race import STOPS
 from tuner.views.tables import race, recommended
 
@@ -110,7 +110,7 @@ def write_notes(
     written = 0
     for federation, names in by_federation.items():
         data = collect(storage, url, federation, importances=False)
-        rows = {r["study"]: r for r in pair_rows(storage, federation)}
+        rows = {r["study"]: r for r in data.rows}
         for p in data.pairs:
             if p.study in names:
                 study = optuna.load_study(study_name=p.study, storage=storage)
