@@ -10,16 +10,21 @@ WIDTH = 120
 
 
 def state(row: dict) -> str:
-    """Where the pair stands: confirmed or not, or the race's state."""
-    if row.get("recommended_gain_mean") is not None:
-        return "confirmed" if not row["recommended_is_default"] else "not confirmed"
-    if row.get("rounds") is None:
-        return "running" if row["running"] else "unconfirmed"
-    if row["stopped"] == "settled":
-        return f"settled after {row['rounds']} rounds"
-    if row["stopped"] == "cap":
-        return "at its cap"
-    return f"racing, {row['rounds']} rounds"
+    """Where the pair stands: how its study spent its budget (a race: settled after N rounds, at
+    its cap, still racing; a fixed study: its trials) and whether its answer is confirmed yet."""
+    answered = row.get("recommended_gain_mean") is not None
+    rounds = row.get("rounds")
+    if rounds is None:  # no race: its trials
+        spent = f"{row['finished']} trials"
+    elif row.get("stopped") == "settled":
+        spent = f"settled after {rounds} rounds"
+    elif row.get("stopped") == "cap":
+        spent = f"at its cap after {rounds} rounds"
+    else:
+        return f"racing, {rounds} rounds"
+    if answered:
+        return spent
+    return f"{spent}, running" if row.get("running") else f"{spent}, not confirmed yet"
 
 
 def answer(row: dict) -> str:
