@@ -91,7 +91,13 @@ def cmd_report(argv: Sequence[str]) -> int:
 
 
 def cmd_dashboard(argv: Sequence[str]) -> int:
-    from tuner.views.dashboard import DEFAULT_HOST, DEFAULT_PORT, check_edits, serve
+    from tuner.views.dashboard import (
+        DEFAULT_HOST,
+        DEFAULT_PORT,
+        check_edits,
+        check_host,
+        serve,
+    )
 
     p = parser(
         f"{PROG} dashboard",
@@ -103,7 +109,11 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
         f"  {PROG} dashboard --allow-edits   # notes editable, on 127.0.0.1 only",
         parents=[STORAGE],
     )
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind (default {DEFAULT_HOST}; ::1 for IPv6 loopback)",
+    )
     p.add_argument(
         "--port",
         type=whole,
@@ -120,6 +130,7 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
 
     if not 0 <= a.port <= 65535:
         raise UsageError(f"--port {a.port} is not a port: use 0..65535")
+    check_host(a.host)
     check_edits(a.host, a.allow_edits)
     existing_storage(a.storage)
     try:

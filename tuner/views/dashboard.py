@@ -9,15 +9,23 @@ rewrite notes, unauthenticated, and what a run stored is what users take home. E
 GET and HEAD is refused (403) before it reaches the app, unless ``--allow-edits``, which is only
 accepted on a loopback host (so a cluster's dashboard on 0.0.0.0 can never be written to; reach it
 through an SSH tunnel to the loopback port instead).
+
+In both modes a request is answered only when its Host header names the server itself (the bound
+address and port, or a loopback name when bound to loopback): a page on another site whose name
+is re-pointed at 127.0.0.1 (DNS rebinding) still sends its own name as Host and gets 403. With
+``--allow-edits`` a write whose Origin (or, without one, Referer) is another site's is refused
+too, so a cross-site form or fetch cannot edit.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import socketserver
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from tuner.errors import UsageError
@@ -31,6 +39,12 @@ class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
     """The dashboard's page fetches several API routes at once: one thread per request."""
 
     daemon_threads = True
+
+
+class _ThreadedServer6(_ThreadedServer):
+    """The same on an IPv6 address (``--host ::1``): socketserver's default family is IPv4 only."""
+
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -64,6 +78,96 @@ def read_only(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[byt
     return guarded
 
 
+WRONG_HOST = (
+    "dkd-tune dashboard answers only requests addressed to itself (the Host header must be the "
+    "address it listens on): open the address it printed"
+)
+FOREIGN_ORIGIN = (
+    "dkd-tune dashboard refuses writes sent from another site (Origin or Referer is not this "
+    "dashboard): edit from the dashboard's own page"
+)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+#: Addresses that bind every interface: the Host a browser sends is then one of the machine's.
+ANY_ADDRESS = ("0.0.0.0", "::")
+
+
+def _forbidden(reason: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = json.dumps({"reason": reason}).encode()
+    start_response(
+        "403 Forbidden",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def url_host(host: str) -> str:
+    """``host`` as it appears in a URL or a Host header: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def own_hosts(host: str, port: int) -> frozenset[str]:
+    """The Host header values (lower case, with port) that address a server bound to ``host``:
+    the bound address, plus every loopback name when it is loopback, plus on a wildcard bind the
+    machine's names and any IP literal (checked in :func:`host_allowed`)."""
+    names = {url_host(host.lower())}
+    if is_loopback(host):
+        names.update(LOOPBACK_NAMES)
+    if host in ANY_ADDRESS:
+        names.update({"localhost", socket.gethostname().lower(), socket.getfqdn().lower()})
+    hosts = {f"{n}:{port}" for n in names}
+    if port == 80:  # a browser leaves the default port out of Host
+        hosts.update(names)
+    return frozenset(hosts)
+
+
+def host_allowed(header: str, allowed: frozenset[str], host: str, port: int) -> bool:
+    """True when the Host ``header`` addresses this server. On a wildcard bind any IP-literal
+    Host with our port is ours too: DNS rebinding needs a name, never a bare address."""
+    header = header.strip().lower()
+    if header in allowed:
+        return True
+    if host not in ANY_ADDRESS:
+        return False
+    name, _, got_port = header.rpartition(":")
+    if got_port != str(port):
+        return False
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (lower case), or "" when it has none."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+def guard(
+    app: Callable[..., Iterable[bytes]], host: str, port: int, *, allow_edits: bool
+) -> Callable[..., Iterable[bytes]]:
+    """The WSGI ``app`` answering only requests whose Host is this server (``host``:``port``),
+    read-only unless ``allow_edits``; with edits, a write from another origin is refused."""
+    allowed = own_hosts(host, port)
+    inner = app if allow_edits else read_only(app)
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not host_allowed(environ.get("HTTP_HOST", ""), allowed, host, port):
+            return _forbidden(WRONG_HOST, start_response)
+        if allow_edits and environ.get("REQUEST_METHOD", "GET").upper() not in READ_METHODS:
+            # The browser's Origin (or, from older forms, Referer) says which page sent it.
+            sent = environ.get("HTTP_ORIGIN")
+            source = sent if sent is not None else environ.get("HTTP_REFERER")
+            if source is not None:
+                scheme, _, netloc = _origin(source).partition("://")
+                if scheme != "http" or not host_allowed(netloc, allowed, host, port):
+                    return _forbidden(FOREIGN_ORIGIN, start_response)
+        return inner(environ, start_response)
+
+    return guarded
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
@@ -72,6 +176,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_host(host: str) -> None:
+    """Refuse an empty ``--host`` (it would bind every interface and print ``http://:PORT``)."""
+    if not host.strip():
+        raise UsageError(
+            "--host is empty: name the address to bind (default 127.0.0.1; ::1 for IPv6 loopback)"
+        )
 
 
 def check_edits(host: str, allow_edits: bool) -> None:
@@ -88,19 +200,23 @@ def make_dashboard(
 ) -> WSGIServer:
     """A bound, not yet serving, dashboard server for the storage ``url`` (read-only unless
     ``allow_edits``, which needs a loopback ``host``)."""
+    check_host(host)
     check_edits(host, allow_edits)
     import optuna_dashboard  # heavy (bottle and its app): only for this command
 
     app = optuna_dashboard.wsgi(get_storage(url))
-    if not allow_edits:
-        app = read_only(app)
+    host = host.strip("[]")  # "[::1]" as typed in a URL binds ::1
+    server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:
-        return make_server(host, port, app, _ThreadedServer, _QuietHandler)
-    except OSError as exc:
+        server = make_server(host, port, read_only(app), server_class, _QuietHandler)
+    except (OSError, socket.gaierror) as exc:
         raise UsageError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}): pass another --port "
-            "(0 takes a free one) or --host"
+            f"cannot listen on {url_host(host)}:{port} ({getattr(exc, 'strerror', None) or exc}): "
+            "pass another --port (0 takes a free one) or --host"
         ) from None
+    # The Host check needs the real port, known only once bound (``--port 0``).
+    server.set_app(guard(app, host, server.server_port, allow_edits=allow_edits))
+    return server
 
 
 def serve(
@@ -114,7 +230,7 @@ def serve(
     """Serve until interrupted; the first line printed is the address to open and whether the
     dashboard may change the storage."""
     server = make_dashboard(url, host, port, allow_edits=allow_edits)
-    shown = f"[{host}]" if ":" in host else host
+    shown = url_host(host.strip("[]"))
     mode = "EDITS ALLOWED" if allow_edits else "read-only"
     say(
         f"optuna-dashboard for {mask(url)} on http://{shown}:{server.server_port}/dashboard "
