@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -56,12 +57,38 @@ def suggest(key: str, known: Iterable[str]) -> str:
     return f"{hint}known: {', '.join(known)}"
 
 
-def _typed(where: str, value: Any, kind: type) -> Any:
-    """Check a TOML value against a field's type; ints are accepted where floats are expected."""
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+#: The largest integer a config field takes: what a 64-bit signed integer (a seed for NumPy and
+#: torch, an attr in SQLite or PostgreSQL) holds, and all the TOML spec allows (Python's reader
+#: takes more).
+MAX_INT = 2**63 - 1
+#: The largest seed: objectives.bundle seeds participant p with seed * 10_007 + p, which torch
+#: takes only below 2**64; 2**32-1 is the usual bound (NumPy's legacy seeds) and leaves room.
+MAX_SEED = 2**32 - 1
+
+
+def _typed(where: str, value: Any, kind: type, high: int = MAX_INT) -> Any:
+    """Check a TOML value against a field's type: integers are real ints (not floats, not bools)
+    in 0..``high``; floats are finite (ints are accepted where floats are expected)."""
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        # inf/nan pass every >= / > rule of the schema (nan fails them all only by luck), and a
+        # huge int would overflow float(): neither is a setting anyone means.
+        if isinstance(value, int) and abs(value) > MAX_INT:
+            raise ConfigError(f"{where} = {value} is out of range: must be within ±(2**63-1)")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}: write e.g. 0.001")
         return float(value)
-    if kind is int and isinstance(value, bool):
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(
+                f"{where} must be a whole number, got {value!r}: write it without quotes, a "
+                "decimal point or an exponent, e.g. 3"
+            )
+        if not 0 <= value <= high:
+            bound = "2**63-1" if high == MAX_INT else f"{high:,}"
+            if high == MAX_SEED:
+                bound = "2**32-1 (participant p is seeded with seed * 10007 + p in 64 bits)"
+            raise ConfigError(f"{where} = {value} is out of range: must be in 0..{bound}")
+        return value
     if not isinstance(value, kind):
         raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
     return value
@@ -223,6 +250,8 @@ def parse_config(
     for key, value in raw.items():
         if key in _SECTIONS:
             kwargs[key] = _build_section(source, key, _SECTIONS[key], value)
+        elif key == "seed":
+            kwargs[key] = _typed(f"{source}: seed", value, int, MAX_SEED)
         elif key in _TOP_LEVEL:
             kwargs[key] = _typed(f"{source}: {key}", value, _TOP_LEVEL[key])
         elif key == "search":
@@ -235,8 +264,13 @@ def parse_config(
     if "name" not in kwargs:
         raise ConfigError(f"{source}: missing 'name' (the federation name, e.g. fashion-mnist-n10)")
     name = kwargs["name"]
-    if not name or any(c in name for c in "/ \t\n"):
-        raise ConfigError(f"{source}: name {name!r} must be non-empty without '/' or spaces")
+    # The name is printed raw (status, study names): an ESC, BEL or CR in it would drive the
+    # reader's terminal, so only printable characters pass (isprintable() is False for those).
+    if not name or not name.isprintable() or any(c in name for c in "/ "):
+        raise ConfigError(
+            f"{source}: name {name!r} must be non-empty, printable, without '/' or spaces: use "
+            "letters, digits, '-', '_' and '.', e.g. fashion-mnist-n10"
+        )
     config = StudyConfig(**kwargs)
     _check_user_data(raw, config.data, source)
     try:  # the graph needs the number of participants, so it is checked across sections

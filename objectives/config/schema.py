@@ -81,8 +81,13 @@ def parse_partition(spec: str) -> tuple[str, float]:
 
 def _parse_floats(value: Any, where: str) -> tuple[float, ...]:
     """A list of finite numbers (``[data].mean`` / ``.std``); an empty list means absent."""
+    # A huge int overflows math.isfinite()/float(): bound ints before, so it is this one line.
     ok = isinstance(value, list | tuple) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and (not isinstance(v, int) or abs(v) <= 2**63 - 1)
+        and math.isfinite(v)
+        for v in value
     )
     if not ok:
         raise ConfigError(f"{where} must be a list of numbers, one per channel, e.g. [0.286]")
@@ -114,11 +119,23 @@ class DataConfig:
     std: tuple[float, ...] = field(default=(), metadata={"parse": _parse_floats})
 
 
+#: The most participants a federation may have. Pairs grow as n²: each is an Optuna study, and
+#: loading a config builds the clients' graph, so 10⁹ made loading alone run for minutes.
+MAX_PARTICIPANTS = 1000
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     """How the training split is shared among participants."""
 
-    participants: int = field(default=10, metadata=_at_least(2))
+    participants: int = field(
+        default=10,
+        metadata=_check(
+            lambda v: 2 <= v <= MAX_PARTICIPANTS,
+            f"in 2..{MAX_PARTICIPANTS} (every pair is a study: {MAX_PARTICIPANTS:,} participants "
+            f"are already {MAX_PARTICIPANTS * (MAX_PARTICIPANTS - 1) // 2:,} pairs)",
+        ),
+    )
     partition: str = field(
         default="dirichlet:0.5",
         metadata=_check(lambda v: bool(parse_partition(v)), "iid, dirichlet:<a> or shards:<k>"),
