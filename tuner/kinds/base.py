@@ -226,7 +226,7 @@ def stored_config(name: str, attrs: dict[str, Any]) -> StudyConfig:
         stored = attrs.get("federation_hash")
         if stored not in own:
             raise StorageError(
-                f"study {name} has federation hash {stored}, --config gives "
+                f"study {name} has federation hash {stored} but --config gives federation hash "
                 f"{' or '.join(own)}: pass the config file of the run that made this study"
             )
         return own[stored]
