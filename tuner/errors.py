@@ -23,3 +23,8 @@ class RunError(DkdError):
 
 class DatabaseGone(RunError):
     """The database stopped answering in the middle of a run (exit 1: rerun once it is back)."""
+
+
+class StoredCodeError(StorageError):
+    """A stored config names code (a ``module:callable`` model) and no config file of this
+    machine was given to take it from: a database is data, never code (docs/design.md §10)."""

@@ -286,7 +286,17 @@ def cmd_confirm(argv: Sequence[str]) -> int:
         "and std in the study (the report then uses them).",
         f"  {PROG} confirm --repeats 3\n  {PROG} confirm --storage sqlite:///runs/fm.db "
         f"--pairs 0-1,2-5 --devices cuda:0\n  {PROG} confirm --workers 2",
-        parents=[STORAGE, FEDERATION, POOL, BUNDLES],
+        parents=[
+            STORAGE,
+            FEDERATION,
+            POOL,
+            BUNDLES,
+            config_flag(
+                None,
+                "the run's config file on this machine; needed where its participants' models "
+                "are code (file.py:Name, module:callable), which is never taken from the storage",
+            ),
+        ],
     )
     p.add_argument("--repeats", type=whole, default=3, metavar="K", help="seeds (default 3)")
     p.add_argument("--pairs", default="all", metavar="SPEC", help="all (default) or e.g. 0-1,2-5")
@@ -304,6 +314,7 @@ def cmd_confirm(argv: Sequence[str]) -> int:
         devices=a.devices,
         bundles=a.bundles,
         force=a.force,
+        config=a.config,
         say=say,
         **pool_options(a),
     )

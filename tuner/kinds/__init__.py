@@ -4,7 +4,7 @@
 May import: tuner.store, tuner.search, tuner.strategies.
 """
 
-from .base import Job, OnEval, Queued, StudyKind, Task, config_record, mode_of
+from .base import Job, OnEval, Queued, StudyKind, Task, config_record, mode_of, own_configs
 from .cell import CellKind
 from .client import ClientKind
 from .confirmation import ConfirmationKind
@@ -22,4 +22,14 @@ def kind_of(attrs: dict) -> StudyKind | None:
     return KINDS.get(mode) if mode else None
 
 
-__all__ = ["KINDS", "Job", "OnEval", "Queued", "StudyKind", "Task", "config_record", "kind_of"]
+__all__ = [
+    "KINDS",
+    "Job",
+    "OnEval",
+    "Queued",
+    "StudyKind",
+    "Task",
+    "config_record",
+    "kind_of",
+    "own_configs",
+]

@@ -25,7 +25,9 @@ trial fails (retried later) and the worker stops with it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import EvalPoint, FederationBundle, StudyConfig, parse_config
 from objectives.batched import TrialSpec
+from tuner.errors import StorageError, StoredCodeError
 from tuner.store.adapter import fixed_params
 from tuner.store.db import Counts
 from tuner.store.storage import mask
@@ -197,9 +200,46 @@ def missing(
     return [q for q in wanted if key(q[0]) not in present]
 
 
+#: The config files of this machine a command was given (``--config``), by federation hash:
+#: the only place a participant's model code is taken from (docs/design.md §10 Trust).
+_OWN: ContextVar[dict[str, StudyConfig] | None] = ContextVar("own_configs", default=None)
+
+
+@contextmanager
+def own_configs(*configs: StudyConfig | None) -> Iterator[None]:
+    """While open, a study rebuilt from storage (:func:`stored_config`) takes its config from
+    these (the user's own files) instead of its attrs; its stored federation hash must be one
+    of theirs."""
+    token = _OWN.set({c.federation_hash: c for c in configs if c is not None})
+    try:
+        yield
+    finally:
+        _OWN.reset(token)
+
+
 def stored_config(name: str, attrs: dict[str, Any]) -> StudyConfig:
-    """The config a study was set up with, parsed back from its attrs."""
-    return parse_config(attrs["config"], source=f"study {name}")
+    """The config a study was set up with: the user's own (:func:`own_configs`) where one was
+    given, else parsed back from its attrs. Stored attrs are data: a stored config whose
+    participants name code (``module:callable`` or ``file.py:Name``) is refused, before
+    anything is imported, unless the user's own config file names them."""
+    own = _OWN.get()
+    if own:
+        stored = attrs.get("federation_hash")
+        if stored not in own:
+            raise StorageError(
+                f"study {name} has federation hash {stored} but --config gives federation hash "
+                f"{' or '.join(own)}: pass the config file of the run that made this study"
+            )
+        return own[stored]
+    config = parse_config(attrs["config"], source=f"study {name}")
+    code = sorted({p.model for p in config.participants if ":" in p.model})
+    if code:
+        raise StoredCodeError(
+            f"study {name} stores participant models that are code ({', '.join(code)}); code "
+            "is never taken from a database: pass --config FILE, your own config naming these "
+            "participants"
+        )
+    return config
 
 
 def config_record(config: StudyConfig) -> dict[str, Any]:

@@ -24,9 +24,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from objectives import load_config
 from tuner.errors import StorageError, UsageError
 from tuner.formats import pm
-from tuner.kinds import KINDS, Task
+from tuner.kinds import KINDS, Task, own_configs
 from tuner.kinds.confirmation import runs
 from tuner.kinds.setup import READY_TIMEOUT_S
 from tuner.options import TuneOptions, check_options, parse_devices, parse_pairs
@@ -288,13 +289,16 @@ def confirm(
     devices: str = "auto",
     bundles: str | None = None,
     force: bool = False,
+    config: str | None = None,
     say: Say = print,
     **pool: Any,
 ) -> list[ConfirmOutcome]:
     """Confirm every selected pair study in ``url`` on the worker pool; a pair's summary is
     stored (and its dashboard note rewritten) once its runs are complete, so an interrupted
     confirm keeps what it finished and a rerun runs only the missing seeds. ``pool``: worker
-    options of TuneOptions (``workers``, ``workers_per_device``, ``progress``, heartbeat)."""
+    options of TuneOptions (``workers``, ``workers_per_device``, ``progress``, heartbeat).
+    ``config``: the user's own config file, where participants whose models are code come from
+    (never from the storage); it must give every study's federation hash."""
     if not isinstance(repeats, int) or repeats < 2:
         raise UsageError(f"--repeats {repeats} gives no spread: use 2 or more, e.g. --repeats 3")
     opts = TuneOptions(**{"progress": "quiet", **pool}, storage=url, devices=devices,
@@ -308,20 +312,23 @@ def confirm(
     ]
     if not studies:
         raise StorageError(f"no dkd-tune pair studies with a stored config in {mask(url)}")
-    config = KINDS["pair"].task_from(studies[0].study_name, studies[0].user_attrs, None).config
-    if config.federation_hash != studies[0].user_attrs["federation_hash"]:
-        raise StorageError(
-            f"study {studies[0].study_name} holds a config whose hash {config.federation_hash} "
-            f"is not its federation hash {studies[0].user_attrs['federation_hash']}: it was "
-            "written by another dkd-tune version; rerun the tuning in a new storage"
-        )
-    wanted = set(parse_pairs(pairs, config.federation.participants))
-    chosen = [s for s in studies if tuple(s.user_attrs["pair"]) in wanted]
-    if not chosen:
-        raise UsageError(f"--pairs {pairs}: none of these pairs has a study in {mask(url)}")
-    # Everything that can be refused without running was checked.
-    quiet_optuna()
-    return confirm_pairs(opts, chosen, repeats, device_list, say, force=force)
+    with own_configs(load_config(config) if config else None):
+        # Every study, not only the first: each is rebuilt from its attrs (or --config) later.
+        for s in studies:
+            stored = KINDS["pair"].task_from(s.study_name, s.user_attrs, None).config
+            if stored.federation_hash != s.user_attrs["federation_hash"]:
+                raise StorageError(
+                    f"study {s.study_name} holds a config whose hash {stored.federation_hash} "
+                    f"is not its federation hash {s.user_attrs['federation_hash']}: it was "
+                    "written by another dkd-tune version; rerun the tuning in a new storage"
+                )
+        wanted = set(parse_pairs(pairs, stored.federation.participants))
+        chosen = [s for s in studies if tuple(s.user_attrs["pair"]) in wanted]
+        if not chosen:
+            raise UsageError(f"--pairs {pairs}: none of these pairs has a study in {mask(url)}")
+        # Everything that can be refused without running was checked.
+        quiet_optuna()
+        return confirm_pairs(opts, chosen, repeats, device_list, say, force=force)
 
 
 def _pm(entry: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuner.kinds import KINDS
+from objectives import load_config
+from tuner.kinds import KINDS, own_configs
 from tuner.options import TuneOptions
 from tuner.run.confirm import confirm_in_run, join_confirmation
 from tuner.run.start import RunSummary, Say, join, plan, start
@@ -27,13 +28,14 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
             f"{config.neighbourhood.transfer_set})"
         )
     )
-    summary = start(
-        opts, tasks, devices, say,
-        f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
-        f"{_budget(opts)}, storage {mask(opts.storage)}",
-    )  # fmt: skip
-    if opts.mode == "pair" and opts.confirm:
-        confirm_in_run(opts, list(summary.studies), devices, say)
+    with own_configs(config):  # its studies are rebuilt from this file, never from storage
+        summary = start(
+            opts, tasks, devices, say,
+            f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
+            f"{_budget(opts)}, storage {mask(opts.storage)}",
+        )  # fmt: skip
+        if opts.mode == "pair" and opts.confirm:
+            confirm_in_run(opts, list(summary.studies), devices, say)
     return summary
 
 
@@ -49,8 +51,12 @@ def join_run(
     """``dkd-tune worker``: serve the run recorded in the storage to its end, phase by phase as
     the process that started it does: its studies, then (a pair run with ``--confirm K``) the
     confirmation of its pairs."""
-    summary = join(opts, federation, say, own=own)
-    confirmed = join_confirmation(summary.opts or opts, list(summary.studies), say)
+    # The worker's own config file, if given, is where the studies' participants come from
+    # (their models may be code); without one, only stored built-in models are used.
+    mine = load_config(opts.config, opts.overrides) if "config" in own else None
+    with own_configs(mine):
+        summary = join(opts, federation, say, own=own)
+        confirmed = join_confirmation(summary.opts or opts, list(summary.studies), say)
     if confirmed is not None:
         summary.reports += confirmed.reports
         summary.finished += confirmed.finished
