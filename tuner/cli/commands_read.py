@@ -16,13 +16,16 @@ from .flags import FEDERATION, PROG, STORAGE, parser, whole
 def cmd_status(argv: Sequence[str]) -> int:
     p = parser(
         f"{PROG} status",
-        "Per pair: finished/running/failed/pruned trials, best gain, "
-        "default gain and the best configuration.",
+        "The answer first: per pair what to use (the recommended configuration or the default), "
+        "its confirmed difference with its interval and seeds, and where the pair stands; "
+        "--wide: the single-trial table; --format json: the rows export gives.",
         f"  {PROG} status\n  {PROG} status --storage sqlite:///runs/fm.db "
-        "--federation fashion-mnist-n10",
+        f"--federation fashion-mnist-n10\n  {PROG} status --format json | jq '.[].pair'",
         parents=[STORAGE, FEDERATION],
     )
     p.add_argument("--wide", action="store_true", help="the single-trial table of every pair")
+    p.add_argument("--format", default="text", choices=("text", "json"),
+                   help="text (default) or json: the same rows as export, for scripts")  # fmt: skip
     a = p.parse_args(argv)
     # The library only now: ``--help`` and a bad flag answer without loading it.
     from tuner.read.results import client_rows, pair_rows
@@ -31,6 +34,11 @@ def cmd_status(argv: Sequence[str]) -> int:
 
     storage = existing_storage(a.storage)
     pairs, clients = pair_rows(storage, a.federation), client_rows(storage, a.federation)
+    if a.format == "json":
+        from tuner.views.export import render
+
+        print(render(pairs + clients, "json"), end="")
+        return 0
     if pairs or not clients:
         print((status_table if a.wide else answer_table)(pairs), end="")
     print(client_status_table(clients), end="")
