@@ -121,7 +121,7 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
     if not 0 <= a.port <= 65535:
         raise UsageError(f"--port {a.port} is not a port: use 0..65535")
     check_edits(a.host, a.allow_edits)
-    existing_storage(a.storage)
+    existing_storage(a.storage, read_only=not a.allow_edits, live=True)
     try:
         serve(a.storage, a.host, a.port, say=say, allow_edits=a.allow_edits)
     except KeyboardInterrupt:

@@ -91,7 +91,7 @@ def make_dashboard(
     check_edits(host, allow_edits)
     import optuna_dashboard  # heavy (bottle and its app): only for this command
 
-    app = optuna_dashboard.wsgi(get_storage(url))
+    app = optuna_dashboard.wsgi(get_storage(url, read_only=not allow_edits))
     if not allow_edits:
         app = read_only(app)
     try:
