@@ -169,11 +169,13 @@ def _open_read_only(url: str, live: bool) -> optuna.storages.RDBStorage:
         if not live and _is_wal(path) and not Path(f"{path}-wal").exists():
             mode = "ro&immutable=1"
         uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={mode}"
-        kwargs = {
-            "creator": lambda: sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
-                                               check_same_thread=False),  # fmt: skip
-            "poolclass": sqlalchemy.pool.NullPool,
-        }
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(
+                uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+            )
+
+        kwargs = {"creator": connect, "poolclass": sqlalchemy.pool.NullPool}
     elif make_url(url).get_backend_name() == "postgresql":
         args = dict(kwargs["connect_args"])
         args["options"] = args["options"] + " -c default_transaction_read_only=on"
@@ -192,7 +194,7 @@ def _open_read_only(url: str, live: bool) -> optuna.storages.RDBStorage:
         ) from None
     finally:
         engine.dispose()
-    if not _OPTUNA_TABLES <= tables or not stamped:
+    if not tables >= _OPTUNA_TABLES or not stamped:
         raise StorageError(
             f"storage {mask(url)} holds no Optuna study tables: pass the --storage of a dkd-tune "
             "run (read commands never create them)"
