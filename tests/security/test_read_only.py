@@ -139,3 +139,33 @@ def test_an_empty_postgresql_database_is_one_line_and_stays_empty(
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "no Optuna study tables" in proc.stderr
     assert _tables(empty_pg) == []
+
+
+def test_dkd_tune_rewrites_only_its_own_part_of_a_note(tuned_copy: dict) -> None:
+    """A user's note survives dkd-tune's note writing (as at the end of a run or confirm), and a
+    second write replaces dkd-tune's part instead of adding another."""
+    import optuna
+    from optuna_dashboard import get_note, save_note
+
+    from tuner.store.db import open_storage
+    from tuner.views.notes import OWN_END, OWN_START, write_notes
+
+    storage = open_storage(tuned_copy["url"])
+    study = optuna.load_study(study_name="tiny/0-1", storage=storage)
+    save_note(study, "## Pair 0-1 of tiny\n\nMy own remark: rerun with more data.\n")
+    assert write_notes(storage, tuned_copy["url"], ["tiny/0-1"]) == 1
+    first = get_note(study)
+    assert "My own remark: rerun with more data." in first
+    assert first.count(OWN_START) == 1 and first.count(OWN_END) == 1
+    ours = first[first.index(OWN_START) : first.index(OWN_END)]
+    assert "Student **" in ours and "My own remark" not in ours
+
+    # The user edits around dkd-tune's part; dkd-tune's part changes (a stale text is replaced).
+    edited = "Above, mine.\n" + first.replace("Student **", "OLD Student **") + "Below, mine.\n"
+    save_note(study, edited)
+    write_notes(storage, tuned_copy["url"], ["tiny/0-1"])
+    second = get_note(study)
+    assert second.startswith("Above, mine.\n") and second.endswith("Below, mine.\n")
+    assert "My own remark: rerun with more data." in second
+    assert "OLD Student" not in second
+    assert second.count(OWN_START) == 1 and second.count("Student **") == first.count("Student **")
