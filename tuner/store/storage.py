@@ -159,14 +159,18 @@ def _open_read_only(url: str, live: bool) -> optuna.storages.RDBStorage:
     SQLite is opened with ``mode=ro``. A WAL file that no process has open (no -wal beside it)
     is read as ``immutable`` when not ``live``: a read-only connection to a WAL file otherwise
     creates -wal and -shm files that only a writer removes again. A live reader (the dashboard)
-    must see new trials, so it takes ``mode=ro`` and SQLite's shared-memory index.
+    must see new trials, so it takes ``mode=ro`` and SQLite's shared-memory index, unless the
+    folder is not writable (a read-only mount).
     A server: PostgreSQL sessions are also put in read-only transactions by the server itself.
     """
     path = sqlite_path(url)
     kwargs = _engine_kwargs(url)
     if path is not None:
         mode = "ro"
-        if not live and _is_wal(path) and not Path(f"{path}-wal").exists():
+        idle_wal = _is_wal(path) and not Path(f"{path}-wal").exists()
+        # On a read-only mount SQLite cannot create the -shm index a WAL reader needs; nobody
+        # can write there either, so the file cannot change under an immutable reader.
+        if idle_wal and (not live or not os.access(path.parent, os.W_OK)):
             mode = "ro&immutable=1"
         uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={mode}"
 
