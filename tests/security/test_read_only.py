@@ -169,3 +169,14 @@ def test_dkd_tune_rewrites_only_its_own_part_of_a_note(tuned_copy: dict) -> None
     assert "My own remark: rerun with more data." in second
     assert "OLD Student" not in second
     assert second.count(OWN_START) == 1 and second.count("Student **") == first.count("Student **")
+
+
+def test_a_postgresql_database_with_optuna_tables_is_read(empty_pg: str) -> None:
+    """The read-only session (default_transaction_read_only) still reads a set-up database."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=empty_pg, study_name="not-dkd")
+    proc = dkd("status", "--storage", empty_pg)
+    assert proc.returncode == 0, proc.stderr
+    assert "no dkd-tune studies" in proc.stdout
