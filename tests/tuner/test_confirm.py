@@ -79,7 +79,7 @@ def test_a_run_writes_each_pair_a_dashboard_note(tuned) -> None:
     for pair in PAIRS:
         name = f"tiny/{pair}"
         note = get_note(optuna.load_study(study_name=name, storage=url))
-        assert note.startswith(f"## Pair {pair} of tiny")
+        assert note.startswith(f"<!-- dkd-tune -->\n## Pair {pair} of tiny")
         row = rows[name]
         assert f"Student **{row['student']}** learns from teacher **{row['teacher']}**" in note
         assert f"{row['default_gain']:+.2f}" in note and f"{row['best_gain']:+.2f}" in note

@@ -140,7 +140,7 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
         raise UsageError(f"--port {a.port} is not a port: use 0..65535")
     check_host(a.host)
     check_edits(a.host, a.allow_edits)
-    existing_storage(a.storage)
+    existing_storage(a.storage, read_only=not a.allow_edits, live=True)
     try:
         serve(a.storage, a.host, a.port, say=say, allow_edits=a.allow_edits)
     except KeyboardInterrupt:

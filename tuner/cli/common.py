@@ -24,11 +24,12 @@ def existing(url: str) -> None:
         raise UsageError(f"no database at {path}: run {PROG} first or pass --storage")
 
 
-def existing_storage(url: str):
-    """The storage of a read-only command: it must exist already and answer."""
+def existing_storage(url: str, *, read_only: bool = True, live: bool = False):
+    """The storage of a read command: it must exist already and answer. ``read_only`` (all but
+    ``dashboard --allow-edits``) opens it so that nothing can be written (issue 27)."""
     from tuner.store.db import open_storage
     from tuner.store.storage import check_storage
 
     existing(url)
-    check_storage(url)
-    return open_storage(url)
+    check_storage(url, read_only=read_only)
+    return open_storage(url, read_only=read_only, live=live)

@@ -45,15 +45,19 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-_CHECKED: set[str] = set()
+_CHECKED: set[tuple[str, bool]] = set()
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The process's storage for ``url`` (tuner.store.storage), its schema checked once."""
-    storage = get_storage(url)
-    if url not in _CHECKED:
+def open_storage(
+    url: str, *, read_only: bool = False, live: bool = True
+) -> optuna.storages.RDBStorage:
+    """The process's storage for ``url`` (tuner.store.storage), its schema checked once;
+    ``read_only`` for the commands that must never change the database."""
+    storage = get_storage(url, read_only=read_only, live=live)
+    key = (url, read_only)
+    if key not in _CHECKED:
         check_schema(storage)
-        _CHECKED.add(url)
+        _CHECKED.add(key)
     return storage
 
 

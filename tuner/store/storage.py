@@ -13,11 +13,13 @@ import socket
 import sqlite3
 import tempfile
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
@@ -62,11 +64,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def check_storage(url: str) -> None:
+def check_storage(url: str, *, read_only: bool = False) -> None:
     """Raise StorageError (one line) unless ``url`` can be opened; create nothing on failure.
 
     SQLite: the folder must exist and be writable (probed with a temporary file, since root
-    ignores permission bits). A server: one connection with a short timeout.
+    ignores permission bits); ``read_only`` (the read commands) asks only for a readable file, so
+    a read-only mount or a chmod-444 copy works as it does with plain Optuna. A server: one
+    connection with a short timeout.
     """
     shown = mask(url)
     try:
@@ -82,6 +86,12 @@ def check_storage(url: str) -> None:
             return
         if path.exists() and not path.is_file():
             raise StorageError(f"storage path {path} is not a file: pass --storage sqlite:///FILE")
+        if read_only:
+            if not os.access(path, os.R_OK):
+                raise StorageError(
+                    f"storage path {path} is not readable: fix its permissions or pass --storage"
+                )
+            return
         folder = path.parent if str(path.parent) else Path(".")
         try:
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".dkd-tune-probe-"):
@@ -113,20 +123,101 @@ def check_storage(url: str) -> None:
         engine.dispose()
 
 
-def get_storage(url: str = DEFAULT_STORAGE) -> optuna.storages.RDBStorage:
+def get_storage(
+    url: str = DEFAULT_STORAGE, *, read_only: bool = False, live: bool = True
+) -> optuna.storages.RDBStorage:
     """The process's single RDBStorage for ``url`` (one engine and connection pool for all pairs).
 
-    Call :func:`check_storage` first: this creates the database (tables) when it is new.
+    Call :func:`check_storage` first: this creates the database (tables) when it is new. With
+    ``read_only`` (status, export, report, a read-only dashboard) nothing is ever written: see
+    :func:`_open_read_only`; ``live=False`` is for a command that reads once and exits.
     """
     with _LOCK:
-        if url not in _STORAGES:
+        if read_only and url in _STORAGES:  # this process writes it already: read its own
+            return _STORAGES[url]
+        key = f"read-only:{url}" if read_only else url
+        if key not in _STORAGES:
             try:
-                _STORAGES[url] = _open(url)
+                _STORAGES[key] = _open_read_only(url, live) if read_only else _open(url)
+            except StorageError:
+                raise
             except Exception as exc:
                 raise StorageError(
                     f"storage {mask(url)} cannot be opened ({_first_line(exc, url)}): fix --storage"
                 ) from None
-        return _STORAGES[url]
+        return _STORAGES[key]
+
+
+#: Optuna's tables a reader needs; alembic_version holds the schema stamp optuna writes last.
+_OPTUNA_TABLES = {"studies", "trials", "version_info", "alembic_version"}
+
+
+def _open_read_only(url: str, live: bool) -> optuna.storages.RDBStorage:
+    """An RDBStorage that cannot change the database (issue 27): no tables created, no schema
+    stamp, no journal-mode or other writing pragma; a database without Optuna's tables is one line.
+
+    SQLite is opened with ``mode=ro``. A WAL file that no process has open (no -wal beside it)
+    is read as ``immutable`` when not ``live``: a read-only connection to a WAL file otherwise
+    creates -wal and -shm files that only a writer removes again. A live reader (the dashboard)
+    must see new trials, so it takes ``mode=ro`` and SQLite's shared-memory index, unless the
+    folder is not writable (a read-only mount).
+    A server: PostgreSQL sessions are also put in read-only transactions by the server itself.
+    """
+    path = sqlite_path(url)
+    kwargs = _engine_kwargs(url)
+    if path is not None:
+        mode = "ro"
+        idle_wal = _is_wal(path) and not Path(f"{path}-wal").exists()
+        # On a read-only mount SQLite cannot create the -shm index a WAL reader needs; nobody
+        # can write there either, so the file cannot change under an immutable reader.
+        if idle_wal and (not live or not os.access(path.parent, os.W_OK)):
+            mode = "ro&immutable=1"
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={mode}"
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(
+                uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+            )
+
+        kwargs = {"creator": connect, "poolclass": sqlalchemy.pool.NullPool}
+    elif make_url(url).get_backend_name() == "postgresql":
+        args = dict(kwargs["connect_args"])
+        args["options"] = args["options"] + " -c default_transaction_read_only=on"
+        kwargs = {**kwargs, "connect_args": args}
+    engine = sqlalchemy.create_engine(url, **kwargs)
+    try:
+        with engine.connect() as conn:
+            tables = set(sqlalchemy.inspect(conn).get_table_names())
+            stamped = "alembic_version" in tables and bool(
+                conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar()
+            )
+    except sqlalchemy.exc.DatabaseError as exc:  # e.g. a file that is not SQLite at all
+        raise StorageError(
+            f"storage {mask(url)} cannot be read ({_first_line(exc, url)}): pass the --storage "
+            "of a dkd-tune run"
+        ) from None
+    finally:
+        engine.dispose()
+    if not tables >= _OPTUNA_TABLES or not stamped:
+        raise StorageError(
+            f"storage {mask(url)} holds no Optuna study tables: pass the --storage of a dkd-tune "
+            "run (read commands never create them)"
+        )
+    # The tables exist and are stamped, so optuna's own initialisation only reads; the schema is
+    # checked by tuner.store.db.check_schema with a one-line message instead of optuna's.
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=kwargs, skip_compatibility_check=True, skip_table_creation=True
+    )
+
+
+def _is_wal(path: Path) -> bool:
+    """The file header says WAL (read and write versions 2 at bytes 18-19)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18:20] == b"\x02\x02"
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

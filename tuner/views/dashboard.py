@@ -204,7 +204,9 @@ def make_dashboard(
     check_edits(host, allow_edits)
     import optuna_dashboard  # heavy (bottle and its app): only for this command
 
-    app = optuna_dashboard.wsgi(get_storage(url))
+    # Read-only storage unless edits are allowed; the guard (set once bound) adds the read-only
+    # wrapper itself.
+    app = optuna_dashboard.wsgi(get_storage(url, read_only=not allow_edits))
     host = host.strip("[]")  # "[::1]" as typed in a URL binds ::1
     server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:

@@ -2,7 +2,9 @@
 
 The note says which pair it is, the default against the best (with the noise and whether the
 figures are confirmed), and the configuration ``dkd-tune export`` gives for the pair. It is
-rewritten when a run or ``dkd-tune confirm`` ends, from the same numbers as the report.
+rewritten when a run or ``dkd-tune confirm`` ends, from the same numbers as the report. Only
+dkd-tune's own part is rewritten: it sits between ``OWN_START`` and ``OWN_END`` (HTML comments,
+which the dashboard's markdown does not show), and whatever a user wrote outside them is kept.
 """
 
 from __future__ import annotations
@@ -89,6 +91,29 @@ def note_text(p: PairResult, data: ReportData, export_row: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The markers around dkd-tune's part of a note; text outside them is the user's (issue 27).
+OWN_START = "<!-- dkd-tune -->"
+OWN_END = "<!-- /dkd-tune -->"
+
+
+def merged_note(current: str, own: str) -> str:
+    """The note with dkd-tune's part set to ``own`` and the user's text of ``current`` kept.
+
+    A note of an older dkd-tune (no markers, its own heading and export block) is all dkd-tune's;
+    any other unmarked text is the user's and stays after dkd-tune's part.
+    """
+    block = f"{OWN_START}\n{own.rstrip()}\n{OWN_END}"
+    start = current.find(OWN_START)
+    end = current.find(OWN_END, start + len(OWN_START)) if start >= 0 else -1
+    if start >= 0 and end >= 0:
+        return current[:start] + block + current[end + len(OWN_END) :]
+    legacy = current.startswith("## Pair ") and (
+        "What `dkd-tune export` gives" in current or "No complete trial yet" in current
+    )
+    user = "" if legacy else current.strip()
+    return f"{block}\n\n{user}\n" if user else f"{block}\n"
+
+
 def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -114,8 +139,9 @@ def write_notes(
         for p in data.pairs:
             if p.study in names:
                 study = optuna.load_study(study_name=p.study, storage=storage)
-                text = note_text(p, data, rows.get(p.study))
-                if get_note(study) != text:  # an unchanged note is not saved again (a new version)
+                current = get_note(study)
+                text = merged_note(current, note_text(p, data, rows.get(p.study)))
+                if current != text:  # an unchanged note is not saved again (a new version)
                     save_note(study, text)
                 written += 1
     return written

@@ -145,7 +145,7 @@ def write_report(
     """Read the storage, write the page to ``out`` atomically (never half a file); return the
     numbers it shows."""
     target = Path(out)
-    data = collect(open_storage(url), url, federation)
+    data = collect(open_storage(url, read_only=True, live=False), url, federation)
     write_file(target, render(data), "--out")
     return data
 
