@@ -174,8 +174,10 @@ class PairKind(StudyKind):
         return job
 
     def before_claim(self, study: optuna.Study, task: Task) -> str | None:
-        claim = strategy(task.strategy).before_claim(study.get_trials(deepcopy=False),
-                                                     task.budget)  # fmt: skip
+        plan = strategy(task.strategy)
+        if not plan.decides_before_claim:  # nothing to read: the budget alone ends the study
+            return None
+        claim = plan.before_claim(study.get_trials(deepcopy=False), task.budget)
         if claim.stopped is not None:
             if study.user_attrs.get(STOPPED_ATTR) != claim.stopped:
                 study.set_user_attr(STOPPED_ATTR, claim.stopped)

@@ -59,6 +59,9 @@ class Strategy(ABC):
     sampler: ClassVar[str] = "tpe"
     #: Trial user attrs a failed trial's retry carries over (the round's identity).
     round_attrs: ClassVar[tuple[str, ...]] = ()
+    #: True when :meth:`before_claim` reads the study's trials (a race); False spares every
+    #: claim of its studies that read.
+    decides_before_claim: ClassVar[bool] = False
     #: What it does, in a sentence (``--strategy``'s help).
     help: ClassVar[str] = ""
     #: What its confirmation runs, in words (the confirmation's first line).

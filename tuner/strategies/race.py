@@ -29,6 +29,7 @@ class RaceStrategy(Strategy):
     # best where TPE stayed 1.3 pp below (bench/RESULTS.md).
     sampler = "gp"
     round_attrs = ("race_seed",)
+    decides_before_claim = True
     help = ("a new configuration runs one seed and earns more only while it keeps up with the "
             "pair's best on the seeds they share; a pair stops when its last configurations all "
             "lost; then the best and its default run on --confirm fresh seeds.")
