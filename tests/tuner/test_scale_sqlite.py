@@ -1,4 +1,4 @@
-"""SQLite on one machine, as a user runs it: ``dkd-tune --workers 4`` over 300 short trials,
+"""SQLite on one machine, as a user runs it: ``dkd-tune --workers 4`` over 150 short trials,
 interrupted with Ctrl-C once two thirds are done (SIGINT to the whole process group, as a terminal
 sends it), then run again. Zero "database is locked" anywhere; the interrupted run exits 130 and
 leaves no trial RUNNING; the rerun tops every study up to exactly its budget. (The rerun runs in
@@ -21,7 +21,7 @@ from tuner_helpers import cli, finished, trials_of
 
 from tuner import TuneOptions, tune
 
-BUDGET = 50  # x 6 pairs of the tiny federation = 300 trials
+BUDGET = 25  # x 6 pairs of the tiny federation = 150 trials
 WORKERS = 4
 DEADLINE_S = 600  # a hung scenario fails instead of blocking the suite
 
@@ -52,8 +52,10 @@ def sqlite_run(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict:
     deadline = time.monotonic() + DEADLINE_S
     done = "SELECT count(*) FROM trials WHERE state = 'COMPLETE'"
     pids = "SELECT count(DISTINCT value_json) FROM trial_user_attributes WHERE key = 'worker_pid'"
-    # Two thirds of the way, and once all four workers have run trials.
-    while count(done) < 6 * BUDGET * 2 // 3 or count(pids) < WORKERS:
+    running = "SELECT count(*) FROM trials WHERE state = 'RUNNING'"
+    # Two thirds of the way, once all four workers have run trials, and while at least two
+    # trials are running (short trials: between two claims a Ctrl-C would cut none short).
+    while count(done) < 6 * BUDGET * 2 // 3 or count(pids) < WORKERS or count(running) < 2:
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGINT)
