@@ -39,6 +39,7 @@ from objectives.batched import TrialSpec
 from tuner.errors import StorageError, StoredCodeError
 from tuner.store.adapter import fixed_params
 from tuner.store.db import Counts
+from tuner.store.records import DefaultMark
 from tuner.store.storage import mask
 
 OnEval = Callable[[EvalPoint], None]
@@ -182,9 +183,9 @@ def mode_of(attrs: dict[str, Any]) -> str | None:
 def missing_defaults(task: Task, trials: Sequence[FrozenTrial], field: str) -> list[Queued]:
     """A searched kind's default trials that the study lacks, each named in the user attr
     ``default`` by its value of ``field`` (the pair's position, the client's aggregation)."""
-    present = {t.user_attrs.get("default") for t in trials}
+    present = {mark.of for t in trials if (mark := DefaultMark.from_attrs(t.user_attrs))}
     return [
-        (params, {"default": params[field], "attempt": 1})
+        (params, {**DefaultMark(params[field]).to_attrs(), "attempt": 1})
         for params in task.space.defaults()
         if params[field] not in present
     ]

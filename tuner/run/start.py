@@ -37,6 +37,7 @@ from tuner.run.progress import Progress
 from tuner.search.space import parse_space
 from tuner.store.adapter import study_id_of
 from tuner.store.db import count_trials, database_errors, open_storage, quiet_optuna
+from tuner.store.records import RunRecord
 from tuner.store.storage import check_storage, mask
 from tuner.views.notes import write_notes
 from tuner.worker.budget import enqueue_missing_retries
@@ -140,11 +141,12 @@ def start(
             ids[task.study] = sid = setup_study(
                 storage, opts.storage, task, bundles[task.config.name]
             )
-            record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
-                       seed=opts.seed, retries=opts.retries,
-                       max_forgetting=opts.max_forgetting, warm_start=opts.warm_start,
-                       confirm=opts.confirm if task.kind == "pair" else 0,
-                       min_gain=opts.min_gain if KINDS[task.kind].races else None)  # fmt: skip
+            record_run(storage, sid, RunRecord(
+                budget=task.budget, sampler=opts.sampler, pruner=opts.pruner, seed=opts.seed,
+                retries=opts.retries, max_forgetting=opts.max_forgetting,
+                warm_start=opts.warm_start, confirm=opts.confirm if task.kind == "pair" else 0,
+                min_gain=opts.min_gain if KINDS[task.kind].races else None,
+            ))  # fmt: skip
             enqueue_missing_retries(
                 optuna.load_study(study_name=task.study, storage=storage), opts.retries
             )
@@ -175,24 +177,22 @@ def join(
     check_storage(opts.storage)
     with database_errors(opts.storage):
         storage = open_storage(opts.storage)
-        studies = [
-            s for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
-                                      fix="start one with dkd-tune --storage ... first")
-            if "run" in s.user_attrs
-        ]  # fmt: skip
-        if not studies:
+        runs = {
+            s.study_name: (s, run)
+            for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
+                                    fix="start one with dkd-tune --storage ... first")
+            if (run := RunRecord.from_attrs(s.user_attrs)) is not None
+        }  # fmt: skip
+        if not runs:
             raise StorageError(
                 f"no dkd-tune run in {mask(opts.storage)}: start one with dkd-tune --storage ..."
             )
-        first = studies[0].user_attrs
-        tasks = [
-            kind_of(s.user_attrs).task_from(
-                s.study_name, s.user_attrs, s.user_attrs["run"]["budget"]
-            )
-            for s in studies
-        ]
+        studies = [s for s, _ in runs.values()]
+        first, first_run = next(iter(runs.values()))
+        tasks = [kind_of(s.user_attrs).task_from(s.study_name, s.user_attrs, run.budget)
+                 for s, run in runs.values()]  # fmt: skip
         if "config" in own:
-            config = _own_config(opts, tasks[0].config, first)
+            config = _own_config(opts, tasks[0].config, first.user_attrs)
             tasks = [dataclasses.replace(t, config=config) for t in tasks]
         if "pairs" in own:
             tasks = _own_pairs(opts, tasks)
@@ -200,7 +200,7 @@ def join(
             tasks = [
                 t if t.budget is None else dataclasses.replace(t, budget=opts.trials) for t in tasks
             ]
-        opts = joined_options(opts, first, own)
+        opts = joined_options(opts, first_run, first.user_attrs, own)
         check_options(opts)
         check_used(opts, [[KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]])
         for config in {t.config.name: t.config for t in tasks}.values():
@@ -222,21 +222,23 @@ def join(
         return run_tasks(opts, tasks, devices, storage, ids, say)
 
 
-def joined_options(opts: TuneOptions, attrs: dict, own: Sequence[str]) -> TuneOptions:
-    """A joining worker's options: the run's (a stored study's ``run`` and worker settings),
-    with the worker's ``own`` options kept; the one place they are combined. Its seed differs
-    from the run's, so it samples other points."""
-    run = attrs["run"]
+def joined_options(
+    opts: TuneOptions, run: RunRecord, attrs: dict, own: Sequence[str]
+) -> TuneOptions:
+    """A joining worker's options: the run's (a stored study's ``run`` record and the worker
+    settings in its ``attrs``), with the worker's ``own`` options kept; the one place they are
+    combined. Its seed differs from the run's, so it samples other points."""
     stored = {
-        "sampler": run["sampler"],
-        "pruner": run["pruner"],
-        "max_forgetting": run.get("max_forgetting"),
-        "warm_start": run.get("warm_start", False),
-        "seed": run["seed"] + 7_919,
-        "retries": run["retries"],
-        "confirm": run.get("confirm", 0),
-        "min_gain": run.get("min_gain", opts.min_gain),
-        **({} if "trials" in own else {"trials": run["budget"] or opts.trials}),
+        "sampler": run.sampler,
+        "pruner": run.pruner,
+        "max_forgetting": run.max_forgetting,
+        "warm_start": run.warm_start,
+        "seed": run.seed + 7_919,
+        "retries": run.retries,
+        "confirm": run.confirm,
+        # None: a run of a kind that answers nothing keeps the worker's own (its default).
+        "min_gain": opts.min_gain if run.min_gain is None else run.min_gain,
+        **({} if "trials" in own else {"trials": run.budget or opts.trials}),
         **{k: v for k, v in attrs.get(SETTINGS_ATTR, {}).items()
            if k not in own and k in TuneOptions.__dataclass_fields__},
     }  # fmt: skip

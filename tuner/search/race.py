@@ -39,6 +39,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.store.adapter import fixed_params, trial_id_of
+from tuner.store.records import is_default
 
 #: User attr holding a round's seed index (0: the configuration's first round).
 SEED_ATTR = "race_seed"
@@ -187,7 +188,7 @@ def _configurations(rounds: Sequence[FrozenTrial]) -> list[Config]:
         key = config_key(_params(t))
         c = out.get(key)
         if c is None:
-            c = out[key] = Config(key, _params(t), t, is_default="default" in t.user_attrs)
+            c = out[key] = Config(key, _params(t), t, is_default=is_default(t.user_attrs))
         j = int(t.user_attrs.get(SEED_ATTR, 0))
         if t.state == TrialState.COMPLETE and t.value is not None:
             c.values.setdefault(j, float(t.value))  # a duplicate round repeats the first
