@@ -7,13 +7,13 @@ is fixed per run (``[neighbourhood].transfer_set``): recorded, never sampled. Th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives import FederationBundle, RoundResult, run_neighbourhood_round
+from objectives import FederationBundle, RoundResult, TrialSpec, run_neighbourhood_round
 from tuner.formats import config_line
 from tuner.strategies.fixed import trial_seed
 
@@ -152,11 +152,12 @@ class ClientKind(StudyKind):
         seed_ = trial_seed(seed, trial.number)
         transfer_set = task.space.transfer_set
 
+        spec = TrialSpec(client, tuple(neighbours), transfer_set=transfer_set, seed=seed_,
+                         **params)  # fmt: skip
+
         def call(on_eval: OnEval | None) -> RoundResult:
-            return run_neighbourhood_round(
-                bundle, client, neighbours, transfer_set=transfer_set, seed=seed_,
-                device=device, on_eval=on_eval, recipe=task.config.kd, **params,
-            )  # fmt: skip
+            return run_neighbourhood_round(bundle, replace(spec, on_eval=on_eval), device=device,
+                                           recipe=task.config.kd)  # fmt: skip
 
         attrs = {"client": client, "neighbours": neighbours, "transfer_set": transfer_set,
                  "seed": seed_}  # fmt: skip

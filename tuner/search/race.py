@@ -38,6 +38,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.search.space import config_key
 from tuner.store.adapter import fixed_params, trial_id_of
 from tuner.store.records import is_default
 
@@ -66,11 +67,6 @@ _PENDING = (TrialState.WAITING, TrialState.RUNNING)
 def round_seed(index: int) -> int:
     """The seed of round ``index`` of any configuration (shared: the comparisons are paired)."""
     return RACE_SEED_BASE + index
-
-
-def config_key(params: dict[str, Any]) -> tuple:
-    """A configuration's identity: its parameters, sorted."""
-    return tuple(sorted(params.items()))
 
 
 def _params(t: FrozenTrial) -> dict[str, Any]:
@@ -282,7 +278,6 @@ __all__ = [
     "STOPS",
     "Config",
     "RaceState",
-    "config_key",
     "configurations",
     "race_state",
     "round_seed",
