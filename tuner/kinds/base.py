@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -41,6 +41,9 @@ from tuner.store.adapter import fixed_params
 from tuner.store.db import Counts
 from tuner.store.records import DefaultMark
 from tuner.store.storage import mask
+
+if TYPE_CHECKING:
+    from tuner.options import TuneOptions
 
 OnEval = Callable[[EvalPoint], None]
 #: A trial to enqueue: its parameters and the user attrs it starts with.
@@ -98,6 +101,12 @@ class StudyKind(ABC):
     #: True when its studies can be raced (``--strategy``) and answer against a default
     #: (``--min-gain``).
     races: ClassVar[bool] = False
+    #: The kind whose studies confirm this kind's answers on fresh seeds once a run has tuned
+    #: them (``--confirm K``: a run's second phase); None: nothing confirms them.
+    confirmed_by: ClassVar[str | None] = None
+    #: True when each study is about one participant pair (its target is the pair): a joining
+    #: worker's ``--pairs`` picks among them.
+    per_pair: ClassVar[bool] = False
 
     @abstractmethod
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
@@ -172,6 +181,26 @@ class StudyKind(ABC):
     def describe(self, params: dict[str, Any]) -> str:
         """The trial's parameters in a short line (worker logs)."""
         return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+class TunedKind(StudyKind):
+    """A kind a tuning run tunes directly: the ``--mode`` of the same name (tuner.options.MODES).
+    Besides the contract it says how a run's config and options become its studies, so the run
+    composes a mode without branching on its name."""
+
+    @abstractmethod
+    def run_space(self, config: StudyConfig, space: Any) -> Any:
+        """Its studies' search space from the config's ``[search]`` (a SearchSpace); raises a
+        DkdError (one line) for a config this kind cannot tune."""
+
+    @abstractmethod
+    def run_targets(self, config: StudyConfig, opts: TuneOptions) -> list[tuple[int, ...]]:
+        """The targets of the run's studies, one study each, as the options pick them (raises
+        UsageError for a pick the federation does not have)."""
+
+    @abstractmethod
+    def run_what(self, config: StudyConfig) -> str:
+        """What its studies are, after their count in the run's first line (``pair(s)``)."""
 
 
 def mode_of(attrs: dict[str, Any]) -> str | None:
