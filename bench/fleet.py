@@ -15,6 +15,9 @@ anywhere (worker output, failed trials), trials per study and trials left RUNNIN
 
 Needs the PostgreSQL server of the tests (``$DKD_TUNE_POSTGRES_URL``, default
 postgresql+psycopg://postgres@127.0.0.1:5432/postgres) for ``postgres``. Prints; asserts nothing.
+The ``postgres`` scenario (:func:`run_fleet`) is also the one tests/tuner/test_scale_fleet.py
+asserts on: that test loads this file, so the harness exists once and what is measured here is
+what the suite checks.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
@@ -103,131 +109,213 @@ def budget_report(url: str, budget: int) -> tuple[int, int, int, list]:
     return len(by_study), exact, running, failed
 
 
-def postgres(args: argparse.Namespace) -> None:
-    admin = sqlalchemy.create_engine(args.admin, isolation_level="AUTOCOMMIT")
-    name = f"dkd_tune_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sqlalchemy.engine.make_url(args.admin).set(database=name).render_as_string(False)
-    peaks: dict[str, dict[str, int]] = {"setup": {}, "run": {}}
-    phase = ["setup"]
-    stop = threading.Event()
+# The PostgreSQL scenario, shared with tests/tuner/test_scale_fleet.py (which loads this file):
+# the suite asserts on the very run this benchmark measures.
 
-    def sample() -> None:
-        query = sqlalchemy.text(
-            "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = :db "
-            "GROUP BY application_name"
-        )
-        with admin.connect() as conn:
-            while not stop.is_set():
-                for app, n in conn.execute(query, {"db": name}):
-                    peaks[phase[0]][app] = max(peaks[phase[0]].get(app, 0), n)
-                stop.wait(0.02)
 
-    engine = sqlalchemy.create_engine(url)
-
-    def scalar(sql: str) -> int:
-        try:
-            with engine.connect() as conn:
-                return int(conn.exec_driver_sql(sql).scalar() or 0)
-        except sqlalchemy.exc.ProgrammingError:
-            return 0
-
-    def trials_by(pid: int, states: str) -> list[int]:
-        sql = (
-            "SELECT t.trial_id FROM trials t JOIN trial_user_attributes a ON a.trial_id = "
-            f"t.trial_id AND a.key = 'worker_pid' AND a.value_json = '{pid}' "
-            f"WHERE t.state IN ({states})"
-        )
-        with engine.connect() as conn:
-            return [r[0] for r in conn.exec_driver_sql(sql)]
-
-    sampler = threading.Thread(target=sample, daemon=True)
+@contextmanager
+def scratch_database(admin: str, prefix: str) -> Iterator[str]:
+    """The URL of a fresh database on the server of ``admin``, dropped after the block. Raises
+    sqlalchemy's OperationalError at once when no server answers."""
+    engine = sqlalchemy.create_engine(
+        admin, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
     try:
-        with tempfile.TemporaryDirectory() as folder:
-            config, bundles = federation(Path(folder))
-            common = ["--storage", url, "--bundles", str(bundles), "--progress", "quiet"]
-            beat = [
-                "--heartbeat-interval",
-                str(args.interval),
-                "--heartbeat-grace",
-                str(args.grace),
-            ]
-            # Three "machines" on this machine's cores: one torch thread each.
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            sampler.start()
+        conn = engine.connect()
+    except sqlalchemy.exc.OperationalError:
+        engine.dispose()
+        raise
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sqlalchemy.engine.make_url(admin).set(database=name).render_as_string(False)
+    finally:
+        # FORCE: a killed worker's connection may linger until the server notices.
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+        engine.dispose()
+
+
+class ConnectionSampler:
+    """Peak connections per client process (application_name) to one database, sampled every
+    20 ms in two phases: set-up (until every study is ready) and run."""
+
+    def __init__(self, url: str) -> None:
+        self.database = sqlalchemy.engine.make_url(url).database
+        self.phase = "setup"
+        self.peaks: dict[str, dict[str, int]] = {"setup": {}, "run": {}}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._engine.dispose()
+
+    def _loop(self) -> None:
+        query = sqlalchemy.text(
+            "SELECT application_name, count(*) FROM pg_stat_activity "
+            "WHERE datname = :db GROUP BY application_name"
+        )
+        with self._engine.connect() as conn:
+            while not self._stop.is_set():
+                peaks = self.peaks[self.phase]
+                for app, n in conn.execute(query, {"db": self.database}):
+                    peaks[app] = max(peaks.get(app, 0), n)
+                self.samples += 1
+                self._stop.wait(0.02)
+
+    def peak(self, pid: int, phase: str) -> int:
+        mine = [n for app, n in self.peaks[phase].items() if app.endswith(f":{pid}")]
+        return max(mine, default=0)
+
+
+@dataclass
+class Fleet:
+    """What the scenario left: each process's pid, the run's and the surviving worker's exit code
+    and output, the trial ids the victim was running when it was killed, and when."""
+
+    url: str
+    pids: dict[str, int]  # run, victim, worker
+    outputs: dict[str, tuple[int, str, str]]  # run, worker: (exit code, stdout, stderr)
+    killed: list[int]
+    kill_time: datetime.datetime
+    sampler: ConnectionSampler
+    setup_s: float
+    run_s: float
+
+
+def _scalar(engine: sqlalchemy.Engine, sql: str) -> int:
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql(sql).scalar() or 0)
+    except sqlalchemy.exc.ProgrammingError:  # optuna's tables do not exist yet
+        return 0
+
+
+def _trials_by(engine: sqlalchemy.Engine, pid: int, states: str) -> list[int]:
+    sql = (
+        "SELECT t.trial_id FROM trials t JOIN trial_user_attributes a ON a.trial_id = "
+        f"t.trial_id AND a.key = 'worker_pid' AND a.value_json = '{pid}' "
+        f"WHERE t.state IN ({states})"
+    )
+    with engine.connect() as conn:
+        return [r[0] for r in conn.exec_driver_sql(sql)]
+
+
+def _wait(predicate, what: str, procs: list[subprocess.Popen], deadline: float) -> None:
+    """Until ``predicate()``; fails at ``deadline`` or when one of ``procs`` has ended."""
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        for p in procs:
+            assert p.poll() is None, (what, p.args, p.communicate())
+        time.sleep(0.02)
+
+
+def run_fleet(
+    url: str,
+    folder: Path,
+    *,
+    trials: int,
+    interval: float = 1.0,
+    grace: float = 3.0,
+    victim_after: int = 2,
+    deadline_s: float = 600.0,
+) -> Fleet:
+    """``dkd-tune --pairs all`` on :data:`TINY9` (36 pair studies) in ``url``, then two
+    ``dkd-tune worker`` processes (one torch thread each: three "machines" on this machine's
+    cores); once the first worker has finished ``victim_after`` trials it is killed with SIGKILL
+    while one of its trials is RUNNING. Waits for the others to end (a hung run fails at
+    ``deadline_s``)."""
+    config, bundles = federation(folder)
+    common = ["--storage", url, "--bundles", str(bundles), "--progress", "quiet"]
+    beat = ["--heartbeat-interval", str(interval), "--heartbeat-grace", str(grace)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    spawn = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
+    engine = sqlalchemy.create_engine(url)
+    deadline = time.monotonic() + deadline_s
+    # The run writes worker_settings into every study just before its workers start.
+    settings = "SELECT count(*) FROM study_user_attributes WHERE key = 'worker_settings'"
+    try:
+        with ConnectionSampler(url) as sampler:
             started = time.monotonic()
             run = subprocess.Popen(
-                cli("--config", str(config), *common, "--pairs", "all", "--trials",
-                    str(args.trials), "--sampler", "random", "--pruner", "none", *beat),
-                stdout=subprocess.DEVNULL,
-                env=env,
+                cli("--config", str(config), *common, "--pairs", "all", "--trials", str(trials),
+                    "--sampler", "random", "--pruner", "none", "--confirm", "0", *beat),
+                **spawn,
             )  # fmt: skip
-            sql = "SELECT count(*) FROM study_user_attributes WHERE key = 'worker_settings'"
-            while scalar(sql) < 36:
-                time.sleep(0.02)
+            _wait(lambda: _scalar(engine, settings) == 36, "the run to set up its studies", [run],
+                  deadline)  # fmt: skip
             ready = time.monotonic()
-            phase[0] = "run"
-            workers = [
-                subprocess.Popen(cli("worker", *common), stdout=subprocess.DEVNULL, env=env)
-                for _ in range(2)
-            ]
+            sampler.phase = "run"
+            workers = [subprocess.Popen(cli("worker", *common), **spawn) for _ in range(2)]
             victim = workers[0]
-            while len(trials_by(victim.pid, "'COMPLETE', 'PRUNED'")) < 3:
-                time.sleep(0.02)
-            while True:
+            done = "'COMPLETE', 'PRUNED'"
+            _wait(lambda: len(_trials_by(engine, victim.pid, done)) >= victim_after,
+                  "the victim's first trials", [run, *workers], deadline)  # fmt: skip
+            while True:  # stop it, and kill it only while one of its trials is RUNNING
                 victim.send_signal(signal.SIGSTOP)
-                killed = trials_by(victim.pid, "'RUNNING'")
+                killed = _trials_by(engine, victim.pid, "'RUNNING'")
                 if killed:
                     victim.kill()
                     kill_time = datetime.datetime.now()
                     break
                 victim.send_signal(signal.SIGCONT)
                 time.sleep(0.01)
-            victim.wait()
-            codes = [run.wait(), workers[1].wait()]
+            victim.communicate()
+            outputs = {}
+            for name, p in (("run", run), ("worker", workers[1])):
+                stdout, stderr = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+                outputs[name] = (p.returncode, stdout, stderr)
             ended = time.monotonic()
-            stop.set()
-            sampler.join()
-            by_study = studies(url)
-            print(f"36 pair studies, budget {args.trials}, heartbeat {args.interval}/{args.grace}s")
-            print(f"exit codes of the run and the surviving worker: {codes}")
-            print(f"set-up {ready - started:.1f}s, run {ended - ready:.1f}s")
-            for ts in by_study.values():
-                for dead in (t for t in ts if t._trial_id in killed):
-                    retry = [t for t in ts if t.user_attrs.get("retry_of") == dead.number]
-                    failed_after = (dead.datetime_complete - kill_time).total_seconds()
-                    retried = (
-                        f"{(retry[0].datetime_start - kill_time).total_seconds():.1f}s"
-                        if retry and retry[0].datetime_start
-                        else "not started (budget met)"
-                    )
-                    print(
-                        f"killed trial {dead.number}: FAIL {failed_after:.1f}s after the kill "
-                        f"({dead.user_attrs.get('fail_reason')}); retry started after {retried}"
-                    )
-            n, exact, running, failed = budget_report(url, args.trials)
-            print(f"studies with exactly {args.trials} finished trials: {exact}/{n}")
-            print(f"trials left RUNNING: {running}")
-            print(f"failed trials: {len(failed)} (killed: {len(killed)})")
-            pids = {"run": run.pid, "worker (killed)": victim.pid, "worker": workers[1].pid}
-            for label, pid in pids.items():
-                setup, during = (
-                    max((v for k, v in peaks[p].items() if k.endswith(f":{pid}")), default=0)
-                    for p in ("setup", "run")
-                )
-                mine = [t for ts in by_study.values() for t in ts
-                        if t.user_attrs.get("worker_pid") == pid]  # fmt: skip
-                print(
-                    f"{label} (pid {pid}): {len(mine)} trials; peak connections: set-up {setup}, "
-                    f"while the studies run {during}"
-                )
     finally:
-        stop.set()
         engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    pids = {"run": run.pid, "victim": victim.pid, "worker": workers[1].pid}
+    return Fleet(url, pids, outputs, killed, kill_time, sampler, ready - started, ended - ready)
+
+
+def postgres(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as folder, \
+            scratch_database(args.admin, "dkd_tune_bench") as url:  # fmt: skip
+        fleet = run_fleet(url, Path(folder), trials=args.trials, interval=args.interval,
+                          grace=args.grace, victim_after=args.victim_after)  # fmt: skip
+        by_study = studies(url)
+        codes = [fleet.outputs[p][0] for p in ("run", "worker")]
+        print(f"36 pair studies, budget {args.trials}, heartbeat {args.interval}/{args.grace}s")
+        print(f"exit codes of the run and the surviving worker: {codes}")
+        print(f"set-up {fleet.setup_s:.1f}s, run {fleet.run_s:.1f}s")
+        for ts in by_study.values():
+            for dead in (t for t in ts if t._trial_id in fleet.killed):
+                retry = [t for t in ts if t.user_attrs.get("retry_of") == dead.number]
+                failed_after = (dead.datetime_complete - fleet.kill_time).total_seconds()
+                retried = (
+                    f"{(retry[0].datetime_start - fleet.kill_time).total_seconds():.1f}s"
+                    if retry and retry[0].datetime_start
+                    else "not started (budget met)"
+                )
+                print(
+                    f"killed trial {dead.number}: FAIL {failed_after:.1f}s after the kill "
+                    f"({dead.user_attrs.get('fail_reason')}); retry started after {retried}"
+                )
+        n, exact, running, failed = budget_report(url, args.trials)
+        print(f"studies with exactly {args.trials} finished trials: {exact}/{n}")
+        print(f"trials left RUNNING: {running}")
+        print(f"failed trials: {len(failed)} (killed: {len(fleet.killed)})")
+        labels = {"run": "run", "victim": "worker (killed)", "worker": "worker"}
+        for key, pid in fleet.pids.items():
+            setup, during = (fleet.sampler.peak(pid, p) for p in ("setup", "run"))
+            mine = [t for ts in by_study.values() for t in ts
+                    if t.user_attrs.get("worker_pid") == pid]  # fmt: skip
+            print(
+                f"{labels[key]} (pid {pid}): {len(mine)} trials; peak connections: set-up "
+                f"{setup}, while the studies run {during}"
+            )
 
 
 def sqlite(args: argparse.Namespace) -> None:
@@ -264,6 +352,7 @@ def main() -> None:
     pg.add_argument("--trials", type=int, default=4)
     pg.add_argument("--interval", type=float, default=1)
     pg.add_argument("--grace", type=float, default=3)
+    pg.add_argument("--victim-after", type=int, default=3, help="trials before the kill")
     lite = sub.add_parser("sqlite")
     lite.add_argument("--workers", type=int, default=4)
     lite.add_argument("--pairs", default="all")

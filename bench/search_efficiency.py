@@ -51,6 +51,7 @@ from tuner.read.results import pair_studies, recommendations
 from tuner.search.best import best_trial
 from tuner.search.race import race_state
 from tuner.store.db import open_storage
+from tuner.store.records import budget_of, is_default
 
 GRID_T = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 GRID_ALPHA = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -196,25 +197,25 @@ def read_run(db: Path, eval_points: int) -> dict[tuple[int, int], dict]:
         )
         rec = recs[s.study_name]
         best = best_trial(trials)
-        default = next(t for t in trials if "default" in t.user_attrs)
+        default = next(t for t in trials if is_default(t.user_attrs))
         cands = [
-            {"T": c["params"]["temperature"], "alpha": c["params"]["alpha"],
-             "is_default": c is rec["default"], "gains": c["gain"]}
-            for c in rec["candidates"]
+            {"T": c.params["temperature"], "alpha": c.params["alpha"],
+             "is_default": c.trial == rec.default.trial, "gains": list(c.gain)}
+            for c in rec.candidates
         ]  # fmt: skip
         race = race_state(trials)
         out[tuple(s.user_attrs["pair"])] = {
             "trials": len(trials),
             "rounds": sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials),
             "configurations": len(race.configs),
-            "stopped": race.stop_reason(s.user_attrs["run"]["budget"]),
+            "stopped": race.stop_reason(budget_of(s.user_attrs)),
             "work": work,
-            "confirm_runs": len(cands) * len(rec["seeds"]),
+            "confirm_runs": len(cands) * len(rec.seeds),
             "single": (best.params["temperature"], best.params["alpha"], best.value),
             "single_is_default": best.number == default.number,
             "default_value": default.value,
             "warm_trials": sum("warm_from" in t.user_attrs for t in trials),
-            "dkd_tune_claims": rec["recommended"] is not rec["default"],
+            "dkd_tune_claims": not rec.recommends_default,
             "candidates": cands,
         }
     return out

@@ -40,6 +40,7 @@ _PUBLIC = {
     "TrainRecipe": "config",
     "TrialError": "errors",
     "TrialResult": "trial",
+    "TrialSpec": "trial",
     "apply_overrides": "config",
     "bundle_path": "bundle",
     "check_federation": "bundle",
@@ -93,7 +94,7 @@ if TYPE_CHECKING:
         train_neighbourhood_round,
     )
     from .topology import TOPOLOGIES, neighbours
-    from .trial import TRANSFER_SETS, TrialResult, run_trial
+    from .trial import TRANSFER_SETS, TrialResult, TrialSpec, run_trial
 
 
 def __getattr__(name: str) -> Any:
@@ -130,6 +131,7 @@ __all__ = [
     "TrainRecipe",
     "TrialError",
     "TrialResult",
+    "TrialSpec",
     "apply_overrides",
     "bundle_path",
     "check_federation",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +37,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .bundle import DeviceTensors, FederationBundle
 from .config import KDRecipe
 from .divergences import get_divergence
-from .evaluation import EvalPoint, EvalSets, RoundEvaluator
+from .evaluation import EvalSets, RoundEvaluator
 from .kd_round import (
     batch_generator,
     draws_local,
@@ -48,23 +48,7 @@ from .kd_round import (
     step_batches,
 )
 from .train import lr_at
-from .trial import TrialResult, _check_args, check_device, check_precision
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """The arguments of one ``run_trial`` call, for :func:`run_trials`."""
-
-    student: int
-    teachers: tuple[int, ...]
-    temperature: float = 1.0
-    alpha: float = 0.5
-    divergence: str = "kl"
-    transfer_set: str = "public"
-    aggregation: str = "avg"
-    seed: int = 0
-    on_eval: Callable[[EvalPoint], None] | None = None
-
+from .trial import TrialResult, TrialSpec, _check_args, check_device, check_precision
 
 Outcome = TrialResult | Exception
 

@@ -7,12 +7,14 @@ labels, head 2); the backbone trains with it, head 1 is frozen. The neighbours' 
 come from the bundle's cached logits (their pre-trained models), combined by ``sum`` or ``avg``
 exactly as in the pair mode (``divergences.teacher_target``/``kd_term``, ``kd_round.StepLoss``).
 The accuracy reported is head 2's; the gain is measured against the client's accuracy before KD.
+A round takes the pair trial's arguments (``trial.TrialSpec``): the client is its student, its
+neighbours its teachers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +23,10 @@ from .bundle import FederationBundle
 from .config import NEIGHBOURHOOD_TRANSFER_SETS, KDRecipe
 from .divergences import get_divergence
 from .errors import TrialError
-from .evaluation import EvalPoint, RoundEvaluator
+from .evaluation import RoundEvaluator
 from .kd_round import StepLoss, make_step_loss, seeded, train_round
 from .models import Net
-from .trial import TrialResult, check_device, check_round_args
+from .trial import TrialResult, TrialSpec, check_device, check_round_args
 
 
 @dataclass(frozen=True)
@@ -35,40 +37,26 @@ class RoundResult(TrialResult):
     head1_accuracy_after: float
 
 
-def _check_args(
-    bundle: FederationBundle,
-    client: int,
-    neighbours: Sequence[int],
-    temperature: float,
-    alpha: float,
-    aggregation: str,
-    transfer_set: str,
-) -> None:
+def _check_args(bundle: FederationBundle, spec: TrialSpec) -> None:
     model = bundle.config.model.name
     if not model.endswith("-2head"):
         raise TrialError(
             f"the neighbourhood round needs a two-head model, the federation uses {model!r}: "
             f'set [model] name = "{model}-2head"'
         )
-    check_round_args(bundle.participants, client, neighbours, temperature, alpha, aggregation,
-                     words=("client", "neighbour"))  # fmt: skip
-    if transfer_set not in NEIGHBOURHOOD_TRANSFER_SETS:
+    check_round_args(bundle.participants, spec.student, spec.teachers, spec.temperature,
+                     spec.alpha, spec.aggregation, words=("client", "neighbour"))  # fmt: skip
+    if spec.transfer_set not in NEIGHBOURHOOD_TRANSFER_SETS:
         raise TrialError(
             f"the neighbourhood round's transfer set is one of "
-            f"{', '.join(NEIGHBOURHOOD_TRANSFER_SETS)}, not {transfer_set!r}"
+            f"{', '.join(NEIGHBOURHOOD_TRANSFER_SETS)}, not {spec.transfer_set!r}"
         )
 
 
 def round_loss(
     bundle: FederationBundle,
-    client: int,
-    neighbours: Sequence[int],
+    spec: TrialSpec,
     *,
-    temperature: float,
-    alpha: float,
-    divergence: str,
-    aggregation: str,
-    transfer_set: str,
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
@@ -77,9 +65,9 @@ def round_loss(
     and the transfer set's size. The neighbours' soft targets over the whole transfer set are
     computed once here."""
     loss = make_step_loss(
-        bundle.on(device), client, neighbours, transfer_set=transfer_set,
-        temperature=temperature, alpha=alpha, aggregation=aggregation,
-        divergence=get_divergence(divergence), batch_size=batch_size, generator=generator,
+        bundle.on(device), spec.student, spec.teachers, transfer_set=spec.transfer_set,
+        temperature=spec.temperature, alpha=spec.alpha, aggregation=spec.aggregation,
+        divergence=get_divergence(spec.divergence), batch_size=batch_size, generator=generator,
         device=device,
     )  # fmt: skip
     return loss, len(loss.x_transfer)
@@ -87,65 +75,63 @@ def round_loss(
 
 def train_neighbourhood_round(
     bundle: FederationBundle,
-    client: int,
-    neighbours: Sequence[int],
+    spec: TrialSpec,
     *,
-    temperature: float = 1.0,
-    alpha: float = 0.5,
-    divergence: str = "kl",
-    aggregation: str = "avg",
-    transfer_set: str = "local",
-    seed: int = 0,
     device: str | torch.device = "cpu",
-    on_eval: Callable[[EvalPoint], None] | None = None,
     recipe: KDRecipe | None = None,
 ) -> tuple[Net, RoundResult]:
-    """One client's round; returns the trained model and its result (see the module docstring).
+    """The round of client ``spec.student`` from its neighbours ``spec.teachers``; returns the
+    trained model and its result (see the module docstring).
 
-    ``on_eval`` is called at ``recipe.eval_points`` points (head 2's accuracy); an exception it
-    raises ends the round. Raises NonFiniteLoss if the loss turns NaN or infinite. The same seed
-    and inputs on the CPU give the same result.
+    ``spec.on_eval`` is called at ``recipe.eval_points`` points (head 2's accuracy); an exception
+    it raises ends the round. Raises NonFiniteLoss if the loss turns NaN or infinite. The same
+    seed and inputs on the CPU give the same result.
     """
-    _check_args(bundle, client, neighbours, temperature, alpha, aggregation, transfer_set)
+    _check_args(bundle, spec)
     recipe = recipe or bundle.config.kd
     started = time.perf_counter()
     device = check_device(device)
+    client = spec.student
     # Head 2 is trained and reported; head 1's final accuracy shows what the backbone did to it.
     evaluate = RoundEvaluator(bundle, client, recipe, device, heads=(2, 1))
-    with seeded(seed, device) as gen:
+    with seeded(spec.seed, device) as gen:
         model = bundle.model(client, device)
         model.head2.reset_parameters()  # head 2 starts fresh, drawn from the round's seed
         model.head1.requires_grad_(False)  # head 1 keeps exactly what pre-training taught it
-        loss, _ = round_loss(
-            bundle, client, neighbours, temperature=temperature, alpha=alpha,
-            divergence=divergence, aggregation=aggregation, transfer_set=transfer_set,
-            batch_size=recipe.batch_size, generator=gen, device=device,
-        )  # fmt: skip
+        loss, _ = round_loss(bundle, spec, batch_size=recipe.batch_size, generator=gen,
+                             device=device)  # fmt: skip
         steps = train_round(
             model, loss, evaluate, head=2, recipe=recipe, generator=gen, device=device,
-            on_eval=on_eval, precision="fp32",
-            context=f"T={temperature}, alpha={alpha}, {divergence}/{aggregation}, {transfer_set}",
+            on_eval=spec.on_eval, precision="fp32",
+            context=f"T={spec.temperature}, alpha={spec.alpha}, "
+            f"{spec.divergence}/{spec.aggregation}, {spec.transfer_set}",
         )  # fmt: skip
     result = RoundResult.after_round(
-        bundle, client, neighbours, evaluate.final[:2], started=started, steps=steps,
+        bundle, client, spec.teachers, evaluate.final[:2], started=started, steps=steps,
         device=device, head1_accuracy_after=evaluate.final[2],
     )  # fmt: skip
     return model, result
 
 
 def run_neighbourhood_round(
-    bundle: FederationBundle, client: int, neighbours: Sequence[int], **kwargs
+    bundle: FederationBundle,
+    spec: TrialSpec,
+    *,
+    device: str | torch.device = "cpu",
+    recipe: KDRecipe | None = None,
 ) -> RoundResult:
     """:func:`train_neighbourhood_round` without the model: what a trial records."""
-    return train_neighbourhood_round(bundle, client, neighbours, **kwargs)[1]
+    return train_neighbourhood_round(bundle, spec, device=device, recipe=recipe)[1]
 
 
 def run_federation_round(
-    bundle: FederationBundle, neighbour_sets: Sequence[Sequence[int]], **kwargs
+    bundle: FederationBundle,
+    specs: Sequence[TrialSpec],
+    *,
+    device: str | torch.device = "cpu",
+    recipe: KDRecipe | None = None,
 ) -> list[RoundResult]:
-    """Every client's round, each from its pre-trained state against its neighbours' cached
-    (pre-round) predictions: one round of the decentralized federation, clients one by one."""
-    return [
-        run_neighbourhood_round(bundle, k, neighbour_sets[k], **kwargs)
-        for k in range(bundle.participants)
-    ]
+    """One round of the decentralized federation: each spec's client in turn (one spec per
+    client), each from its pre-trained state against its neighbours' cached (pre-round)
+    predictions."""
+    return [run_neighbourhood_round(bundle, s, device=device, recipe=recipe) for s in specs]

@@ -30,6 +30,25 @@ PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
+class TrialSpec:
+    """The arguments of one KD round besides the device, recipe and precision: who learns from
+    whom, the round's hyperparameters, its seed and its evaluation-point callback. A pair trial
+    (:func:`run_trial`, ``batched.run_trials``) and a client's neighbourhood round
+    (``neighbourhood.train_neighbourhood_round``: the client is the student, its neighbours the
+    teachers) take the same."""
+
+    student: int
+    teachers: tuple[int, ...]
+    temperature: float = 1.0
+    alpha: float = 0.5
+    divergence: str = "kl"
+    transfer_set: str = "public"
+    aggregation: str = "avg"
+    seed: int = 0
+    on_eval: Callable[[EvalPoint], None] | None = None
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """What one round gives: accuracies in %, gain and forgetting in percentage points."""
 

@@ -1,6 +1,7 @@
 """docs/design.md is the code's map: every module of a room is named in the room table of §8, and
-the claims it makes about branching hold (no module below ``run`` compares a kind's name; the
-strategies' claim is tests/tuner/test_strategies_contract.py's)."""
+the claims it makes about branching hold (no module outside the kinds' table, tuner/kinds/,
+compares a kind's or a mode's name; the strategies' claim is
+tests/tuner/test_strategies_contract.py's)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGN = (ROOT / "docs" / "design.md").read_text()
-#: The rooms below the composition of a run: they serve every kind through the contract.
-CONTRACT_ONLY = ("store", "search", "strategies", "worker", "read", "views")
+#: Where kinds and modes are named and their behaviour owned: the kinds' table.
+KINDS_TABLE = ROOT / "tuner" / "kinds"
 
 
 def room_rows() -> dict[str, str]:
@@ -32,25 +33,31 @@ def test_every_module_is_in_its_rooms_row() -> None:
 
 
 def kind_names_compared(tree: ast.AST) -> list[str]:
-    """Kind names a module compares with (``kind == "pair"``, ``opts.mode != "neighbourhood"``)."""
+    """Kind and mode names a module compares with (``kind == "pair"``,
+    ``opts.mode != "neighbourhood"``, ``t.kind in ("pair", "confirm")``)."""
     from tuner.kinds import KINDS
+    from tuner.options import MODES
 
-    names = set(KINDS) | {"neighbourhood"}
-    return [
-        c.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Compare)
-        for c in (node.left, *node.comparators)
-        if isinstance(c, ast.Constant) and c.value in names
-    ]
+    names = set(KINDS) | set(MODES)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        for c in (node.left, *node.comparators):
+            items = c.elts if isinstance(c, ast.Tuple | ast.List | ast.Set) else [c]
+            found += [e.value for e in items if isinstance(e, ast.Constant) and e.value in names]
+    return found
 
 
-def test_no_module_below_the_run_compares_a_kinds_name() -> None:
+def test_no_module_outside_the_kinds_table_compares_a_kind_or_mode_name() -> None:
+    modules = [p for p in (ROOT / "tuner").rglob("*.py") if KINDS_TABLE not in p.parents]
+    assert {p.parent.name for p in modules} >= {"run", "cli", "views", "store", "tuner"}
     found = {
         str(p.relative_to(ROOT)): names
-        for room in CONTRACT_ONLY
-        for p in (ROOT / "tuner" / room).rglob("*.py")
+        for p in modules
         if (names := kind_names_compared(ast.parse(p.read_text())))
     }
     assert found == {}
-    assert kind_names_compared(ast.parse('if task.kind == "pair": pass')) == ["pair"]
+    for branch in ('if task.kind == "pair": pass', 'x = opts.mode != "neighbourhood"',
+                   'y = t.kind in ("pair", "confirm")'):  # fmt: skip
+        assert kind_names_compared(ast.parse(branch)), branch

@@ -25,8 +25,26 @@ SAMPLERS = ("tpe", "gp", "random", "grid")
 #: The smallest improvement over the default, in pp, that a recommendation is made for (--min-gain).
 MIN_GAIN = 0.5
 PRUNERS = ("none", "quartile", "median", "hyperband")
-#: pair: one study per participant pair; neighbourhood: one study per client (tuner.kinds).
-MODES = ("pair", "neighbourhood")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A ``--mode``: what a tuning run tunes. Named as the kind of its studies (tuner.kinds, the
+    kinds' table, owns what a mode does: its targets, space, phases); here only what a run's
+    settings need before any kind is loaded: the option that picks its studies (``targets``, a
+    TuneOptions field) and whether they are raced (``--strategy`` and its defaults apply; the
+    kind's ``races``, which tests/tuner/test_kinds_contract.py holds equal)."""
+
+    name: str
+    targets: str
+    raced: bool
+
+
+#: Every mode by name: pair, one study per participant pair; neighbourhood, one per client.
+MODES: dict[str, Mode] = {
+    m.name: m for m in (Mode("pair", "pairs", raced=True),
+                        Mode("neighbourhood", "clients", raced=False))
+}  # fmt: skip
 
 Pair = tuple[int, int]
 
@@ -90,9 +108,11 @@ class TuneOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", tuple(self.overrides))  # a list from argparse
         # The strategy's defaults, once, here: every reader of the options sees the same values.
-        # Client studies are not raced: they take the unnamed strategy's; an unknown name is
-        # refused by check_options.
-        name = self.strategy if self.mode == "pair" and self.strategy in STRATEGIES else UNNAMED
+        # A mode that is not raced (client studies) takes the unnamed strategy's; an unknown
+        # mode or strategy is refused by check_options.
+        mode = MODES.get(self.mode)
+        raced = mode is not None and mode.raced and self.strategy in STRATEGIES
+        name = self.strategy if raced else UNNAMED
         plan = STRATEGIES[name]
         for field_ in ("trials", "confirm", "sampler"):
             if getattr(self, field_) is None:
@@ -150,8 +170,13 @@ def check_options(opts: TuneOptions) -> None:
         )
     if opts.mode not in MODES:
         raise UsageError(f"unknown mode {opts.mode!r}: choose one of {', '.join(MODES)}")
-    if opts.clients != "all" and opts.mode != "neighbourhood":
-        raise UsageError("--clients is for --mode neighbourhood; pick pairs with --pairs")
+    mode = MODES[opts.mode]
+    for other in MODES.values():  # each mode's studies are picked by its own option
+        if other.targets != mode.targets and getattr(opts, other.targets) != "all":
+            raise UsageError(
+                f"--{other.targets} is for --mode {other.name}; with --mode {mode.name} pick "
+                f"{mode.targets} with --{mode.targets}"
+            )
     if opts.progress not in ("auto", "live", "log", "quiet"):
         raise UsageError(f"unknown progress mode {opts.progress!r}: auto, live, log or quiet")
 

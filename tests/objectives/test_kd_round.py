@@ -8,7 +8,13 @@ import dataclasses
 import pytest
 import torch
 
-from objectives import FederationBundle, NonFiniteLoss, run_trial, train_neighbourhood_round
+from objectives import (
+    FederationBundle,
+    NonFiniteLoss,
+    TrialSpec,
+    run_trial,
+    train_neighbourhood_round,
+)
 from objectives import kd_round as kd_round_module
 from objectives.evaluation import eval_schedule, eval_subset
 from objectives.kd_round import batch_generator, local_batches, round_schedule, step_batches
@@ -19,8 +25,9 @@ def _pair(bundle, **kw):
     return run_trial(bundle, 0, [1, 2], **kw)
 
 
-def _neighbourhood(bundle, **kw):
-    return train_neighbourhood_round(bundle, 1, [0, 2], **kw)[1]
+def _neighbourhood(bundle, recipe=None, **kw):
+    spec = TrialSpec(1, (0, 2), **{"transfer_set": "local", **kw})  # the mode's default set
+    return train_neighbourhood_round(bundle, spec, recipe=recipe)[1]
 
 
 @pytest.fixture(params=["pair", "neighbourhood"])
@@ -155,8 +162,9 @@ def test_non_finite_loss_stops_the_round_at_the_first_point(round_kind, monkeypa
 @pytest.mark.parametrize(("alpha", "transfer_set"), [(0.0, "local"), (1.0, "public")])
 def test_neighbourhood_head1_stays_bit_identical(bundle2, alpha, transfer_set):
     model, result = train_neighbourhood_round(
-        bundle2, 2, [0, 1], alpha=alpha, transfer_set=transfer_set, temperature=3.0, seed=5
-    )
+        bundle2, TrialSpec(2, (0, 1), alpha=alpha, transfer_set=transfer_set, temperature=3.0,
+                           seed=5)
+    )  # fmt: skip
     before = bundle2.states[2]
     assert torch.equal(model.head1.weight.cpu(), before["head1.weight"])
     assert torch.equal(model.head1.bias.cpu(), before["head1.bias"])

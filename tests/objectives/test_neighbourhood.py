@@ -8,6 +8,7 @@ import torch
 
 from objectives import (
     TrialError,
+    TrialSpec,
     parse_config,
     run_federation_round,
     run_neighbourhood_round,
@@ -17,11 +18,17 @@ from objectives.neighbourhood import round_loss
 from objectives.train import accuracies, predict
 
 
+def _spec(client: int, neighbours: list[int], **kw) -> TrialSpec:
+    """A client's round from its neighbours; the mode's default transfer set, ``local``."""
+    return TrialSpec(client, tuple(neighbours), **{"transfer_set": "local", **kw})
+
+
 def test_head1_kept_head2_and_backbone_trained(bundle2):
     points = []
     model, result = train_neighbourhood_round(
-        bundle2, 1, [0, 2], temperature=2.0, alpha=0.7, divergence="js", on_eval=points.append
-    )
+        bundle2, _spec(1, [0, 2], temperature=2.0, alpha=0.7, divergence="js",
+                       on_eval=points.append)
+    )  # fmt: skip
     before = bundle2.states[1]
     after = {k: v.cpu() for k, v in model.state_dict().items()}
     for name in ("head1.weight", "head1.bias"):
@@ -59,9 +66,9 @@ def test_aggregation_against_a_hand_computation(bundle2, aggregation, transfer_s
     Σ_k KL(q_k ‖ p) (sum), q_k the neighbours' cached soft predictions on the transfer rows."""
     t, client, nbrs = 3.0, 0, [1, 2]
     loss, n = round_loss(
-        bundle2, client, nbrs, temperature=t, alpha=1.0, divergence="kl",
-        aggregation=aggregation, transfer_set=transfer_set, batch_size=32,
-        generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+        bundle2, _spec(client, nbrs, temperature=t, alpha=1.0, divergence="kl",
+                       aggregation=aggregation, transfer_set=transfer_set),
+        batch_size=32, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
     )  # fmt: skip
     rows = [0, 5, n - 1]
     student = torch.tensor([[1.0, -2.0, 0.5] + [0.0] * 7] * 3, dtype=torch.float32)
@@ -85,31 +92,32 @@ def test_aggregation_against_a_hand_computation(bundle2, aggregation, transfer_s
 
 def test_sum_and_avg_differ_and_sum_of_one_is_avg(bundle2):
     kw = dict(temperature=2.0, alpha=0.8, divergence="sed", seed=3)
-    avg = run_neighbourhood_round(bundle2, 0, [1, 2], aggregation="avg", **kw)
-    summed = run_neighbourhood_round(bundle2, 0, [1, 2], aggregation="sum", **kw)
+    avg = run_neighbourhood_round(bundle2, _spec(0, [1, 2], aggregation="avg", **kw))
+    summed = run_neighbourhood_round(bundle2, _spec(0, [1, 2], aggregation="sum", **kw))
     assert avg.accuracy_after != summed.accuracy_after or avg.forgetting != summed.forgetting
-    one_avg = run_neighbourhood_round(bundle2, 0, [2], aggregation="avg", **kw)
-    one_sum = run_neighbourhood_round(bundle2, 0, [2], aggregation="sum", **kw)
+    one_avg = run_neighbourhood_round(bundle2, _spec(0, [2], aggregation="avg", **kw))
+    one_sum = run_neighbourhood_round(bundle2, _spec(0, [2], aggregation="sum", **kw))
     assert one_avg.accuracy_after == one_sum.accuracy_after
     assert one_avg.local_accuracy_after == one_sum.local_accuracy_after
 
 
 def test_seed_decides_and_alpha_zero_ignores_the_neighbours(bundle2):
     kw = dict(temperature=1.0, divergence="kl", transfer_set="public")
-    m1, _ = train_neighbourhood_round(bundle2, 2, [0, 1], seed=1, **kw)
-    m1b, _ = train_neighbourhood_round(bundle2, 2, [0, 1], seed=1, **kw)
-    m2, _ = train_neighbourhood_round(bundle2, 2, [0, 1], seed=2, **kw)
+    m1, _ = train_neighbourhood_round(bundle2, _spec(2, [0, 1], seed=1, **kw))
+    m1b, _ = train_neighbourhood_round(bundle2, _spec(2, [0, 1], seed=1, **kw))
+    m2, _ = train_neighbourhood_round(bundle2, _spec(2, [0, 1], seed=2, **kw))
     assert torch.equal(m1.head2.weight, m1b.head2.weight)
     assert not torch.equal(m1.head2.weight, m2.head2.weight)
     # α = 0: pure local cross-entropy; which neighbours teach cannot matter.
-    z1, _ = train_neighbourhood_round(bundle2, 2, [0], alpha=0.0, seed=1, **kw)
-    z2, _ = train_neighbourhood_round(bundle2, 2, [1], alpha=0.0, seed=1, **kw)
+    z1, _ = train_neighbourhood_round(bundle2, _spec(2, [0], alpha=0.0, seed=1, **kw))
+    z2, _ = train_neighbourhood_round(bundle2, _spec(2, [1], alpha=0.0, seed=1, **kw))
     assert torch.equal(z1.head2.weight, z2.head2.weight)
 
 
 def test_federation_round_gives_every_client_its_neighbours(bundle2, tiny2_raw):
     sets = parse_config({**tiny2_raw, "topology": {"kind": "edges", "edges": [[0, 1], [1, 2]]}})
-    results = run_federation_round(bundle2, sets.neighbours, alpha=0.5)
+    specs = [_spec(k, ns, alpha=0.5) for k, ns in enumerate(sets.neighbours)]
+    results = run_federation_round(bundle2, specs)
     assert [(r.student, r.teachers) for r in results] == [(0, (1,)), (1, (0, 2)), (2, (1,))]
 
 
@@ -128,10 +136,10 @@ def test_federation_round_gives_every_client_its_neighbours(bundle2, tiny2_raw):
 )
 def test_bad_arguments(bundle2, args, kwargs, phrase):
     with pytest.raises(TrialError) as err:
-        run_neighbourhood_round(bundle2, *args, **kwargs)
+        run_neighbourhood_round(bundle2, _spec(*args, **kwargs))
     assert phrase in str(err.value) and "\n" not in str(err.value)
 
 
 def test_one_head_model_is_refused_with_the_fix(tiny_bundle):
     with pytest.raises(TrialError, match='set \\[model\\] name = "small-cnn-2head"'):
-        run_neighbourhood_round(tiny_bundle, 0, [1])
+        run_neighbourhood_round(tiny_bundle, _spec(0, [1]))

@@ -14,6 +14,7 @@ from tuner_helpers import finished, trials_of
 
 from tuner import TuneOptions, join, tune
 from tuner.kinds.setup import record_run
+from tuner.store.records import RunRecord
 from tuner.store.storage import get_storage
 
 # Imports first, then wait for the go file: both processes enter the tuner within a millisecond.
@@ -92,11 +93,7 @@ def test_worker_joins_a_recorded_run(opts, tiny) -> None:
     record_run(
         storage,
         storage.get_study_id_from_name("tiny/0-1"),
-        budget=4,
-        sampler="random",
-        pruner="none",
-        seed=0,
-        retries=2,
+        RunRecord(budget=4, sampler="random", pruner="none", seed=0, retries=2),
     )
     joined = join(
         TuneOptions(storage=o.storage, bundles=tiny["bundles"], progress="quiet"),

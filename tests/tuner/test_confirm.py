@@ -18,9 +18,11 @@ from tuner_helpers import db_digest, trials_of
 from objectives import load_config, prepare_federation, run_trial
 from tuner import TuneOptions, pair_rows, tune
 from tuner.cli import main
+from tuner.read.answer import Answer
 from tuner.read.report_data import collect
-from tuner.read.results import PLAN_ATTR, recommendations
+from tuner.read.results import recommendations
 from tuner.run.confirm import confirm
+from tuner.store.records import PLAN_ATTR
 from tuner.store.storage import get_storage
 
 PAIRS = ("0-1", "1-3", "2-3")
@@ -67,7 +69,7 @@ def _attrs(url: str, name: str) -> dict:
         storage.engine.dispose()
 
 
-def _recommendation(url: str, name: str) -> dict:
+def _recommendation(url: str, name: str) -> Answer:
     storage = get_storage(url)
     study = next(s for s in storage.get_all_studies() if s.study_name == name)
     return recommendations(storage, [study])[name]
@@ -102,27 +104,27 @@ def test_confirm_stores_reproducible_seed_runs(tuned, copy_url: str) -> None:
         best = max(done, key=lambda t: (t.value, -t.number))
         plan = _attrs(copy_url, name)[PLAN_ATTR]
         assert best.number in plan["candidates"]  # the single best is among the candidates
-        assert record["default"]["params"] == {
+        assert record.default.params == {
             "temperature": 1.0,
             "alpha": 0.5,
             "divergence": "kl",
             "transfer_set": "public",
-            "position": record["best"]["params"]["position"],
+            "position": record.best.params["position"],
         }
-        seeds = record["seeds"]
-        assert seeds == plan["seeds"] and len(seeds) == len(set(seeds)) == 2
+        seeds = record.seeds
+        assert list(seeds) == plan["seeds"] and len(seeds) == len(set(seeds)) == 2
         assert not set(seeds) & {t.user_attrs.get("seed") for t in trials}  # fresh seeds
-        for runs in record["candidates"]:
-            assert len(runs["gain"]) == 2
-            assert runs["gain_mean"] == pytest.approx(np.mean(runs["gain"]), rel=1e-12)
-            assert runs["gain_std"] == pytest.approx(np.std(runs["gain"], ddof=1), rel=1e-12)
+        for runs in record.candidates:
+            assert len(runs.gain) == 2
+            assert runs.gain_mean == pytest.approx(np.mean(runs.gain), rel=1e-12)
+            assert runs.gain_std == pytest.approx(np.std(runs.gain, ddof=1), rel=1e-12)
         # The stored gain is what run_trial gives for that configuration and seed.
-        tested = record["best"]
-        params = tested["params"]
+        tested = record.best
+        params = tested.params
         again = run_trial(
             bundle,
-            tested["student"],
-            [tested["teacher"]],
+            tested.student,
+            [tested.teacher],
             temperature=params["temperature"],
             alpha=params["alpha"],
             divergence=params["divergence"],
@@ -131,7 +133,7 @@ def test_confirm_stores_reproducible_seed_runs(tuned, copy_url: str) -> None:
             seed=seeds[1],
             recipe=config.kd,
         )
-        assert again.gain == tested["gain"][1]
+        assert again.gain == tested.gain[1]
         note = get_note(optuna.load_study(study_name=name, storage=copy_url))
         assert "over 2 fresh seeds" in note
 
@@ -141,15 +143,15 @@ def test_report_uses_confirmed_figures_and_their_noise(tuned, copy_url: str) -> 
     data = collect(get_storage(copy_url), copy_url, importances=False)
     by = {p.study: p for p in data.pairs}
     record = _recommendation(copy_url, "tiny/0-1")
-    best, default = (np.array(record[w]["gain"], dtype=np.float64) for w in ("best", "default"))
+    best, default = (np.array(c.gain, dtype=np.float64) for c in (record.best, record.default))
     noise = np.sqrt((best.std(ddof=1) ** 2 + default.std(ddof=1) ** 2) / 2)
     p = by["tiny/0-1"]
     assert p.confirmed and p.repeats == 2 and p.noise_source == "confirm"
     assert p.best_gain == pytest.approx(best.mean(), rel=1e-12)
     assert p.default_gain == pytest.approx(default.mean(), rel=1e-12)
     assert p.noise == pytest.approx(noise, rel=1e-12)
-    assert p.beyond_noise == record["beyond_noise"]  # the recommendation's test, one rule
-    direction = next(d for d in p.directions if d.position == record["best"]["params"]["position"])
+    assert p.beyond_noise == record.beyond_noise  # the recommendation's test, one rule
+    direction = next(d for d in p.directions if d.position == record.best.params["position"])
     assert direction.confirmed and direction.best_gain == p.best_gain
     # Unconfirmed pairs take the root mean square of the confirmed pairs' noise (one here).
     for name in ("tiny/1-3", "tiny/2-3"):
@@ -174,7 +176,7 @@ def test_confirm_skips_what_is_confirmed_and_flags_a_stale_best(tuned, copy_url:
                                               value=top.value + 50.0))  # fmt: skip
     p = next(p for p in collect(storage, copy_url, importances=False).pairs if p.pair == (2, 3))
     assert p.stale_confirmation and p.confirmed
-    assert p.best_gain == _recommendation(copy_url, "tiny/2-3")["best"]["gain_mean"]
+    assert p.best_gain == _recommendation(copy_url, "tiny/2-3").best.gain_mean
 
 
 def test_confirm_bad_input_changes_nothing(tuned, copy_url: str, capsys) -> None:
@@ -206,7 +208,7 @@ def test_confirm_and_report_on_each_backend(backend_url: str, opts, tmp_path: Pa
     data = collect(get_storage(backend_url), backend_url, importances=False)
     (p,) = data.pairs
     record = _recommendation(backend_url, "tiny/1-2")
-    assert p.confirmed and p.best_gain == pytest.approx(np.mean(record["best"]["gain"]))
+    assert p.confirmed and p.best_gain == pytest.approx(np.mean(record.best.gain))
     out = tmp_path / "report.html"
     assert main(["report", "--storage", backend_url, "--out", str(out)]) == 0
     assert "1 of 1 pairs are confirmed" in out.read_text()

@@ -191,7 +191,7 @@ def test_confirm_on_the_pool_survives_a_kill_and_ctrl_c(tiny, backend_url: str) 
             pair = optuna.load_study(study_name=o.study, storage=storage)
             stored = recommendations(storage, [s for s in storage.get_all_studies()
                                                if s.study_name == o.study])  # fmt: skip
-            assert stored[pair.study_name] == record and len(record["best"]["gain"]) == 3
+            assert stored[pair.study_name] == record and len(record.best.gain) == 3
     finally:
         storage.engine.dispose()
 

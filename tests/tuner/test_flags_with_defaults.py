@@ -18,8 +18,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.cli import main
-from tuner.read.results import PLAN_ATTR, pair_rows
+from tuner.read.results import pair_rows
 from tuner.search.race import SEED_ATTR, round_seed
+from tuner.store.records import PLAN_ATTR
 from tuner.store.storage import get_storage
 
 TRIALS = 4

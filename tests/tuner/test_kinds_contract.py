@@ -149,3 +149,42 @@ def test_a_kind_that_leaves_out_part_of_the_contract_cannot_be_made() -> None:
     with pytest.raises(TypeError, match="queue"):
         NoQueue()
     assert all(isinstance(kind, StudyKind) for kind in KINDS.values())
+
+
+def test_every_mode_is_the_tuned_kind_of_its_name(federations: dict) -> None:
+    """A ``--mode`` is named as the kind it tunes (docs/design.md §5): the options' mode table
+    and the kinds agree, and each tuned kind turns a run's config and options into its studies."""
+    from objectives import ConfigError
+    from tuner.errors import UsageError
+    from tuner.kinds import TUNED
+    from tuner.options import MODES, TuneOptions
+    from tuner.run.start import phases
+
+    assert set(TUNED) == set(MODES)
+    for name, mode in MODES.items():
+        assert TUNED[name].races == mode.raced, name  # --strategy's defaults apply as it races
+        assert mode.targets in TuneOptions.__dataclass_fields__
+    assert all(k.confirmed_by in (None, *KINDS) for k in KINDS.values())
+    config, _ = federations["tiny"]
+    pair = TUNED["pair"]
+    assert pair.run_targets(config, TuneOptions(pairs="2-3,0-1")) == [(0, 1), (2, 3)]
+    with pytest.raises(UsageError, match="participant 7 does not exist"):
+        pair.run_targets(config, TuneOptions(pairs="0-7"))
+    assert [[k.name for k in phase] for phase in phases(TuneOptions(confirm=3))] == [
+        ["pair"], ["confirm"]
+    ]
+    assert [[k.name for k in p] for p in phases(TuneOptions(confirm=0))] == [["pair"]]
+    client = TUNED["neighbourhood"]
+    with pytest.raises(ConfigError, match="needs a two-head model"):
+        client.run_space(config, parse_space(config.search))
+    config2, _ = federations["tiny2"]
+    space = client.run_space(config2, parse_space(config2.search))
+    assert space.transfer_set == config2.neighbourhood.transfer_set
+    opts = TuneOptions(mode="neighbourhood", clients="2,0")
+    assert client.run_targets(config2, opts) == [(k, *config2.neighbours[k]) for k in (0, 2)]
+    assert [[k.name for k in p] for p in phases(opts)] == [["neighbourhood"]]
+    # Each mode's studies are picked by its own option, refused in one line under another.
+    from tuner.options import check_options
+
+    with pytest.raises(UsageError, match="--pairs is for --mode pair; with --mode neighbourhood"):
+        check_options(TuneOptions(mode="neighbourhood", pairs="0-1"))

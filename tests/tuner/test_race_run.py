@@ -15,10 +15,11 @@ from tuner_helpers import db_digest, finished, trials_of
 
 from objectives import DkdError
 from tuner import tune
-from tuner.read.results import PLAN_ATTR, pair_rows, pair_studies, recommendations
+from tuner.read.results import pair_rows, pair_studies, recommendations
 from tuner.run.tuning import join_run
 from tuner.search.race import SEED_ATTR, race_state, round_seed
 from tuner.store.db import STOPPED_ATTR, open_storage
+from tuner.store.records import PLAN_ATTR
 from tuner.strategies import STRATEGIES
 from tuner.views.export import render
 from tuner.views.tables import status_table
@@ -61,21 +62,21 @@ def test_a_race_stops_on_its_own_and_answers_on_fresh_seeds(opts) -> None:
     raced = {t.user_attrs["seed"] for t in trials}
     assert len(plan["seeds"]) == 8 and not raced & set(plan["seeds"])
     rec = recommendations(storage, [study])[study.study_name]
-    assert rec["min_gain"] == 0.5 and rec["recommended"] is not None
+    assert rec.min_gain == 0.5 and rec.recommended is not None
     runs = [t for t in trials_of(o.storage, f"{study.study_name}/confirm")
             if t.state == TrialState.COMPLETE]  # fmt: skip
     assert sorted((t.params["candidate"], t.params["seed"]) for t in runs) == sorted(
-        (c, s) for c in plan["candidates"] for s in rec["seeds"]
+        (c, s) for c in plan["candidates"] for s in rec.seeds
     )  # the runs of the looks it needed, each once
     if len(plan["candidates"]) == 2:
-        assert plan["looks"] == [3, 8] and len(rec["seeds"]) in (3, 8)
-        if len(rec["seeds"]) == 3:  # decided early: a clear win, or the incumbent behind
-            assert rec["p_value"] < 0.01 if rec["beyond_noise"] else rec["difference"] < 0
+        assert plan["looks"] == [3, 8] and len(rec.seeds) in (3, 8)
+        if len(rec.seeds) == 3:  # decided early: a clear win, or the incumbent behind
+            assert rec.p_value < 0.01 if rec.beyond_noise else rec.difference < 0
     else:  # the default led the race: measured on the first look's seeds, nothing tested
-        assert len(rec["seeds"]) == 3 and rec["recommended"] is rec["default"]
-    if rec["recommended"] is not rec["default"]:
-        low, high = rec["difference_ci"]
-        assert low > 0 and low <= rec["difference"] <= high and rec["difference"] >= 0.5
+        assert len(rec.seeds) == 3 and rec.recommends_default
+    if not rec.recommends_default:
+        low, high = rec.difference_ci
+        assert low > 0 and low <= rec.difference <= high and rec.difference >= 0.5
     row = pair_rows(storage)[0]
     assert row["rounds"] == finished(trials) and row["stopped"] == "settled"
     assert row["incumbent_seeds"] == state.incumbent.n

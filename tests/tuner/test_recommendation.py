@@ -8,6 +8,7 @@ import csv
 import io
 import math
 import statistics
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -16,8 +17,10 @@ from tuner_helpers import db_digest, trials_of
 
 from tuner import TuneOptions, pair_rows, render, tune
 from tuner.cli import main
-from tuner.read.results import LEVEL, PLAN_ATTR, recommendation
+from tuner.read.answer import recommendation
+from tuner.read.decision import LEVEL
 from tuner.run.confirm import confirm
+from tuner.store.records import PLAN_ATTR
 from tuner.store.storage import get_storage
 from tuner.strategies import STRATEGIES
 
@@ -82,7 +85,7 @@ def test_dkd_tune_confirm_finds_the_runs_own_confirmation(confirmed: dict, tmp_p
     assert db_digest(url) == digest
     rows = {r["pair"]: r for r in pair_rows(get_storage(confirmed["url"]))}
     for o in outcomes:
-        assert o.record["recommended"]["trial"] == rows[o.study.split("/")[1]]["recommended_trial"]
+        assert o.record.recommended.trial == rows[o.study.split("/")[1]]["recommended_trial"]
 
 
 def test_the_recommendation_matches_an_independent_paired_test(confirmed: dict) -> None:
@@ -133,14 +136,13 @@ def test_max_forgetting_admits_only_candidates_that_forget_little(confirmed: dic
     trials = trials_of(url, "tiny/0-1")
     runs = trials_of(url, "tiny/0-1/confirm")
     free = recommendation(study, trials, runs, min_gain=0.0)
-    assert recommendation(study, trials, runs, max_forgetting=1000.0, min_gain=0.0) == {
-        **free,
-        "max_forgetting": 1000.0,
-    }
+    assert recommendation(study, trials, runs, max_forgetting=1000.0, min_gain=0.0) == replace(
+        free, max_forgetting=1000.0
+    )
     # No tuned one admitted.
     none = recommendation(study, trials, runs, max_forgetting=-1000.0, min_gain=0.0)
-    assert none["recommended"] is none["default"] and none["p_value"] is None
-    assert not none["beyond_noise"] and none["difference"] is None
+    assert none.recommends_default and none.p_value is None
+    assert not none.beyond_noise and none.difference is None
 
 
 def test_a_rerun_adds_nothing(confirmed: dict) -> None:

@@ -9,197 +9,68 @@ The scenario runs once (module fixture); each test checks one promise of it.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
-import signal
-import subprocess
-import threading
-import time
-import uuid
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
-from tuner_helpers import cli, finished, trials_of
+from tuner_helpers import finished, trials_of
 
-from objectives import load_config, prepare_federation
 from tuner.store.storage import SERVER_CONNECTIONS
 from tuner.worker.lifecycle import LOST
 
-PG_ADMIN = os.environ.get(
-    "DKD_TUNE_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-#: Nine participants: 36 pair studies. Trials of a tenth of a second: the run is about workers.
-TINY9 = """\
-name = "tiny9"
-[data]
-dataset = "synthetic"
-train_size = 1500
-test_size = 300
-[federation]
-participants = 9
-public_size = 300
-min_size = 30
-[pretrain]
-epochs = 1
-batch_size = 32
-[kd]
-batch_size = 100
-eval_points = 1
-"""
+
+def _bench_fleet():
+    """bench/fleet.py, whose PostgreSQL scenario (run_fleet) this module asserts on: one copy
+    of the harness, so what the benchmark measures is what the suite checks."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
+    spec = importlib.util.spec_from_file_location("bench_fleet", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+fleet_bench = _bench_fleet()
+#: Trials of a tenth of a second on 36 pair studies: the run is about workers.
 BUDGET = 3
 PAIRS = 36
-HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-grace", "3"]
-DEADLINE_S = 600  # a hung scenario fails instead of blocking the suite
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A scratch PostgreSQL database for the module (skipped without a server, failed in CI)."""
-    admin = sqlalchemy.create_engine(
-        PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    try:
-        conn = admin.connect()
-    except sqlalchemy.exc.OperationalError as exc:
-        admin.dispose()
-        if os.environ.get("DKD_TUNE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL required but unreachable: {exc.orig}")
-        pytest.skip("no PostgreSQL server: start one or set DKD_TUNE_POSTGRES_URL to run these")
-    name = f"dkd_tune_fleet_{uuid.uuid4().hex[:12]}"
-    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sqlalchemy.engine.make_url(PG_ADMIN).set(database=name).render_as_string(False)
-    finally:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
-        admin.dispose()
-
-
-class ConnectionSampler:
-    """Peak connections per client process (application_name) to one database, in two phases:
-    set-up (until every study is ready) and run."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.phase = "setup"
-        self.peaks: dict[str, dict[str, int]] = {"setup": {}, "run": {}}
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-
-    def __enter__(self) -> ConnectionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._engine.dispose()
-
-    def _loop(self) -> None:
-        query = sqlalchemy.text(
-            "SELECT application_name, count(*) FROM pg_stat_activity "
-            "WHERE datname = :db GROUP BY application_name"
-        )
-        with self._engine.connect() as conn:
-            while not self._stop.is_set():
-                peaks = self.peaks[self.phase]
-                for app, n in conn.execute(query, {"db": self.database}):
-                    peaks[app] = max(peaks.get(app, 0), n)
-                self.samples += 1
-                self._stop.wait(0.02)
-
-    def peak(self, pid: int, phase: str) -> int:
-        mine = [n for app, n in self.peaks[phase].items() if app.endswith(f":{pid}")]
-        return max(mine, default=0)
-
-
-def _scalar(engine: sqlalchemy.Engine, sql: str) -> int:
-    try:
-        with engine.connect() as conn:
-            return int(conn.exec_driver_sql(sql).scalar() or 0)
-    except sqlalchemy.exc.ProgrammingError:  # optuna's tables do not exist yet
-        return 0
-
-
-def _wait(predicate, what: str, procs: list[subprocess.Popen]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        for p in procs:
-            assert p.poll() is None, (what, p.args, p.communicate())
-        time.sleep(0.02)
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(fleet_bench.scratch_database(fleet_bench.ADMIN,
+                                                                   "dkd_tune_fleet"))  # fmt: skip
+        except sqlalchemy.exc.OperationalError as exc:
+            if os.environ.get("DKD_TUNE_REQUIRE_POSTGRES") == "1":
+                pytest.fail(f"PostgreSQL required but unreachable: {exc.orig}")
+            pytest.skip("no PostgreSQL server: start one or set DKD_TUNE_POSTGRES_URL to run these")
+        yield url
 
 
 @pytest.fixture(scope="module")
 def fleet(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("fleet")
-    config = root / "tiny9.toml"
-    config.write_text(TINY9)
-    bundles = root / "bundles"
-    prepare_federation(load_config(config), directory=bundles)
-    common = ["--storage", pg_url, "--bundles", str(bundles), "--progress", "quiet"]
-    engine = sqlalchemy.create_engine(pg_url)
-    out: dict = {"url": pg_url}
-
-    def run_ready() -> bool:  # _run writes worker_settings into every study just before work
-        sql = "SELECT count(*) FROM study_user_attributes WHERE key = 'worker_settings'"
-        return _scalar(engine, sql) == PAIRS
-
-    def trials_by(pid: int, states: str) -> list[int]:
-        sql = (
-            "SELECT t.trial_id FROM trials t JOIN trial_user_attributes a ON a.trial_id = "
-            f"t.trial_id AND a.key = 'worker_pid' AND a.value_json = '{pid}' "
-            f"WHERE t.state IN ({states})"
-        )
-        with engine.connect() as conn:
-            return [r[0] for r in conn.exec_driver_sql(sql)]
-
-    # Three "machines" on the test machine's cores: one torch thread each, not one per core.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    spawn = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": env}
-    with ConnectionSampler(sqlalchemy.engine.make_url(pg_url).database) as sampler:
-        run = subprocess.Popen(
-            cli("--config", str(config), *common, "--pairs", "all", "--trials", str(BUDGET),
-                "--sampler", "random", "--pruner", "none", "--confirm", "0", *HEARTBEAT),
-            **spawn,
-        )  # fmt: skip
-        _wait(run_ready, "the run to set up its studies", [run])
-        sampler.phase = "run"
-        workers = [subprocess.Popen(cli("worker", *common), **spawn) for _ in range(2)]
-        victim = workers[0]
-        _wait(
-            lambda: len(trials_by(victim.pid, "'COMPLETE', 'PRUNED'")) >= 2,
-            "the victim's first trials",
-            [run, *workers],
-        )
-        while True:  # stop it, and kill it only while one of its trials is RUNNING
-            victim.send_signal(signal.SIGSTOP)
-            killed = trials_by(victim.pid, "'RUNNING'")
-            if killed:
-                victim.kill()
-                out["kill_time"] = time.time()
-                break
-            victim.send_signal(signal.SIGCONT)
-            time.sleep(0.01)
-        victim.communicate()
-        for name, p in (("run", run), ("worker", workers[1])):
-            stdout, stderr = p.communicate(timeout=DEADLINE_S)
-            out[name] = (p.returncode, stdout, stderr)
-    engine.dispose()
-    out.update(
-        sampler=sampler,
-        killed=killed,
-        pids={"run": run.pid, "victim": victim.pid, "worker": workers[1].pid},
-        studies={
+    run = fleet_bench.run_fleet(pg_url, tmp_path_factory.mktemp("fleet"), trials=BUDGET)
+    return {
+        "run": run.outputs["run"],
+        "worker": run.outputs["worker"],
+        "sampler": run.sampler,
+        "killed": run.killed,
+        "pids": run.pids,
+        "studies": {
             f"tiny9/{a}-{b}": trials_of(pg_url, f"tiny9/{a}-{b}")
             for a in range(9)
             for b in range(a + 1, 9)
         },
-    )
-    return out
+    }
 
 
 def test_workers_started_separately_share_the_budget_exactly(fleet: dict) -> None:
@@ -236,7 +107,7 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(fleet: dic
 
 
 def test_at_most_two_connections_per_worker_process(fleet: dict) -> None:
-    sampler: ConnectionSampler = fleet["sampler"]
+    sampler = fleet["sampler"]
     assert sampler.samples > 10
     for name, pid in fleet["pids"].items():
         peak = sampler.peak(pid, "run")

@@ -1,4 +1,4 @@
-"""A race's sequential confirmation (tuner.read.decision, tuner.read.results.confirmation_state):
+"""A race's sequential confirmation (tuner.read.decision, tuner.read.answer.confirmation_state):
 decided on the first look's 3 fresh seeds when that is clear, on all 8 otherwise, with the error
 budget split over the looks; on studies in a real SQLite file, checked against a float64
 reference of the paired t-test."""
@@ -12,8 +12,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import create_trial
 from scipy import stats
 
+from tuner.read.answer import answer_fields, confirmation_state
 from tuner.read.decision import FIRST_LEVEL, LEVEL, look_levels
-from tuner.read.results import PLAN_ATTR, confirmation_state, recommendation_fields
+from tuner.store.records import PLAN_ATTR
 from tuner.strategies import STRATEGIES
 from tuner.strategies.race import FIRST_LOOK
 from tuner.views.tables import recommended
@@ -61,7 +62,8 @@ def _studies(tmp_path, tuned: list[float], plan_looks: list[int] | None, default
 
 def _state(tmp_path, tuned, plan_looks=(3, 8), min_gain=0.5):
     study, trials, runs = _studies(tmp_path, list(tuned), list(plan_looks or []) or None)
-    return confirmation_state(study, trials, runs, None, LEVEL, min_gain=min_gain)
+    state = confirmation_state(study, trials, runs, None, LEVEL, min_gain=min_gain)
+    return list(state.seeds), state.answer
 
 
 def _p_float64(a, b) -> float:
@@ -82,18 +84,18 @@ def test_the_looks_and_their_levels_spend_the_error_budget_once() -> None:
 def test_a_clear_win_is_decided_on_the_first_look(tmp_path) -> None:
     tuned = [d + 3.0 + e for d, e in zip(DEFAULT, (0.0, 0.1, -0.1), strict=False)]
     seeds, rec = _state(tmp_path, tuned)
-    assert seeds == SEEDS[:3] and rec["seeds"] == SEEDS[:3]
-    assert rec["beyond_noise"] and rec["recommended"]["trial"] == 1
-    assert rec["level"] == FIRST_LEVEL and rec["looks"] == [3, 8]
-    assert rec["p_value"] == pytest.approx(_p_float64(tuned, DEFAULT[:3]), rel=1e-9)
-    assert rec["p_value"] < FIRST_LEVEL and rec["difference"] == pytest.approx(3.0)
+    assert seeds == SEEDS[:3] and rec.seeds == tuple(SEEDS[:3])
+    assert rec.beyond_noise and rec.recommended.trial == 1
+    assert rec.level == FIRST_LEVEL and rec.looks == (3, 8)
+    assert rec.p_value == pytest.approx(_p_float64(tuned, DEFAULT[:3]), rel=1e-9)
+    assert rec.p_value < FIRST_LEVEL and rec.difference == pytest.approx(3.0)
 
 
 def test_a_candidate_behind_its_default_stops_at_the_first_look(tmp_path) -> None:
     tuned = [d - 0.6 + e for d, e in zip(DEFAULT, (0.3, -0.2, 0.1), strict=False)]
     seeds, rec = _state(tmp_path, tuned)
-    assert seeds == SEEDS[:3] and not rec["beyond_noise"]
-    assert rec["recommended"] is rec["default"] and rec["seeds"] == SEEDS[:3]
+    assert seeds == SEEDS[:3] and not rec.beyond_noise
+    assert rec.recommends_default and rec.seeds == tuple(SEEDS[:3])
 
 
 def test_an_open_first_look_runs_every_seed_and_tests_at_the_rest_of_the_budget(tmp_path) -> None:
@@ -106,10 +108,10 @@ def test_an_open_first_look_runs_every_seed_and_tests_at_the_rest_of_the_budget(
     assert seeds == SEEDS and rec is None  # the runs of the second look are wanted now
     (tmp_path / "all").mkdir()
     seeds, rec = _state(tmp_path / "all", tuned)
-    assert seeds == SEEDS and rec["seeds"] == SEEDS and rec["level"] == LEVEL - FIRST_LEVEL
-    assert rec["p_value"] == pytest.approx(_p_float64(tuned, DEFAULT), rel=1e-9)
-    assert rec["beyond_noise"] == (rec["p_value"] < LEVEL - FIRST_LEVEL) and rec["beyond_noise"]
-    low, _ = rec["difference_ci"]
+    assert seeds == SEEDS and rec.seeds == tuple(SEEDS) and rec.level == LEVEL - FIRST_LEVEL
+    assert rec.p_value == pytest.approx(_p_float64(tuned, DEFAULT), rel=1e-9)
+    assert rec.beyond_noise == (rec.p_value < LEVEL - FIRST_LEVEL) and rec.beyond_noise
+    low, _ = rec.difference_ci
     assert low > 0  # the interval at the look's level agrees with its test
 
 
@@ -118,7 +120,7 @@ def test_the_minimum_gain_holds_at_every_look(tmp_path) -> None:
     # the first look the candidate is ahead, so the second look decides (against it).
     tuned = [d + 0.3 for d in DEFAULT]
     seeds, rec = _state(tmp_path, tuned)
-    assert seeds == SEEDS and not rec["beyond_noise"] and rec["recommended"] is rec["default"]
+    assert seeds == SEEDS and not rec.beyond_noise and rec.recommends_default
 
 
 def test_a_plan_without_looks_decides_once_on_all_its_seeds(tmp_path) -> None:
@@ -134,8 +136,8 @@ def test_a_last_look_between_its_level_and_the_whole_budget_is_within_noise(tmp_
     noise = base.mean() + (base - base.mean()) * 2.01
     tuned = [d + float(e) for d, e in zip(DEFAULT, noise, strict=True)]
     _, rec = _state(tmp_path, tuned)
-    assert LEVEL - FIRST_LEVEL < rec["p_value"] < LEVEL and rec["difference"] >= 0.5
-    assert not rec["beyond_noise"] and len(rec["seeds"]) == 8
-    row = recommendation_fields(rec)
+    assert LEVEL - FIRST_LEVEL < rec.p_value < LEVEL and rec.difference >= 0.5
+    assert not rec.beyond_noise and len(rec.seeds) == 8
+    row = answer_fields(rec)
     assert row["level"] == pytest.approx(LEVEL - FIRST_LEVEL)
     assert "within noise" in recommended(row) and "8 seeds" in recommended(row)

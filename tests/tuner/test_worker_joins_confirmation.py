@@ -13,7 +13,8 @@ import optuna
 from optuna.trial import TrialState
 from tuner_helpers import cli
 
-from tuner.read.results import PLAN_ATTR, pair_studies, recommendations
+from tuner.read.results import pair_studies, recommendations
+from tuner.store.records import PLAN_ATTR
 
 PAIRS = ("0-1", "0-2", "1-2")
 #: Rounds long enough (~0.5 s) that the confirmation outlasts the worker's look for it.
@@ -50,7 +51,7 @@ def test_a_joining_worker_serves_the_confirmation_too(tiny, tmp_path) -> None:
             done = [t for t in runs.get_trials() if t.state == TrialState.COMPLETE]
             keys = [(t.params["candidate"], t.params["seed"]) for t in done]
             # Every run of the seeds the answer needed (a race's first look, or all), each once.
-            seeds = recommendations(storage, [study])[study.study_name]["seeds"]
+            seeds = list(recommendations(storage, [study])[study.study_name].seeds)
             assert seeds == plan["seeds"][: len(seeds)], pair
             assert sorted(keys) == sorted((c, s) for c in plan["candidates"] for s in seeds), pair
             pids.update(t.user_attrs["worker_pid"] for t in done)

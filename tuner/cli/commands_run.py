@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tuner.errors import UsageError
-from tuner.options import COMPARE_CONFIG, MIN_GAIN, PRUNERS, SAMPLERS, TuneOptions
+from tuner.options import COMPARE_CONFIG, MIN_GAIN, MODES, PRUNERS, SAMPLERS, TuneOptions
 from tuner.strategies import DEFAULT as DEFAULT_STRATEGY
 from tuner.strategies import STRATEGIES
 
@@ -55,7 +55,7 @@ def _tune_parser(commands: str) -> Parser:
     p.add_argument(
         "--mode",
         default="pair",
-        metavar="pair|neighbourhood",
+        metavar="|".join(MODES),
         help="pair: a study per participant pair (default); neighbourhood: a study per client, "
         "which learns from all its [topology] neighbours at once on a two-head model",
     )
@@ -182,13 +182,12 @@ def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
         f"run finished: {summary.finished} trials in {summary.seconds:.1f}s "
         f"({rate:.1f} trials/min, {len(summary.reports)} worker(s))"
     )
-    storage = open_storage(opts.storage)
-    if opts.mode == "neighbourhood":
-        clients = client_rows(storage)
-        print(client_status_table([r for r in clients if r["study"] in summary.studies]), end="")
-        return 0
-    rows = [r for r in pair_rows(storage) if r["study"] in summary.studies]
-    print(status_table(rows), end="")
+    # The run's studies in its mode's table: the rows (tuner.read) and the text (tuner.views)
+    # the views key by the kind's name, as a mode is named.
+    rows_of, table = {"pair": (pair_rows, status_table),
+                      "neighbourhood": (client_rows, client_status_table)}[opts.mode]  # fmt: skip
+    rows = [r for r in rows_of(open_storage(opts.storage)) if r["study"] in summary.studies]
+    print(table(rows), end="")
     return 0
 
 

@@ -4,7 +4,17 @@
 May import: tuner.store, tuner.search, tuner.strategies.
 """
 
-from .base import Job, OnEval, Queued, StudyKind, Task, config_record, mode_of, own_configs
+from .base import (
+    Job,
+    OnEval,
+    Queued,
+    StudyKind,
+    Task,
+    TunedKind,
+    config_record,
+    mode_of,
+    own_configs,
+)
 from .cell import CellKind
 from .client import ClientKind
 from .confirmation import ConfirmationKind
@@ -15,6 +25,9 @@ KINDS: dict[str, StudyKind] = {
     k.name: k for k in (PairKind(), ClientKind(), CellKind(), ConfirmationKind())
 }
 
+#: The kinds a tuning run tunes, by ``--mode`` (a mode is named as its kind; tuner.options.MODES).
+TUNED: dict[str, TunedKind] = {n: k for n, k in KINDS.items() if isinstance(k, TunedKind)}
+
 
 def kind_of(attrs: dict) -> StudyKind | None:
     """The kind of a stored study from its user attrs (see :func:`~.base.mode_of`)."""
@@ -24,11 +37,13 @@ def kind_of(attrs: dict) -> StudyKind | None:
 
 __all__ = [
     "KINDS",
+    "TUNED",
     "Job",
     "OnEval",
     "Queued",
     "StudyKind",
     "Task",
+    "TunedKind",
     "config_record",
     "kind_of",
     "own_configs",

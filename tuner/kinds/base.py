@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -39,7 +39,11 @@ from objectives.batched import TrialSpec
 from tuner.errors import StorageError, StoredCodeError
 from tuner.store.adapter import fixed_params
 from tuner.store.db import Counts
+from tuner.store.records import DefaultMark
 from tuner.store.storage import mask
+
+if TYPE_CHECKING:
+    from tuner.options import TuneOptions
 
 OnEval = Callable[[EvalPoint], None]
 #: A trial to enqueue: its parameters and the user attrs it starts with.
@@ -97,6 +101,12 @@ class StudyKind(ABC):
     #: True when its studies can be raced (``--strategy``) and answer against a default
     #: (``--min-gain``).
     races: ClassVar[bool] = False
+    #: The kind whose studies confirm this kind's answers on fresh seeds once a run has tuned
+    #: them (``--confirm K``: a run's second phase); None: nothing confirms them.
+    confirmed_by: ClassVar[str | None] = None
+    #: True when each study is about one participant pair (its target is the pair): a joining
+    #: worker's ``--pairs`` picks among them.
+    per_pair: ClassVar[bool] = False
 
     @abstractmethod
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
@@ -173,6 +183,26 @@ class StudyKind(ABC):
         return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+class TunedKind(StudyKind):
+    """A kind a tuning run tunes directly: the ``--mode`` of the same name (tuner.options.MODES).
+    Besides the contract it says how a run's config and options become its studies, so the run
+    composes a mode without branching on its name."""
+
+    @abstractmethod
+    def run_space(self, config: StudyConfig, space: Any) -> Any:
+        """Its studies' search space from the config's ``[search]`` (a SearchSpace); raises a
+        DkdError (one line) for a config this kind cannot tune."""
+
+    @abstractmethod
+    def run_targets(self, config: StudyConfig, opts: TuneOptions) -> list[tuple[int, ...]]:
+        """The targets of the run's studies, one study each, as the options pick them (raises
+        UsageError for a pick the federation does not have)."""
+
+    @abstractmethod
+    def run_what(self, config: StudyConfig) -> str:
+        """What its studies are, after their count in the run's first line (``pair(s)``)."""
+
+
 def mode_of(attrs: dict[str, Any]) -> str | None:
     """The kind name a stored study's user attrs say (pair studies written before kinds had a
     ``mode`` hold a ``pair``); None for a study that is not dkd-tune's."""
@@ -182,9 +212,9 @@ def mode_of(attrs: dict[str, Any]) -> str | None:
 def missing_defaults(task: Task, trials: Sequence[FrozenTrial], field: str) -> list[Queued]:
     """A searched kind's default trials that the study lacks, each named in the user attr
     ``default`` by its value of ``field`` (the pair's position, the client's aggregation)."""
-    present = {t.user_attrs.get("default") for t in trials}
+    present = {mark.of for t in trials if (mark := DefaultMark.from_attrs(t.user_attrs))}
     return [
-        (params, {"default": params[field], "attempt": 1})
+        (params, {**DefaultMark(params[field]).to_attrs(), "attempt": 1})
         for params in task.space.defaults()
         if params[field] not in present
     ]

@@ -15,7 +15,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives import AGGREGATIONS, DIVERGENCES, FederationBundle, run_federation_round
+from objectives import (
+    AGGREGATIONS,
+    DIVERGENCES,
+    FederationBundle,
+    TrialSpec,
+    run_federation_round,
+)
 
 from .base import Job, OnEval, Queued, StudyKind, Task, config_record, missing, stored_config
 
@@ -92,12 +98,13 @@ class CellKind(StudyKind):
 
         def call(_on_eval: OnEval | None) -> tuple[list, float]:
             started = time.perf_counter()
-            results = run_federation_round(
-                bundle, c.neighbours, temperature=c.compare.temperature, alpha=c.compare.alpha,
-                divergence=params["divergence"], aggregation=params["aggregation"],
-                transfer_set=c.neighbourhood.transfer_set, seed=params["seed"], device=device,
-                recipe=c.kd,
-            )  # fmt: skip
+            specs = [
+                TrialSpec(k, tuple(ns), temperature=c.compare.temperature, alpha=c.compare.alpha,
+                          divergence=params["divergence"], aggregation=params["aggregation"],
+                          transfer_set=c.neighbourhood.transfer_set, seed=params["seed"])
+                for k, ns in enumerate(c.neighbours)
+            ]  # fmt: skip
+            results = run_federation_round(bundle, specs, device=device, recipe=c.kd)
             return results, time.perf_counter() - started
 
         def finish(out: tuple[list, float]) -> tuple[float, dict[str, Any]]:

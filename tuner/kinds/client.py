@@ -7,14 +7,21 @@ is fixed per run (``[neighbourhood].transfer_set``): recorded, never sampled. Th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives import FederationBundle, RoundResult, run_neighbourhood_round
+from objectives import (
+    FederationBundle,
+    RoundResult,
+    StudyConfig,
+    TrialSpec,
+    run_neighbourhood_round,
+)
 from tuner.formats import config_line
+from tuner.options import TuneOptions, parse_clients
 from tuner.strategies.fixed import trial_seed
 
 from .base import (
@@ -23,6 +30,7 @@ from .base import (
     Queued,
     StudyKind,
     Task,
+    TunedKind,
     config_record,
     missing_defaults,
     stored_config,
@@ -88,7 +96,7 @@ class NeighbourhoodSpace:
         return [dict(CLIENT_DEFAULT)]
 
 
-class ClientKind(StudyKind):
+class ClientKind(TunedKind):
     name = "neighbourhood"
     prunable = True
     metric = "head-2 gain (pp)"
@@ -152,11 +160,12 @@ class ClientKind(StudyKind):
         seed_ = trial_seed(seed, trial.number)
         transfer_set = task.space.transfer_set
 
+        spec = TrialSpec(client, tuple(neighbours), transfer_set=transfer_set, seed=seed_,
+                         **params)  # fmt: skip
+
         def call(on_eval: OnEval | None) -> RoundResult:
-            return run_neighbourhood_round(
-                bundle, client, neighbours, transfer_set=transfer_set, seed=seed_,
-                device=device, on_eval=on_eval, recipe=task.config.kd, **params,
-            )  # fmt: skip
+            return run_neighbourhood_round(bundle, replace(spec, on_eval=on_eval), device=device,
+                                           recipe=task.config.kd)  # fmt: skip
 
         attrs = {"client": client, "neighbours": neighbours, "transfer_set": transfer_set,
                  "seed": seed_}  # fmt: skip
@@ -165,3 +174,15 @@ class ClientKind(StudyKind):
 
     def describe(self, params: dict[str, Any]) -> str:
         return f"{config_line(params, 'alpha')} over the neighbours"
+
+    def run_space(self, config: StudyConfig, space: Any) -> NeighbourhoodSpace:
+        config.check_two_heads()
+        return NeighbourhoodSpace.from_search(space, config.neighbourhood.transfer_set)
+
+    def run_targets(self, config: StudyConfig, opts: TuneOptions) -> list[tuple[int, ...]]:
+        sets = config.neighbours
+        return [(k, *sets[k]) for k in parse_clients(opts.clients, config.federation.participants)]
+
+    def run_what(self, config: StudyConfig) -> str:
+        return (f"client(s) in neighbourhood mode ({config.topology.kind} graph, transfer set "
+                f"{config.neighbourhood.transfer_set})")  # fmt: skip

@@ -39,6 +39,7 @@ class ConfirmationKind(StudyKind):
     fixed = True
     batchable = True
     precisions = PRECISIONS
+    per_pair = True
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         return f"{federation}/{target[0]}-{target[1]}/confirm"

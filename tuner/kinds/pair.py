@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives import FederationBundle, TrialResult, run_trial
+from objectives import FederationBundle, StudyConfig, TrialResult, run_trial
 from objectives.batched import TrialSpec
 from objectives.trial import PRECISIONS
 from tuner.formats import config_line
+from tuner.options import TuneOptions, parse_pairs
 from tuner.search.space import parse_space
 from tuner.search.warm import WARM_TRIALS, enqueue_warm, warm_at
 from tuner.store.db import STOPPED_ATTR
@@ -30,6 +31,7 @@ from .base import (
     Queued,
     StudyKind,
     Task,
+    TunedKind,
     config_record,
     missing_defaults,
     mode_of,
@@ -98,12 +100,23 @@ def kd_job(
     return Job(params, attrs, call, finish, prunable=prunable, spec=spec)
 
 
-class PairKind(StudyKind):
+class PairKind(TunedKind):
     name = "pair"
     batchable = True
     precisions = PRECISIONS
     prunable = True
     races = True
+    confirmed_by = "confirm"
+    per_pair = True
+
+    def run_space(self, config: StudyConfig, space: Any) -> Any:
+        return space
+
+    def run_targets(self, config: StudyConfig, opts: TuneOptions) -> list[tuple[int, ...]]:
+        return list(parse_pairs(opts.pairs, config.federation.participants))
+
+    def run_what(self, config: StudyConfig) -> str:
+        return "pair(s)"
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         return study_name(federation, (target[0], target[1]))

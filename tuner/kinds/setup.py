@@ -26,6 +26,7 @@ from objectives import FederationBundle
 from tuner.errors import StorageError
 from tuner.kinds import KINDS, Task
 from tuner.store.adapter import study_id_of
+from tuner.store.records import RunRecord
 
 #: Where Optuna keeps a study's metric names (``Study.set_metric_names``).
 METRIC_NAMES = "study:metric_names"
@@ -106,31 +107,9 @@ def enqueue(storage: optuna.storages.RDBStorage, task: Task) -> int:
     return len(todo)
 
 
-def record_run(
-    storage: optuna.storages.RDBStorage,
-    study_id: int,
-    *,
-    budget: int | None,
-    sampler: str,
-    pruner: str,
-    seed: int,
-    retries: int,
-    max_forgetting: float | None = None,
-    warm_start: bool = False,
-    confirm: int = 0,
-    min_gain: float | None = None,
-) -> None:
-    """The latest run's settings, which ``dkd-tune worker`` reads to join it (``confirm``: the
-    seeds a pair run confirms its candidates with once tuned, so a joining worker follows it
-    into the confirmation)."""
-    run = {"budget": budget, "sampler": sampler, "pruner": pruner, "seed": seed, "retries": retries}
-    if confirm:
-        run["confirm"] = confirm
-    if max_forgetting is not None:
-        run["max_forgetting"] = max_forgetting
-    if warm_start:
-        run["warm_start"] = True
-    if min_gain is not None:
-        run["min_gain"] = min_gain
-    if storage.get_study_user_attrs(study_id).get("run") != run:
-        storage.set_study_user_attr(study_id, "run", run)
+def record_run(storage: optuna.storages.RDBStorage, study_id: int, run: RunRecord) -> None:
+    """Record the latest run's settings on its study (written only where they changed), which
+    ``dkd-tune worker`` reads to join it."""
+    if RunRecord.from_attrs(storage.get_study_user_attrs(study_id)) != run:
+        for key, value in run.to_attrs().items():
+            storage.set_study_user_attr(study_id, key, value)

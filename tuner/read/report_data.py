@@ -27,8 +27,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.formats import config_line
+from tuner.read.answer import Answer
 from tuner.read.results import (
-    PLAN_ATTR,
     client_rows,
     one_federation,
     pair_rows,
@@ -39,6 +39,7 @@ from tuner.search.best import best_trial, complete, defaults
 from tuner.search.space import DEFAULT_PARAMS
 from tuner.search.warm import role
 from tuner.store.adapter import study_id_of
+from tuner.store.records import ConfirmationPlan, budget_of, is_default
 from tuner.store.storage import mask
 from tuner.strategies import strategy_of
 
@@ -106,7 +107,7 @@ class PairResult:
     noise: float = NOISE_FALLBACK_PP
     noise_source: str = "fallback"  # confirm | pooled | fallback
     #: Where confirmed: the paired test's verdict that the tested candidate beats its default
-    #: (tuner.read.results.recommendation); None for single tuning trials.
+    #: (tuner.read.answer.recommendation); None for single tuning trials.
     tested: bool | None = None
 
     @property
@@ -286,7 +287,7 @@ def collect(
                 float(t.user_attrs["forgetting"]),
                 t.params["transfer_set"],
                 t.params["divergence"],
-                "default" in t.user_attrs,
+                is_default(t.user_attrs),
             )
             for t in trials
             if t.state == TrialState.COMPLETE and "forgetting" in t.user_attrs
@@ -316,9 +317,9 @@ def collect(
 def pair_result(
     study: optuna.study.FrozenStudy,
     trials: Sequence[FrozenTrial],
-    rec: dict[str, Any] | None = None,
+    rec: Answer | None = None,
 ) -> PairResult:
-    """One pair's figures: from its recommendation (tuner.read.results.recommendation: the best
+    """One pair's figures: from its answer (tuner.read.answer.Answer: the best
     confirmed candidate against its default, means over the fresh seeds, and the paired test's
     verdict) where its confirmation is complete, else from single tuning trials."""
     attrs = study.user_attrs
@@ -328,48 +329,42 @@ def pair_result(
     students = {"a": (a, b), "b": (b, a)}
     by_position = defaults(done)
     best = best_trial(done)
-    plan = attrs.get(PLAN_ATTR)
+    plan = ConfirmationPlan.from_attrs(attrs)
     result = PairResult(
         study=study.study_name,
         study_id=study_id_of(study),
         pair=(a, b),
         finished=finished,
         complete=len(done),
-        budget=attrs.get("run", {}).get("budget"),
+        budget=budget_of(attrs),
         accuracy_before={a: float(attrs["accuracy_a"]), b: float(attrs["accuracy_b"])},
         directions=[],
         # Confirmed, but its strategy would now pick other candidates (a later run went on).
-        stale_confirmation=bool(plan) and [t.number for t in strategy_of(attrs).candidates(trials)]
-        != plan["candidates"],
+        stale_confirmation=plan is not None
+        and tuple(t.number for t in strategy_of(attrs).candidates(trials)) != plan.candidates,
     )
-    tested = rec["best"] if rec else None
     for position, (student, teacher) in students.items():
-        mine = [t for t in done if t.params.get("position") == position]
-        top, default = best_trial(mine), by_position.get(position)
-        here = tested is not None and tested["params"]["position"] == position
+        if rec is not None and rec.best.params["position"] == position:  # the tested direction
+            result.directions.append(Direction(student, teacher, position, rec.default.gain_mean,
+                                               rec.best.gain_mean, rec.best.params, True))
+            continue
+        top = best_trial([t for t in done if t.params.get("position") == position])
         result.directions.append(
-            Direction(
-                student,
-                teacher,
-                position,
-                rec["default"]["gain_mean"] if here else _value(default),
-                tested["gain_mean"] if here else _value(top),
-                tested["params"] if here else (None if top is None else dict(top.params)),
-                here,
-            )
-        )
+            Direction(student, teacher, position, _value(by_position.get(position)), _value(top),
+                      None if top is None else dict(top.params), False)
+        )  # fmt: skip
     if rec is not None:
-        d = rec["default"]
-        result.position = tested["params"]["position"]
-        result.student, result.teacher = tested["student"], tested["teacher"]
-        result.best_trial, result.best_params = tested["trial"], dict(tested["params"])
-        result.best_gain, result.default_gain = tested["gain_mean"], d["gain_mean"]
-        result.best_accuracy, result.default_accuracy = tested["accuracy_mean"], d["accuracy_mean"]
-        result.best_forgetting = tested["forgetting_mean"]
-        result.default_forgetting = d["forgetting_mean"]
-        result.best_std, result.default_std = tested["gain_std"], d["gain_std"]
-        result.repeats = len(rec["seeds"])
-        result.tested = rec["beyond_noise"]
+        d = rec.default
+        result.position = rec.best.params["position"]
+        result.student, result.teacher = rec.best.student, rec.best.teacher
+        result.best_trial, result.best_params = rec.best.trial, dict(rec.best.params)
+        result.best_gain, result.default_gain = rec.best.gain_mean, d.gain_mean
+        result.best_accuracy, result.default_accuracy = rec.best.accuracy_mean, d.accuracy_mean
+        result.best_forgetting = rec.best.forgetting_mean
+        result.default_forgetting = d.forgetting_mean
+        result.best_std, result.default_std = rec.best.gain_std, d.gain_std
+        result.repeats = len(rec.seeds)
+        result.tested = rec.beyond_noise
         return result
     if best is None:
         return result

@@ -15,19 +15,14 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.errors import StorageError, UsageError
 from tuner.kinds import KINDS, kind_of
-from tuner.read.decision import LEVEL, difference_ci, look_levels, verdict
+from tuner.read.answer import Answer, ConfirmationState, answer_fields, confirmation_state
+from tuner.read.decision import LEVEL
 from tuner.search.best import best_trial, default_for, defaults
 from tuner.store.adapter import FrozenStudy, study_id_of
 from tuner.store.db import count_trials
+from tuner.store.records import LEGACY_MIN_GAIN, ConfirmationPlan, RunRecord, budget_of
 from tuner.store.storage import mask
 from tuner.strategies import strategy_of
-
-#: The user attr on a pair study naming the candidates and seeds its confirmation runs (the run's
-#: ``--confirm K`` and ``dkd-tune confirm`` alike): with the confirmation study's trials, the one
-#: record every view reads the pair's answer from (:func:`recommendation`).
-PLAN_ATTR = "confirmation"
-#: The --min-gain of a run stored before the flag existed: its answer rested on the test alone.
-LEGACY_MIN_GAIN = 0.0
 
 
 def studies_of(
@@ -95,7 +90,7 @@ def _counts(c: Any) -> dict[str, int]:
 def pair_rows(
     storage: optuna.storages.RDBStorage,
     federation: str | None = None,
-    recommended: dict[str, dict[str, Any] | None] | None = None,
+    recommended: dict[str, Answer | None] | None = None,
 ) -> list[dict]:
     """One dict per pair study: counts, the best trial and the same-position default, and its
     answer (``recommended``: the studies' :func:`recommendations` where the caller has them, so
@@ -110,7 +105,7 @@ def pair_rows(
         trials = [t for t in everything if t.state == TrialState.COMPLETE]
         a, b = s.user_attrs["pair"]
         by_position = defaults(trials)
-        budget = s.user_attrs.get("run", {}).get("budget")
+        budget = budget_of(s.user_attrs)
         strategy = strategy_of(s.user_attrs)
         best = best_trial(trials)
         row: dict[str, Any] = {
@@ -131,7 +126,7 @@ def pair_rows(
             "improvement": None,
             "default_gain_a": _value(by_position.get("a")),
             "default_gain_b": _value(by_position.get("b")),
-            **recommendation_fields(recommended.get(s.study_name)),
+            **answer_fields(recommended.get(s.study_name)),
         }
         if best is not None:
             default = default_for(trials, best)
@@ -170,7 +165,7 @@ def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = No
                 "neighbours": a["neighbours"],
                 "round_transfer_set": a["search"]["transfer_set"],
                 **_counts(counts[study_id_of(s)]),
-                "budget": a.get("run", {}).get("budget"),
+                "budget": budget_of(a),
                 "accuracy_before": a.get("accuracy"),
                 "trial": None if best is None else best.number,
                 "best_params": None if best is None else dict(best.params),
@@ -255,180 +250,24 @@ def read_cells(
     return cells
 
 
-def confirmation_runs(
-    trials: Sequence[FrozenTrial], candidate: int, seeds: Sequence[int]
-) -> dict[str, Any] | None:
-    """One candidate's confirmation over ``seeds`` (per-seed gain, accuracy, forgetting, their
-    mean and std), from a confirmation study's trials; None while a seed is missing."""
-    done = {
-        t.params["seed"]: t
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.params.get("candidate") == candidate
-    }
-    if any(s not in done for s in seeds):
-        return None
-    out = {
-        "gain": [float(done[s].value) for s in seeds],
-        "accuracy_after": [float(done[s].user_attrs["accuracy_after"]) for s in seeds],
-        "forgetting": [float(done[s].user_attrs["forgetting"]) for s in seeds],
-        "trials": [done[s].number for s in seeds],
-        "seconds": sum(float(done[s].user_attrs.get("seconds", 0.0)) for s in seeds),
-        "device": done[seeds[0]].user_attrs.get("device"),
-    }
-    out["gain_mean"] = statistics.fmean(out["gain"])
-    out["gain_std"] = statistics.stdev(out["gain"]) if len(seeds) >= 2 else None
-    return out
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) >= 2 else None)
-
-
-def recommendation(
-    study: FrozenStudy,
-    trials: Sequence[FrozenTrial],
-    confirmations: Sequence[FrozenTrial],
-    max_forgetting: float | None = None,
-    level: float = LEVEL,
-    *,
-    min_gain: float,
-) -> dict[str, Any] | None:
-    """The configuration to use for a pair, from its confirmed candidates (docs/design.md §4):
-    the candidate with the best mean gain over the fresh seeds (the defaults among them; tuned
-    ones only if they forget at most ``max_forgetting`` pp, where given) is recommended only if
-    it passes :func:`decide` against its same-student default (at least ``min_gain`` pp more,
-    p below its look's level, tuner.read.decision); otherwise that default is. A sequential
-    plan decides at its first look when that is clear. None while the runs a look needs are
-    incomplete."""
-    return confirmation_state(study, trials, confirmations, max_forgetting, level,
-                              min_gain=min_gain)[1]  # fmt: skip
-
-
-def confirmation_state(
-    study: FrozenStudy,
-    trials: Sequence[FrozenTrial],
-    confirmations: Sequence[FrozenTrial],
-    max_forgetting: float | None = None,
-    level: float = LEVEL,
-    *,
-    min_gain: float,
-) -> tuple[list[int], dict[str, Any] | None]:
-    """Where a pair's confirmation stands: the fresh seeds it needs run so far (those of its
-    first look, then all of them while the first look does not decide) and its recommendation
-    (None while those runs are incomplete). ([], None) without a plan."""
-    plan = study.user_attrs.get(PLAN_ATTR)
-    if not plan:
-        return [], None
-    planned = plan.get("looks") or [len(plan["seeds"])]  # a fixed plan: one look at every seed
-    levels = look_levels(len(planned), level)
-    for i, n in enumerate(planned):
-        seeds = plan["seeds"][:n]
-        last = i == len(planned) - 1
-        rec = _at_look(study, trials, confirmations, plan["candidates"], seeds, max_forgetting,
-                       levels[i], min_gain, last)  # fmt: skip
-        if rec is None or rec["beyond_noise"] is not None:
-            if rec is not None:
-                rec["looks"] = planned
-            return seeds, rec
-    raise AssertionError("the last look always decides")
-
-
-def _at_look(
-    study: FrozenStudy,
-    trials: Sequence[FrozenTrial],
-    confirmations: Sequence[FrozenTrial],
-    candidates: Sequence[int],
-    seeds: Sequence[int],
-    max_forgetting: float | None,
-    level: float,
-    min_gain: float,
-    last: bool,
-) -> dict[str, Any] | None:
-    """The answer over ``seeds`` (``beyond_noise`` None: not decided at this look), None while
-    a run is missing."""
-    by_number = {t.number: t for t in trials}
-    confirmed = {}
-    for number in candidates:
-        runs = confirmation_runs(confirmations, number, seeds)
-        if runs is None or number not in by_number:
-            return None
-        confirmed[number] = runs
-    a, b = study.user_attrs["pair"]
-
-    def entry(number: int) -> dict[str, Any]:
-        t, runs = by_number[number], confirmed[number]
-        position = t.params["position"]
-        forgetting, forgetting_std = _mean_std(runs["forgetting"])
-        return {
-            "trial": number,
-            "params": dict(t.params),
-            "student": a if position == "a" else b,
-            "teacher": b if position == "a" else a,
-            "gain": runs["gain"],
-            "gain_mean": runs["gain_mean"],
-            "gain_std": runs["gain_std"],
-            "accuracy_mean": statistics.fmean(runs["accuracy_after"]),
-            "forgetting_mean": forgetting,
-            "forgetting_std": forgetting_std,
-            "single_trial_gain": t.value,
-        }
-
-    entries = [entry(n) for n in candidates]
-    is_default = {e["trial"]: "default" in by_number[e["trial"]].user_attrs for e in entries}
-    defaults = {e["params"]["position"]: e for e in entries if is_default[e["trial"]]}
-    if not defaults:
-        return None
-    # Every candidate with a default to compare with; the defaults compete as they are, the
-    # tuned ones only within the forgetting bound.
-    admitted = [
-        e for e in entries
-        if e["params"]["position"] in defaults
-        and (is_default[e["trial"]] or max_forgetting is None
-             or e["forgetting_mean"] <= max_forgetting)
-    ]  # fmt: skip
-    best = max(admitted, key=lambda e: (e["gain_mean"], -e["trial"]))
-    default = defaults[best["params"]["position"]]
-    tuned = not is_default[best["trial"]]
-    # No tuned candidate ahead of its default: the default, at any look.
-    beyond, p_value = (
-        verdict(best["gain"], default["gain"], min_gain, level, last) if tuned else (False, None)
-    )
-    chosen = best if beyond else default
-    gain_rule = f", at least {min_gain:g} pp" if min_gain else ""
-    return {
-        "seeds": list(seeds),
-        "recommended": chosen,
-        "best": best,  # the candidate tested against the default (the best confirmed mean)
-        "default": default,
-        "candidates": entries,
-        "difference": best["gain_mean"] - default["gain_mean"] if tuned else None,
-        "difference_ci": difference_ci(best["gain"], default["gain"], level) if tuned else None,
-        "p_value": p_value,
-        "beyond_noise": beyond,
-        "min_gain": min_gain,
-        "level": level,
-        "criterion": f"one-sided paired t-test over {len(seeds)} fresh seeds, p < {level:g}"
-        + gain_rule,
-        "max_forgetting": max_forgetting,
-    }
-
-
 def recommendations(
     storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy], level: float = LEVEL
-) -> dict[str, dict[str, Any] | None]:
-    """Each pair study's recommendation (None where its confirmation is missing)."""
-    return {name: rec for name, (_, rec) in confirmation_states(storage, studies, level).items()}
+) -> dict[str, Answer | None]:
+    """Each pair study's answer (None where its confirmation is missing)."""
+    return {name: state.answer
+            for name, state in confirmation_states(storage, studies, level).items()}  # fmt: skip
 
 
 def confirmation_states(
     storage: optuna.storages.RDBStorage, studies: Sequence[FrozenStudy], level: float = LEVEL
-) -> dict[str, tuple[list[int], dict[str, Any] | None]]:
-    """Each pair study's :func:`confirmation_state` (the seeds it needs, its recommendation)."""
-    out: dict[str, tuple[list[int], dict[str, Any] | None]] = {}
+) -> dict[str, ConfirmationState]:
+    """Each pair study's :func:`~tuner.read.answer.confirmation_state` (the seeds it needs, its
+    answer)."""
+    out: dict[str, ConfirmationState] = {}
     names = {s.study_name: s for s in storage.get_all_studies()}
     for s in studies:
-        if not s.user_attrs.get(PLAN_ATTR):
-            out[s.study_name] = ([], None)
+        if ConfirmationPlan.from_attrs(s.user_attrs) is None:
+            out[s.study_name] = ConfirmationState()
             continue
         confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
         trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
@@ -437,44 +276,11 @@ def confirmation_states(
             if confirm_name in names
             else []
         )
-        run = s.user_attrs.get("run", {})
+        # A pair study always holds its run's record; one without (its creator died before)
+        # has no plan either.
+        run = RunRecord.from_attrs(s.user_attrs)
         out[s.study_name] = confirmation_state(
-            s, trials, confirmations, run.get("max_forgetting"), level,
-            min_gain=run.get("min_gain", LEGACY_MIN_GAIN)
+            s, trials, confirmations, None if run is None else run.max_forgetting, level,
+            min_gain=LEGACY_MIN_GAIN if run is None else run.answer_min_gain,
         )
     return out
-
-
-def recommendation_fields(rec: dict[str, Any] | None) -> dict[str, Any]:
-    """A pair row's recommendation columns (None where no confirmation is complete)."""
-    keys = ("recommended_params", "recommended_trial", "recommended_student",
-            "recommended_teacher", "recommended_is_default", "recommended_gain_mean",
-            "recommended_gain_std", "recommended_forgetting_mean", "recommended_forgetting_std",
-            "confirmed_default_gain_mean", "confirmed_default_gain_std",
-            "confirmed_default_forgetting_mean", "confirmed_difference",
-            "confirmed_difference_ci", "p_value", "level", "beyond_noise", "min_gain",
-            "seeds")  # fmt: skip
-    if rec is None:
-        return dict.fromkeys(keys)
-    r, d = rec["recommended"], rec["default"]
-    return {
-        "recommended_params": r["params"],
-        "recommended_trial": r["trial"],
-        "recommended_student": r["student"],
-        "recommended_teacher": r["teacher"],
-        "recommended_is_default": r is d,
-        "recommended_gain_mean": r["gain_mean"],
-        "recommended_gain_std": r["gain_std"],
-        "recommended_forgetting_mean": r["forgetting_mean"],
-        "recommended_forgetting_std": r["forgetting_std"],
-        "confirmed_default_gain_mean": d["gain_mean"],
-        "confirmed_default_gain_std": d["gain_std"],
-        "confirmed_default_forgetting_mean": d["forgetting_mean"],
-        "confirmed_difference": rec["difference"],
-        "confirmed_difference_ci": rec["difference_ci"],
-        "p_value": rec["p_value"],
-        "level": rec["level"],  # the deciding look's test level (tuner.read.decision)
-        "min_gain": rec["min_gain"],
-        "beyond_noise": rec["beyond_noise"],
-        "seeds": len(rec["seeds"]),
-    }

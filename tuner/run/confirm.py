@@ -8,8 +8,9 @@ compare them by. Candidates and defaults share the seeds, so the
 seed's share of the noise cancels in the paired test. The runs are the trials of the pair's
 confirmation study (tuner.kinds.confirmation), served by the worker pool with the guarantees of
 every kind. What a pair's confirmation is, is written once: the plan (candidates and seeds) in the
-pair study's user attr ``PLAN_ATTR``; with the confirmation study's trials it is the one record
-the recommendation, status, export, notes and report read (tuner.read.results.recommendation).
+pair study's user attr ``confirmation`` (tuner.store.records.ConfirmationPlan); with the
+confirmation study's trials it is the one record the answer, status, export, notes and report
+read (tuner.read.answer).
 Rerunning with the same seeds reproduces it, and runs only the missing seeds.
 """
 
@@ -31,17 +32,13 @@ from tuner.kinds import KINDS, Task, own_configs
 from tuner.kinds.confirmation import runs
 from tuner.kinds.setup import READY_TIMEOUT_S
 from tuner.options import TuneOptions, check_options, parse_devices, parse_pairs
-from tuner.read.results import (
-    PLAN_ATTR,
-    confirmation_states,
-    one_federation,
-    pair_studies,
-    recommendations,
-)
+from tuner.read.answer import Answer, Confirmed
+from tuner.read.results import confirmation_states, one_federation, pair_studies, recommendations
 from tuner.run.start import RunSummary, run_tasks, start
 from tuner.search.best import complete
 from tuner.store.adapter import study_id_of
 from tuner.store.db import open_storage, quiet_optuna
+from tuner.store.records import ConfirmationPlan, RunRecord, is_default
 from tuner.store.storage import check_storage, mask
 from tuner.strategies import Strategy, strategy_of
 from tuner.views.notes import write_notes
@@ -59,7 +56,7 @@ class ConfirmOutcome:
     study: str
     state: str  # confirmed | skipped | failed
     reason: str = ""
-    record: dict[str, Any] | None = None  # the pair's recommendation (tuner.read.results)
+    record: Answer | None = None  # the pair's answer (tuner.read.answer)
 
 
 def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
@@ -75,21 +72,20 @@ def fresh_seeds(trials: Sequence[FrozenTrial], k: int) -> list[int]:
 
 def _plan(
     trials: Sequence[FrozenTrial], repeats: int, strategy: Strategy
-) -> dict[str, Any] | None:
-    """A pair's confirmation plan (its strategy's candidates and fresh seeds), None while no
-    default finished: deterministic from its trials, so the run and a joining worker compute the
-    same one."""
+) -> ConfirmationPlan | None:
+    """A pair's confirmation plan (its strategy's candidates, fresh seeds and looks), None while
+    no default finished: deterministic from its trials, so the run and a joining worker compute
+    the same one."""
     chosen = strategy.candidates(trials)
-    if not any("default" in t.user_attrs for t in chosen):
+    if not any(is_default(t.user_attrs) for t in chosen):
         return None
-    plan = {"candidates": [t.number for t in chosen], "seeds": fresh_seeds(trials, repeats)}
-    planned = strategy.looks(repeats)
-    return {**plan, "looks": planned} if len(planned) > 1 else plan
+    return ConfirmationPlan(tuple(t.number for t in chosen), tuple(fresh_seeds(trials, repeats)),
+                            tuple(strategy.looks(repeats)))  # fmt: skip
 
 
 def _task(
     study: optuna.study.FrozenStudy,
-    plan: dict[str, Any],
+    plan: ConfirmationPlan,
     seeds: Sequence[int],
     trials: Sequence[FrozenTrial],
 ) -> Task:
@@ -98,8 +94,7 @@ def _task(
     config = KINDS["pair"].task_from(study.study_name, study.user_attrs, None).config
     pair = tuple(study.user_attrs["pair"])
     by_number = {t.number: t for t in trials}
-    wanted = tuple(q for n in plan["candidates"] for q in runs(n, by_number[n].params,
-                                                                seeds))  # fmt: skip
+    wanted = tuple(q for n in plan.candidates for q in runs(n, by_number[n].params, seeds))
     kind = KINDS["confirm"]
     return Task(kind.study_name(config.name, pair), kind.name, pair, config, wanted=wanted)
 
@@ -120,6 +115,7 @@ def confirm_pairs(
     storage = open_storage(opts.storage)
     outcomes: dict[str, ConfirmOutcome] = {}
     todo: list[str] = []
+    plans: dict[str, ConfirmationPlan] = {}
     before = recommendations(storage, studies)
     for s in studies:
         trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
@@ -128,20 +124,23 @@ def confirm_pairs(
             why = "no default trial finished yet" if complete(trials) else "no complete trial"
             outcomes[s.study_name] = ConfirmOutcome(s.study_name, "skipped", why)
             continue
-        if not force and s.user_attrs.get(PLAN_ATTR) == plan and before[s.study_name]:
+        stored = ConfirmationPlan.from_attrs(s.user_attrs)
+        if not force and stored == plan and before[s.study_name]:
             outcomes[s.study_name] = ConfirmOutcome(
                 s.study_name, "skipped", f"already confirmed ({repeats} seeds)",
                 before[s.study_name],
             )  # fmt: skip
             continue
-        if s.user_attrs.get(PLAN_ATTR) != plan:
-            storage.set_study_user_attr(study_id_of(s), PLAN_ATTR, plan)
+        if stored != plan:
+            for key, value in plan.to_attrs().items():
+                storage.set_study_user_attr(study_id_of(s), key, value)
         todo.append(s.study_name)
+        plans[s.study_name] = plan
     for o in outcomes.values():
         say(f"{o.study}: {o.state} ({o.reason})")
     if not todo:
         return [outcomes[s.study_name] for s in studies]
-    ran: dict[str, list[int]] = {}
+    ran: dict[str, tuple[int, ...]] = {}
     # Look by look (a sequential plan has two, a fixed one decides at the first) until no pair
     # needs more runs: the last pass's states are the answers (each computed once per pass).
     for look in itertools.count():
@@ -149,17 +148,17 @@ def confirm_pairs(
         states = confirmation_states(storage, [fresh[n] for n in todo])
         tasks = []
         for name in todo:
-            seeds, rec = states[name]
-            if rec is None and seeds != ran.get(name):  # runs to do (not the ones that failed)
+            seeds, answer = states[name].seeds, states[name].answer
+            if answer is None and seeds != ran.get(name):  # runs to do (not the ones that failed)
                 ran[name] = seeds
                 trials = storage.get_all_trials(study_id_of(fresh[name]), deepcopy=False)
-                tasks.append(_task(fresh[name], fresh[name].user_attrs[PLAN_ATTR], seeds, trials))
+                tasks.append(_task(fresh[name], plans[name], seeds, trials))
         if not tasks:
             break
         mine = [fresh[n] for n in todo]
         start(opts, tasks, devices, say, _confirming(tasks, look, mine, repeats))
     for name in todo:
-        rec = states[name][1]
+        rec = states[name].answer
         if rec is None:
             outcomes[name] = ConfirmOutcome(name, "failed", "some seed runs failed: rerun confirm")
             say(f"{name}: failed (some seed runs failed: rerun confirm)")
@@ -180,7 +179,8 @@ def _confirming(
                 f"{repeats} fresh seeds")  # fmt: skip
     counts = sorted({len({q[0]["seed"] for q in t.wanted}) for t in tasks})
     seeds = " or ".join(str(n) for n in counts)
-    sequential = any(s.user_attrs.get(PLAN_ATTR, {}).get("looks") for s in studies)
+    sequential = any((p := ConfirmationPlan.from_attrs(s.user_attrs)) and p.sequential
+                     for s in studies)  # fmt: skip
     more = f" (up to {repeats} where that does not decide)" if sequential else ""
     return f"confirming {len(tasks)} pair(s): {_what(studies)} with {seeds} fresh seeds{more}"
 
@@ -190,18 +190,18 @@ def _what(studies: Sequence[optuna.study.FrozenStudy]) -> str:
     return "; ".join(dict.fromkeys(strategy_of(s.user_attrs).confirms for s in studies))
 
 
-def _verdict(rec: dict[str, Any]) -> str:
+def _verdict(answer: Answer) -> str:
     """One line on a pair's confirmed answer."""
-    best, default, chosen = rec["best"], rec["default"], rec["recommended"]
-    head = f"{default['student']}<-{default['teacher']}"
-    tail = f"over {len(rec['seeds'])} seeds"
-    if best is default:
+    best, default = answer.best, answer.default
+    head = f"{default.student}<-{default.teacher}"
+    tail = f"over {len(answer.seeds)} seeds"
+    if not answer.tuned:
         return f"{head} the default {_pm(default)} pp, no tuned candidate above it, {tail}"
-    if chosen is default:
+    if answer.recommends_default:
         return (f"{head} the default {_pm(default)} pp (best tuned {_pm(best)}: not "
-                f"{rec['criterion']}) {tail}")  # fmt: skip
-    return (f"{head} trial #{best['trial']} {_pm(best)} pp against the default {_pm(default)}, "
-            f"p = {rec['p_value']:.3f}, {tail}")  # fmt: skip
+                f"{answer.criterion}) {tail}")  # fmt: skip
+    return (f"{head} trial #{best.trial} {_pm(best)} pp against the default {_pm(default)}, "
+            f"p = {answer.p_value:.3f}, {tail}")  # fmt: skip
 
 
 def join_confirmation(
@@ -214,12 +214,13 @@ def join_confirmation(
     ``timeout`` seconds for the run to have stored and enqueued them. None when the run
     confirms nothing."""
     storage = open_storage(opts.storage)
-    studies = [s for s in pair_studies(storage) if s.study_name in set(names)
-               and s.user_attrs.get("run", {}).get("confirm")]  # fmt: skip
-    if not studies:
+    runs_of = {s.study_name: RunRecord.from_attrs(s.user_attrs) for s in pair_studies(storage)}
+    repeats = {name: run.confirm for name in names
+               if (run := runs_of.get(name)) is not None and run.confirm}  # fmt: skip
+    if not repeats:
         return None
-    waiting = {s.study_name for s in studies}
-    ran: dict[str, list[int]] = {}
+    waiting = set(repeats)
+    ran: dict[str, tuple[int, ...]] = {}
     served: RunSummary | None = None
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
@@ -228,13 +229,12 @@ def join_confirmation(
         tasks: list[Task] = []
         for name, s in fresh.items():
             trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
-            attrs = s.user_attrs
-            plan = _plan(trials, attrs["run"]["confirm"], strategy_of(attrs))
-            seeds, rec = states[name]
-            if plan is None or rec is not None or (seeds and seeds == ran.get(name)):
+            plan = _plan(trials, repeats[name], strategy_of(s.user_attrs))
+            seeds, answer = states[name].seeds, states[name].answer
+            if plan is None or answer is not None or (seeds and seeds == ran.get(name)):
                 waiting.discard(name)  # nothing to compare, decided, or its runs failed
                 continue
-            if attrs.get(PLAN_ATTR) != plan:
+            if ConfirmationPlan.from_attrs(s.user_attrs) != plan:
                 continue
             task = _task(s, plan, seeds, trials)
             if _queued(storage, task):
@@ -331,8 +331,8 @@ def confirm(
         return confirm_pairs(opts, chosen, repeats, device_list, say, force=force)
 
 
-def _pm(entry: dict[str, Any]) -> str:
-    return pm(entry["gain_mean"], entry["gain_std"])
+def _pm(entry: Confirmed) -> str:
+    return pm(entry.gain_mean, entry.gain_std)
 
 
 __all__ = [

@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from objectives import StudyConfig, bundle_path, check_federation, load_config
+from objectives import FederationBundle, StudyConfig, bundle_path, check_federation, load_config
 from tuner.errors import RunError, StorageError, UsageError
-from tuner.kinds import KINDS, StudyKind, Task, config_record, kind_of
-from tuner.kinds.client import NeighbourhoodSpace
+from tuner.kinds import KINDS, TUNED, StudyKind, Task, config_record, kind_of
 from tuner.kinds.setup import check_existing, enqueue, record_run, setup_study
 from tuner.options import (
     TuneOptions,
     check_options,
-    parse_clients,
     parse_devices,
     parse_pairs,
     worker_devices,
@@ -37,6 +35,7 @@ from tuner.run.progress import Progress
 from tuner.search.space import parse_space
 from tuner.store.adapter import study_id_of
 from tuner.store.db import count_trials, database_errors, open_storage, quiet_optuna
+from tuner.store.records import RunRecord
 from tuner.store.storage import check_storage, mask
 from tuner.views.notes import write_notes
 from tuner.worker.budget import enqueue_missing_retries
@@ -73,21 +72,9 @@ def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
     (raises a DkdError with one line)."""
     check_options(opts)
     config = load_config(opts.config, opts.overrides)
-    space = parse_space(config.search, config.source)
-    if opts.mode == "neighbourhood":
-        if opts.pairs != "all":
-            raise UsageError(
-                "--pairs is for --mode pair; with --mode neighbourhood pick clients with --clients"
-            )
-        config.check_two_heads()
-        space = NeighbourhoodSpace.from_search(space, config.neighbourhood.transfer_set)
-        sets = config.neighbours
-        targets = [
-            (k, *sets[k]) for k in parse_clients(opts.clients, config.federation.participants)
-        ]
-    else:
-        targets = parse_pairs(opts.pairs, config.federation.participants)
-    kind = KINDS[opts.mode]
+    kind = TUNED[opts.mode]
+    space = kind.run_space(config, parse_space(config.search, config.source))
+    targets = kind.run_targets(config, opts)
     check_used(opts, phases(opts))
     tasks = [
         Task(
@@ -105,10 +92,11 @@ def plan(opts: TuneOptions) -> tuple[StudyConfig, list[Task], list[str]]:
 
 
 def phases(opts: TuneOptions) -> list[list[StudyKind]]:
-    """The kinds of studies a tuning run serves, phase by phase: the pair (or client) studies,
-    then, in pair mode with ``--confirm K``, their confirmation."""
-    first = [KINDS[opts.mode]]
-    return [first, [KINDS["confirm"]]] if opts.mode == "pair" and opts.confirm else [first]
+    """The kinds of studies a tuning run serves, phase by phase: its mode's studies, then, with
+    ``--confirm K`` where a kind confirms them (the pair studies'), their confirmation."""
+    kind = TUNED[opts.mode]
+    then = kind.confirmed_by if opts.confirm else None
+    return [[kind], [KINDS[then]]] if then else [[kind]]
 
 
 def start(
@@ -135,28 +123,34 @@ def start(
         for name, bundle in bundles.items():
             check_bundle(storage, opts.storage, [t.study for t in tasks if t.config.name == name],
                          bundle)  # fmt: skip
-        ids: dict[str, int] = {}
-        for task in tasks:
-            ids[task.study] = sid = setup_study(
-                storage, opts.storage, task, bundles[task.config.name]
-            )
-            record_run(storage, sid, budget=task.budget, sampler=opts.sampler, pruner=opts.pruner,
-                       seed=opts.seed, retries=opts.retries,
-                       max_forgetting=opts.max_forgetting, warm_start=opts.warm_start,
-                       confirm=opts.confirm if task.kind == "pair" else 0,
-                       min_gain=opts.min_gain if KINDS[task.kind].races else None)  # fmt: skip
-            enqueue_missing_retries(
-                optuna.load_study(study_name=task.study, storage=storage), opts.retries
-            )
-            if KINDS[task.kind].fixed:
-                enqueue(storage, task)  # after the retries: what is still missing
-        for name, bundle in bundles.items():
-            mine = [ids[t.study] for t in tasks if t.config.name == name]
-            record_bundle(storage, mine, bundle)
-            # What workers that join later take unless told otherwise (a joining worker never
-            # rewrites it: its own --precision or heartbeat are its alone).
-            record_settings(storage, mine, _settings(opts))
+        ids = {t.study: _set_up(storage, opts, t, bundles[t.config.name]) for t in tasks}
         return run_tasks(opts, tasks, devices, storage, ids, say)
+
+
+def _set_up(
+    storage: optuna.storages.RDBStorage, opts: TuneOptions, task: Task, bundle: FederationBundle
+) -> int:
+    """One study from its creation to ready for workers, in order: created or joined with its
+    kind's attrs and queue (tuner.kinds.setup), the run's record and the bundle's digest, the
+    retries its failed trials lack, then a fixed kind's missing trials (after the retries: what
+    is still missing), and last the worker settings a joining worker takes unless told otherwise
+    (written last: a study holding them is set up). Returns its id."""
+    kind = KINDS[task.kind]
+    study_id = setup_study(storage, opts.storage, task, bundle)
+    record_run(storage, study_id, RunRecord(
+        budget=task.budget, sampler=opts.sampler, pruner=opts.pruner, seed=opts.seed,
+        retries=opts.retries, max_forgetting=opts.max_forgetting, warm_start=opts.warm_start,
+        confirm=opts.confirm if kind.confirmed_by else 0,
+        min_gain=opts.min_gain if kind.races else None,
+    ))  # fmt: skip
+    record_bundle(storage, [study_id], bundle)
+    enqueue_missing_retries(optuna.load_study(study_name=task.study, storage=storage),
+                            opts.retries)  # fmt: skip
+    if kind.fixed:
+        enqueue(storage, task)
+    # A joining worker never rewrites these: its own --precision or heartbeat are its alone.
+    record_settings(storage, [study_id], _settings(opts))
+    return study_id
 
 
 def join(
@@ -175,24 +169,22 @@ def join(
     check_storage(opts.storage)
     with database_errors(opts.storage):
         storage = open_storage(opts.storage)
-        studies = [
-            s for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
-                                      fix="start one with dkd-tune --storage ... first")
-            if "run" in s.user_attrs
-        ]  # fmt: skip
-        if not studies:
+        runs = {
+            s.study_name: (s, run)
+            for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
+                                    fix="start one with dkd-tune --storage ... first")
+            if (run := RunRecord.from_attrs(s.user_attrs)) is not None
+        }  # fmt: skip
+        if not runs:
             raise StorageError(
                 f"no dkd-tune run in {mask(opts.storage)}: start one with dkd-tune --storage ..."
             )
-        first = studies[0].user_attrs
-        tasks = [
-            kind_of(s.user_attrs).task_from(
-                s.study_name, s.user_attrs, s.user_attrs["run"]["budget"]
-            )
-            for s in studies
-        ]
+        studies = [s for s, _ in runs.values()]
+        first, first_run = next(iter(runs.values()))
+        tasks = [kind_of(s.user_attrs).task_from(s.study_name, s.user_attrs, run.budget)
+                 for s, run in runs.values()]  # fmt: skip
         if "config" in own:
-            config = _own_config(opts, tasks[0].config, first)
+            config = _own_config(opts, tasks[0].config, first.user_attrs)
             tasks = [dataclasses.replace(t, config=config) for t in tasks]
         if "pairs" in own:
             tasks = _own_pairs(opts, tasks)
@@ -200,7 +192,7 @@ def join(
             tasks = [
                 t if t.budget is None else dataclasses.replace(t, budget=opts.trials) for t in tasks
             ]
-        opts = joined_options(opts, first, own)
+        opts = joined_options(opts, first_run, first.user_attrs, own)
         check_options(opts)
         check_used(opts, [[KINDS[k] for k in dict.fromkeys(t.kind for t in tasks)]])
         for config in {t.config.name: t.config for t in tasks}.values():
@@ -222,21 +214,23 @@ def join(
         return run_tasks(opts, tasks, devices, storage, ids, say)
 
 
-def joined_options(opts: TuneOptions, attrs: dict, own: Sequence[str]) -> TuneOptions:
-    """A joining worker's options: the run's (a stored study's ``run`` and worker settings),
-    with the worker's ``own`` options kept; the one place they are combined. Its seed differs
-    from the run's, so it samples other points."""
-    run = attrs["run"]
+def joined_options(
+    opts: TuneOptions, run: RunRecord, attrs: dict, own: Sequence[str]
+) -> TuneOptions:
+    """A joining worker's options: the run's (a stored study's ``run`` record and the worker
+    settings in its ``attrs``), with the worker's ``own`` options kept; the one place they are
+    combined. Its seed differs from the run's, so it samples other points."""
     stored = {
-        "sampler": run["sampler"],
-        "pruner": run["pruner"],
-        "max_forgetting": run.get("max_forgetting"),
-        "warm_start": run.get("warm_start", False),
-        "seed": run["seed"] + 7_919,
-        "retries": run["retries"],
-        "confirm": run.get("confirm", 0),
-        "min_gain": run.get("min_gain", opts.min_gain),
-        **({} if "trials" in own else {"trials": run["budget"] or opts.trials}),
+        "sampler": run.sampler,
+        "pruner": run.pruner,
+        "max_forgetting": run.max_forgetting,
+        "warm_start": run.warm_start,
+        "seed": run.seed + 7_919,
+        "retries": run.retries,
+        "confirm": run.confirm,
+        # None: a run of a kind that answers nothing keeps the worker's own (its default).
+        "min_gain": opts.min_gain if run.min_gain is None else run.min_gain,
+        **({} if "trials" in own else {"trials": run.budget or opts.trials}),
         **{k: v for k, v in attrs.get(SETTINGS_ATTR, {}).items()
            if k not in own and k in TuneOptions.__dataclass_fields__},
     }  # fmt: skip
@@ -277,7 +271,7 @@ def _own_config(opts: TuneOptions, stored: StudyConfig, attrs: dict) -> StudyCon
 def _own_pairs(opts: TuneOptions, tasks: list[Task]) -> list[Task]:
     """The pair studies (and their confirmations) of ``--pairs``, each of which must exist."""
     wanted = set(parse_pairs(opts.pairs, tasks[0].config.federation.participants))
-    have = {t.target for t in tasks if t.kind == "pair"}
+    have = {t.target for t in tasks if KINDS[t.kind].per_pair}
     missing = wanted - have
     if missing:
         a, b = sorted(missing)[0]
@@ -285,7 +279,7 @@ def _own_pairs(opts: TuneOptions, tasks: list[Task]) -> list[Task]:
             f"pair {a}-{b} is not part of the run in {mask(opts.storage)}: pick --pairs among "
             "its studies (dkd-tune status lists them), or start it with dkd-tune --pairs"
         )
-    return [t for t in tasks if t.kind in ("pair", "confirm") and t.target in wanted]
+    return [t for t in tasks if KINDS[t.kind].per_pair and t.target in wanted]
 
 
 def prepare(opts: TuneOptions, say: Say = print) -> list[dict]:
@@ -365,9 +359,8 @@ def _finish(
             f"{len(short)} stud(ies) short of their trials after a worker died, e.g. "
             f"{short[0]}: rerun the same command to top them up"
         )
-    pairs = [t.study for t in tasks if t.kind == "pair"]
-    if pairs:
-        write_notes(storage, opts.storage, pairs)  # each pair study's note: default vs best
+    # Each pair study's note: default vs best (notes are the pair studies'; others are skipped).
+    write_notes(storage, opts.storage, [t.study for t in tasks])
     gave_up = {n: r for rep in summary.reports for n, r in rep.gave_up.items()}
     if gave_up:
         name, reason = next(iter(gave_up.items()))

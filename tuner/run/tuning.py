@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from objectives import load_config
-from tuner.kinds import KINDS, own_configs
+from tuner.kinds import TUNED, own_configs
 from tuner.options import TuneOptions
 from tuner.run.confirm import confirm_in_run, join_confirmation
-from tuner.run.start import RunSummary, Say, join, plan, start
+from tuner.run.start import RunSummary, Say, join, phases, plan, start
 from tuner.store.db import quiet_optuna
 from tuner.store.storage import mask
 from tuner.strategies import strategy
@@ -20,21 +20,14 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
     """Run a tuning: top every pair (or client) study up to ``opts.trials`` finished trials."""
     quiet_optuna()
     config, tasks, devices = plan(opts)
-    what = (
-        "pair(s)"
-        if opts.mode == "pair"
-        else (
-            f"client(s) in neighbourhood mode ({config.topology.kind} graph, transfer set "
-            f"{config.neighbourhood.transfer_set})"
-        )
-    )
+    what = TUNED[opts.mode].run_what(config)
     with own_configs(config):  # its studies are rebuilt from this file, never from storage
         summary = start(
             opts, tasks, devices, say,
             f"federation {config.name} ({config.federation_hash}), {len(tasks)} {what}, "
             f"{_budget(opts)}, storage {mask(opts.storage)}",
         )  # fmt: skip
-        if opts.mode == "pair" and opts.confirm:
+        if len(phases(opts)) > 1:  # a second phase: the mode's studies confirmed
             confirm_in_run(opts, list(summary.studies), devices, say)
     return summary
 
@@ -42,7 +35,7 @@ def tune(opts: TuneOptions, say: Say = print) -> RunSummary:
 def _budget(opts: TuneOptions) -> str:
     """What ``--trials`` means for this run's studies (a kind that is not raced: the unnamed
     strategy's rule, tuner.strategies)."""
-    return strategy(opts.strategy if KINDS[opts.mode].races else None).budget(opts.trials)
+    return strategy(opts.strategy if TUNED[opts.mode].races else None).budget(opts.trials)
 
 
 def join_run(

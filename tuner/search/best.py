@@ -1,9 +1,10 @@
 """The one rule for a study's best trial and the one lookup of the same-student default, over
 single tuning trials (docs/design.md §4). Confirmed figures (means over fresh seeds) are read by
-``tuner.read.results.recommendation`` on top of these; the warm start, the candidates a run
+``tuner.read.answer.recommendation`` on top of these; the warm start, the candidates a run
 confirms, the pair rows and the report all start here.
 
-No imports from the rest of the tuner: the kinds (through ``tuner.search.warm``) use it too.
+It imports only the default mark of ``tuner.store.records``: the kinds (through
+``tuner.search.warm``) use it too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from optuna.trial import FrozenTrial, TrialState
+
+from tuner.store.records import DefaultMark, is_default
 
 
 def complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -26,7 +29,8 @@ def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
 def defaults(trials: Sequence[FrozenTrial]) -> dict[str, FrozenTrial]:
     """The COMPLETE default trials by the position they name (``a``/``b``; a client study's by
     its aggregation)."""
-    return {t.user_attrs["default"]: t for t in complete(trials) if "default" in t.user_attrs}
+    return {mark.of: t for t in complete(trials)
+            if (mark := DefaultMark.from_attrs(t.user_attrs)) is not None}  # fmt: skip
 
 
 def default_for(trials: Sequence[FrozenTrial], trial: FrozenTrial) -> FrozenTrial | None:
@@ -41,7 +45,7 @@ def improvements(trials: Sequence[FrozenTrial]) -> list[tuple[float, FrozenTrial
     out = []
     for t in complete(trials):
         d = base.get(t.params.get("position"))
-        if "default" not in t.user_attrs and d is not None and t.value > d.value:
+        if not is_default(t.user_attrs) and d is not None and t.value > d.value:
             out.append((t.value - d.value, t))
     return out
 

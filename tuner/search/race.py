@@ -38,7 +38,9 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.search.space import config_key
 from tuner.store.adapter import fixed_params, trial_id_of
+from tuner.store.records import is_default
 
 #: User attr holding a round's seed index (0: the configuration's first round).
 SEED_ATTR = "race_seed"
@@ -65,11 +67,6 @@ _PENDING = (TrialState.WAITING, TrialState.RUNNING)
 def round_seed(index: int) -> int:
     """The seed of round ``index`` of any configuration (shared: the comparisons are paired)."""
     return RACE_SEED_BASE + index
-
-
-def config_key(params: dict[str, Any]) -> tuple:
-    """A configuration's identity: its parameters, sorted."""
-    return tuple(sorted(params.items()))
 
 
 def _params(t: FrozenTrial) -> dict[str, Any]:
@@ -187,7 +184,7 @@ def _configurations(rounds: Sequence[FrozenTrial]) -> list[Config]:
         key = config_key(_params(t))
         c = out.get(key)
         if c is None:
-            c = out[key] = Config(key, _params(t), t, is_default="default" in t.user_attrs)
+            c = out[key] = Config(key, _params(t), t, is_default=is_default(t.user_attrs))
         j = int(t.user_attrs.get(SEED_ATTR, 0))
         if t.state == TrialState.COMPLETE and t.value is not None:
             c.values.setdefault(j, float(t.value))  # a duplicate round repeats the first
@@ -281,7 +278,6 @@ __all__ = [
     "STOPS",
     "Config",
     "RaceState",
-    "config_key",
     "configurations",
     "race_state",
     "round_seed",

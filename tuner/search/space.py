@@ -35,6 +35,12 @@ DEFAULT_PARAMS: dict[str, Any] = {
 MULTI_TEACHER = ("public+self",)
 
 
+def config_key(params: Mapping[str, Any]) -> tuple:
+    """A configuration's identity: its parameters, sorted (the race's configurations, the fixed
+    strategy's distinct candidates)."""
+    return tuple(sorted(params.items()))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Ranges and choices; ``grid_*`` are the values the grid sampler walks for the two floats."""

@@ -45,11 +45,12 @@ class FixedStrategy(Strategy):
         """The ``TOP_CANDIDATES`` best COMPLETE trials with distinct configurations (the first
         trial of a configuration run twice), then the same-position default of each."""
         from tuner.search.best import complete, defaults
+        from tuner.search.space import config_key
 
         done = sorted(complete(trials), key=lambda t: (-t.value, t.number))
         chosen: dict[tuple, FrozenTrial] = {}
         for t in done:
-            key = tuple(sorted(t.params.items()))
+            key = config_key(t.params)
             if key not in chosen and len(chosen) < TOP_CANDIDATES:
                 chosen[key] = t
         by_position = defaults(trials)

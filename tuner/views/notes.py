@@ -121,17 +121,20 @@ def _num(value: float | None) -> str:
 def write_notes(
     storage: optuna.storages.RDBStorage, url: str, studies: Iterable[str] | None = None
 ) -> int:
-    """Rewrite the dashboard note of the named pair studies (all if None); return how many.
+    """Rewrite the dashboard note of the named pair studies (all if None; other names are not
+    pair studies and have no note); return how many.
 
     The numbers come from the whole federation (the pooled noise needs every pair).
     """
-    from optuna_dashboard import get_note, save_note  # heavy import (bottle): only where written
-
     wanted = None if studies is None else set(studies)
     by_federation: dict[str, list[str]] = {}
     for s in pair_studies(storage):
         if wanted is None or s.study_name in wanted:
             by_federation.setdefault(s.user_attrs.get("federation", ""), []).append(s.study_name)
+    if not by_federation:
+        return 0
+    from optuna_dashboard import get_note, save_note  # heavy import (bottle): only where written
+
     written = 0
     for federation, names in by_federation.items():
         data = collect(storage, url, federation, importances=False)

@@ -18,11 +18,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.store.adapter import fixed_params, storage_of, trial_id_of
+from tuner.store.records import DEFAULT_ATTR
 from tuner.strategies import STRATEGIES
 
 #: Trial user attrs carried over when a failed configuration is enqueued again: the default mark
 #: and what makes a round of any strategy that round (a raced round's seed index).
-_CARRIED = ("default", *dict.fromkeys(a for s in STRATEGIES.values() for a in s.round_attrs))
+_CARRIED = (DEFAULT_ATTR, *dict.fromkeys(a for s in STRATEGIES.values() for a in s.round_attrs))
 
 
 def claim_is_within_budget(study: optuna.Study, trial_id: int, budget: int) -> bool:

@@ -31,6 +31,7 @@ from objectives import DkdError, EvalPoint, FederationBundle
 from objectives.batched import run_trials
 from tuner.kinds import KINDS, Job, Task
 from tuner.store.adapter import fixed_params, storage_of, trial_id_of
+from tuner.store.records import is_default
 from tuner.worker.budget import claim_is_within_budget, enqueue_retry
 from tuner.worker.interrupts import raise_swallowed
 
@@ -188,7 +189,7 @@ def _prepare(
     }
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    if job.prunable and "default" in trial.user_attrs:
+    if job.prunable and is_default(trial.user_attrs):
         job.prunable = False  # the default trials are the comparison: they always run to the end
     return job
 
