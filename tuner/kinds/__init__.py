@@ -4,7 +4,17 @@
 May import: tuner.store, tuner.search, tuner.strategies.
 """
 
-from .base import Job, OnEval, Queued, StudyKind, Task, config_record, mode_of, own_configs
+from .base import (
+    Job,
+    OnEval,
+    Queued,
+    StudyKind,
+    Task,
+    config_record,
+    federation_clash,
+    mode_of,
+    own_configs,
+)
 from .cell import CellKind
 from .client import ClientKind
 from .confirmation import ConfirmationKind
@@ -30,6 +40,7 @@ __all__ = [
     "StudyKind",
     "Task",
     "config_record",
+    "federation_clash",
     "kind_of",
     "own_configs",
 ]

@@ -177,7 +177,8 @@ def join(
         storage = open_storage(opts.storage)
         studies = [
             s for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
-                                      fix="start one with dkd-tune --storage ... first")
+                                      fix="start one with dkd-tune --storage ... first",
+                                      writes=True)
             if "run" in s.user_attrs
         ]  # fmt: skip
         if not studies:

@@ -128,10 +128,10 @@ def write_notes(
     from optuna_dashboard import get_note, save_note  # heavy import (bottle): only where written
 
     wanted = None if studies is None else set(studies)
-    by_federation: dict[str, list[str]] = {}
+    by_federation: dict[str, list[str]] = {}  # by federation hash: one name may hold two
     for s in pair_studies(storage):
         if wanted is None or s.study_name in wanted:
-            by_federation.setdefault(s.user_attrs.get("federation", ""), []).append(s.study_name)
+            by_federation.setdefault(s.user_attrs["federation_hash"], []).append(s.study_name)
     written = 0
     for federation, names in by_federation.items():
         data = collect(storage, url, federation, importances=False)
