@@ -81,6 +81,7 @@ def cmd_export(argv: Sequence[str]) -> int:
 
 def cmd_report(argv: Sequence[str]) -> int:
     from tuner.views.report import DEFAULT_OUT, summary_lines, write_report
+    from tuner.views.terminal import printable
 
     p = parser(
         f"{PROG} report",
@@ -95,7 +96,7 @@ def cmd_report(argv: Sequence[str]) -> int:
     existing_storage(a.storage)
     data = write_report(a.storage, a.out, a.federation)
     print(f"wrote {a.out}")
-    print("\n".join(summary_lines(data)))
+    print("\n".join(map(printable, summary_lines(data))))
     return 0
 
 

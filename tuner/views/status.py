@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from tuner.formats import config_line
+from tuner.views.terminal import printable
 
 WIDTH = 120
 
@@ -47,7 +48,7 @@ def line(row: dict) -> str:
     who = row.get("recommended_student") or row.get("student")
     teacher = row.get("recommended_teacher") or row.get("teacher")
     pair = f"{row['pair']} {who}<-{teacher}" if who is not None else row["pair"]
-    text = f"{pair:<10} {answer(row)}  | {state(row)}"
+    text = printable(f"{pair:<10} {answer(row)}  | {state(row)}")  # names come from storage
     return text if len(text) <= WIDTH else text[: WIDTH - 1] + "…"
 
 
@@ -80,12 +81,12 @@ def by_federation(rows: list[dict], table: Callable[[list[dict]], str]) -> str:
         return table(rows)
     twice = Counter(name for name, _ in groups)
     out = [
-        f"federation {name} is stored under {n} federation hashes "
-        f"({', '.join(h for f, h in groups if f == name)}): different configs under one "
-        "name, shown apart below; a run adds to neither"
+        printable(f"federation {name} is stored under {n} federation hashes "
+                  f"({', '.join(h for f, h in groups if f == name)}): different configs under one "
+                  "name, shown apart below; a run adds to neither")
         for name, n in twice.items() if n > 1
     ]  # fmt: skip
     for (name, federation_hash), mine in groups.items():
-        out.append(f"federation {name} ({federation_hash}):")
+        out.append(printable(f"federation {name} ({federation_hash}):"))
         out.append(table(mine).rstrip("\n"))
     return "\n".join(out) + "\n"
