@@ -158,3 +158,30 @@ def test_cli_refuses_in_one_line_and_creates_no_database(
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "x.db").exists()
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize(
+    ("name_line", "override", "named"),
+    [
+        (None, "kd.weight_decay=inf", "[kd].weight_decay"),
+        (None, "seed=1e23", "seed"),
+        (None, "federation.participants=1000000000", "[federation].participants"),
+        (r'name = "fed\u001b]0;owned\u0007"', None, "name"),
+    ],
+)
+def test_cli_refusal_leaves_an_existing_storage_byte_for_byte(
+    tmp_path: Path, make_storage, pair_attrs, untouched, capsys,
+    name_line: str | None, override: str | None, named: str,
+):  # fmt: skip
+    """The same refusals where the storage exists (a shared one holding a run): not a byte of
+    it changes. In process: the refusal comes before the storage is opened."""
+    from tuner.cli import main
+
+    url, path = make_storage({"fashion-mnist-n10/0-1": pair_attrs("fashion-mnist-n10",
+                                                                  "1111aaaa1111aaaa", (0, 1))})
+    check = untouched(path)
+    argv = ["--config", str(copy_config(tmp_path, name_line)), "--storage", url]
+    assert main([*argv, *(["--set", override] if override else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err and "\x1b" not in err
+    check()

@@ -152,3 +152,37 @@ def test_empty_host_is_refused(storage: str, flag: list[str]) -> None:
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
     assert out.stderr.count("\n") == 1 and "--host is empty" in out.stderr, out.stderr
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("host", "bound"),
+    [("localhost", "127.0.0.1"), ("LOCALHOST", "127.0.0.1"), ("localhost.", "127.0.0.1"),
+     ("[::1]", "::1"), ("127.0.0.2", "127.0.0.2"), ("node7.cluster", "node7.cluster")],
+)  # fmt: skip
+def test_loopback_names_bind_their_address_unresolved(host: str, bound: str) -> None:
+    """``localhost`` binds 127.0.0.1 itself: a resolver or hosts file that maps it elsewhere
+    cannot put an --allow-edits dashboard on a reachable interface; other names are the
+    user's to resolve (and never loopback, so never --allow-edits)."""
+    from tuner.views.dashboard import bind_address, is_loopback
+
+    assert bind_address(host) == bound
+    assert is_loopback(host) == (bound in ("127.0.0.1", "127.0.0.2", "::1"))
+
+
+def test_localhost_is_a_host_name_only_on_a_loopback_bind() -> None:
+    from tuner.views.dashboard import own_hosts
+
+    assert "localhost:8080" in own_hosts("127.0.0.1", 8080)
+    assert "localhost:8080" in own_hosts("::1", 8080)
+    for wildcard in ("0.0.0.0", "::"):
+        assert "localhost:8080" not in own_hosts(wildcard, 8080)
+    assert "localhost:8080" not in own_hosts("192.0.2.7", 8080)
+
+
+def test_host_localhost_serves_on_127_0_0_1(storage: str) -> None:
+    """--host localhost --allow-edits binds and prints 127.0.0.1; Host localhost:PORT is its own."""
+    with dashboard(storage, "--host", "localhost", "--allow-edits") as (addr, port, line):
+        assert addr == "127.0.0.1" and f"http://127.0.0.1:{port}/dashboard" in line, line
+        assert send(addr, port, "GET", "/api/studies", {"Host": f"localhost:{port}"})[0] == 200
+        evil = {"Host": f"attacker.example:{port}"}
+        assert send(addr, port, "GET", "/api/studies", evil)[0] == 403

@@ -66,9 +66,12 @@ def _dkd(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", [["worker"], ["confirm", "--repeats", "2"]])
-def test_stored_code_model_is_refused_before_anything_is_imported(run_db, tmp_path, command):
+def test_stored_code_model_is_refused_before_anything_is_imported(
+    run_db, tmp_path, command, untouched
+):
     marker = tmp_path / "MARKER"
     url = _tampered(run_db, tmp_path, marker)
+    check = untouched(tmp_path / "copy.db")
     done = _dkd(*command, "--storage", url, "--bundles", str(run_db["bundles"]),
                 "--progress", "quiet", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -76,6 +79,7 @@ def test_stored_code_model_is_refused_before_anything_is_imported(run_db, tmp_pa
     assert len(lines) == 1, done.stderr
     assert "os:system" in lines[0] and "--config FILE" in lines[0] and STUDY in lines[0]
     assert not marker.exists()
+    check()  # the database byte for byte as it was
 
 
 def test_worker_with_own_config_uses_it_not_the_stored_code(run_db, tmp_path):
@@ -91,10 +95,11 @@ def test_worker_with_own_config_uses_it_not_the_stored_code(run_db, tmp_path):
 
 
 @pytest.mark.parametrize("command", [["worker"], ["confirm", "--repeats", "2"]])
-def test_own_config_of_another_federation_hash_is_refused(run_db, tmp_path, command):
+def test_own_config_of_another_federation_hash_is_refused(run_db, tmp_path, command, untouched):
     """Every study's stored hash is checked against ``--config`` before anything runs."""
     marker = tmp_path / "MARKER"
     url = _tampered(run_db, tmp_path, marker, federation_hash="0123456789abcdef")
+    check = untouched(tmp_path / "copy.db")
     done = _dkd(*command, "--storage", url, "--bundles", str(run_db["bundles"]),
                 "--config", str(run_db["config"]), "--progress", "quiet", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -103,3 +108,4 @@ def test_own_config_of_another_federation_hash_is_refused(run_db, tmp_path, comm
     own = load_config(run_db["config"]).federation_hash
     assert STUDY in lines[0] and "0123456789abcdef" in lines[0] and own in lines[0]
     assert not marker.exists()
+    check()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from objectives import DkdError
 from tuner.errors import RunError
+from tuner.views.terminal import printable
 from tuner.worker import interrupts
 
 from .commands_read import cmd_dashboard, cmd_export, cmd_report, cmd_status
@@ -48,11 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS[args[0]][0] if args and args[0] in COMMANDS else None
     try:
         return command(args[1:]) if command else cmd_tune(args, _command_lines())
+    # An error line may name studies read from the storage: control characters escaped.
     except RunError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {printable(exc)}", file=sys.stderr)
         return 1
     except DkdError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to continue", file=sys.stderr)

@@ -29,7 +29,7 @@ def cmd_status(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     # The library only now: ``--help`` and a bad flag answer without loading it.
     from tuner.read.results import client_rows, pair_rows
-    from tuner.views.status import answer_table
+    from tuner.views.status import answer_table, by_federation
     from tuner.views.tables import client_status_table, status_table
 
     storage = existing_storage(a.storage)
@@ -39,9 +39,10 @@ def cmd_status(argv: Sequence[str]) -> int:
 
         print(render(pairs + clients, "json"), end="")
         return 0
+    # One block per federation (name and hash) where the storage holds several.
     if pairs or not clients:
-        print((status_table if a.wide else answer_table)(pairs), end="")
-    print(client_status_table(clients), end="")
+        print(by_federation(pairs, status_table if a.wide else answer_table), end="")
+    print(by_federation(clients, client_status_table), end="")
     return 0
 
 
@@ -80,6 +81,7 @@ def cmd_export(argv: Sequence[str]) -> int:
 
 def cmd_report(argv: Sequence[str]) -> int:
     from tuner.views.report import DEFAULT_OUT, summary_lines, write_report
+    from tuner.views.terminal import printable
 
     p = parser(
         f"{PROG} report",
@@ -94,7 +96,7 @@ def cmd_report(argv: Sequence[str]) -> int:
     existing_storage(a.storage)
     data = write_report(a.storage, a.out, a.federation)
     print(f"wrote {a.out}")
-    print("\n".join(summary_lines(data)))
+    print("\n".join(map(printable, summary_lines(data))))
     return 0
 
 

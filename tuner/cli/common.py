@@ -9,7 +9,11 @@ from .flags import PROG
 
 
 def say(message: str) -> None:
-    print(message, flush=True)
+    """A run's progress line; it may name studies from the storage, so control characters are
+    shown escaped (tuner.views.terminal)."""
+    from tuner.views.terminal import printable
+
+    print(printable(message), flush=True)
 
 
 def existing(url: str) -> None:

@@ -109,7 +109,8 @@ FEDERATION.add_argument(
     "--federation",
     default=None,
     metavar="NAME",
-    help="only this federation's studies (default: all in the storage)",
+    help="only this federation's studies: its name, or its federation hash where a storage "
+    "holds one name under two (default: all in the storage)",
 )
 
 #: The worker-pool flags of every command that runs trials.

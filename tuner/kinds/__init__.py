@@ -12,6 +12,7 @@ from .base import (
     Task,
     TunedKind,
     config_record,
+    federation_clash,
     mode_of,
     own_configs,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Task",
     "TunedKind",
     "config_record",
+    "federation_clash",
     "kind_of",
     "own_configs",
 ]

@@ -24,7 +24,7 @@ from optuna.study import StudyDirection
 
 from objectives import FederationBundle
 from tuner.errors import StorageError
-from tuner.kinds import KINDS, Task
+from tuner.kinds import KINDS, Task, federation_clash
 from tuner.store.adapter import study_id_of
 from tuner.store.records import RunRecord
 
@@ -49,8 +49,16 @@ def wait_ready(
 
 
 def check_existing(storage: optuna.storages.RDBStorage, url: str, tasks: Sequence[Task]) -> None:
-    """Refuse (StorageError, nothing written) if an existing study conflicts with its task."""
-    existing = {s.study_name: s for s in storage.get_all_studies()}
+    """Refuse (StorageError, nothing written) if an existing study conflicts with its task, or
+    a task's federation name is stored under another hash (:func:`~.base.federation_clash`)."""
+    studies = storage.get_all_studies()
+    for name, federation_hash in dict.fromkeys(
+        (t.config.name, t.config.federation_hash) for t in tasks
+    ):
+        reason = federation_clash(name, federation_hash, studies, url)
+        if reason:
+            raise StorageError(reason)
+    existing = {s.study_name: s for s in studies}
     for task in tasks:
         if task.study not in existing:
             continue

@@ -272,6 +272,7 @@ def collect(
     none, or several federations and no ``federation``)."""
     studies = one_federation(storage, url, federation, kind="pair")
     names = [studies[0].user_attrs["federation"]]
+    key = studies[0].user_attrs["federation_hash"]  # its name may be stored under another too
     accuracy: dict[int, float] = {}
     pairs, points = [], []
     recs = recommendations(storage, studies)
@@ -310,7 +311,7 @@ def collect(
         data.importances, data.importance_pairs = pooled_importances(storage, studies)
     # The neighbourhood mode's studies, shown where present.
     data.compare, data.clients = read_cells(storage), client_rows(storage, federation)
-    data.rows = pair_rows(storage, names[0], recs)  # the answers computed once, above
+    data.rows = pair_rows(storage, key, recs)  # the answers computed once, above
     return data
 
 

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.errors import StorageError, UsageError
-from tuner.kinds import KINDS, kind_of
+from tuner.kinds import KINDS, federation_clash, kind_of
 from tuner.read.answer import Answer, ConfirmationState, answer_fields, confirmation_state
 from tuner.read.decision import LEVEL
 from tuner.search.best import best_trial, default_for, defaults
@@ -28,16 +28,24 @@ from tuner.strategies import strategy_of
 def studies_of(
     storage: optuna.storages.RDBStorage, kind: str | None = None, federation: str | None = None
 ) -> list[FrozenStudy]:
-    """dkd-tune's studies (of one kind, of one federation), sorted by federation and name."""
+    """dkd-tune's studies (of one kind, of one federation: ``federation`` is its name or its
+    federation hash), sorted by federation (name, then hash) and name."""
     studies = [
         s
         for s in storage.get_all_studies()
         if "federation_hash" in s.user_attrs
         and (found := kind_of(s.user_attrs)) is not None
         and (kind is None or found.name == kind)
-        and (federation is None or s.user_attrs.get("federation") == federation)
+        and (federation is None or federation in federation_of(s.user_attrs))
     ]
-    return sorted(studies, key=lambda s: (s.user_attrs["federation"], _order(s)))
+    return sorted(studies, key=lambda s: (federation_of(s.user_attrs), _order(s)))
+
+
+def federation_of(attrs: dict[str, Any]) -> tuple[str, str]:
+    """A stored study's federation: its name and federation hash. The read side groups by both,
+    so two configs stored under one name (which a run refuses since, tuner.kinds.base
+    federation_clash) are never pooled."""
+    return str(attrs.get("federation", "")), str(attrs["federation_hash"])
 
 
 def _order(study: FrozenStudy) -> tuple:
@@ -60,9 +68,12 @@ def one_federation(
     kind: str | None = None,
     what: str = "dkd-tune pair studies",
     fix: str = "run dkd-tune first or pass --storage",
+    writes: bool = False,
 ) -> list[FrozenStudy]:
-    """The studies of the one federation in the storage (or of ``federation``); one line if
-    there is none, or several and no ``--federation``."""
+    """The studies of the one federation in the storage (or of ``federation``, a name or a
+    hash); one line if there is none, or several and no ``--federation``. ``writes`` (a worker,
+    ``confirm``): refused, before anything is written, where the federation's name is stored
+    under another hash too (tuner.kinds.base.federation_clash)."""
     studies = studies_of(storage, kind, federation)
     names = sorted({s.user_attrs["federation"] for s in studies})
     if not names:
@@ -74,6 +85,17 @@ def one_federation(
     if len(names) > 1:
         raise UsageError(
             f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
+        )
+    if writes:
+        reason = federation_clash(names[0], None, studies_of(storage, None, names[0]), url)
+        if reason:
+            raise StorageError(reason)
+    hashes = sorted({federation_of(s.user_attrs)[1] for s in studies})
+    if len(hashes) > 1:
+        raise UsageError(
+            f"federation {names[0]} is stored in {mask(url)} under {len(hashes)} federation "
+            f"hashes ({', '.join(hashes)}): different configs under one name, never pooled; pass "
+            "--federation HASH to read one"
         )
     return studies
 

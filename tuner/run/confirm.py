@@ -308,7 +308,8 @@ def confirm(
     check_storage(url)
     storage = open_storage(url)
     studies = [
-        s for s in one_federation(storage, url, federation, kind="pair") if "config" in s.user_attrs
+        s for s in one_federation(storage, url, federation, kind="pair", writes=True)
+        if "config" in s.user_attrs
     ]
     if not studies:
         raise StorageError(f"no dkd-tune pair studies with a stored config in {mask(url)}")

@@ -172,7 +172,8 @@ def join(
         runs = {
             s.study_name: (s, run)
             for s in one_federation(storage, opts.storage, federation, what="dkd-tune run",
-                                    fix="start one with dkd-tune --storage ... first")
+                                    fix="start one with dkd-tune --storage ... first",
+                                    writes=True)
             if (run := RunRecord.from_attrs(s.user_attrs)) is not None
         }  # fmt: skip
         if not runs:

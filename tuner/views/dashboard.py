@@ -87,6 +87,10 @@ FOREIGN_ORIGIN = (
     "dashboard): edit from the dashboard's own page"
 )
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+#: Loopback names and the address each is bound as, never resolved: a resolver or hosts file
+#: that maps ``localhost`` elsewhere would put a dashboard meant for this machine (and its
+#: --allow-edits) on an interface others reach.
+LOOPBACK_BIND = {"localhost": "127.0.0.1", "localhost.": "127.0.0.1"}
 #: Addresses that bind every interface: the Host a browser sends is then one of the machine's.
 ANY_ADDRESS = ("0.0.0.0", "::")
 
@@ -108,12 +112,13 @@ def url_host(host: str) -> str:
 def own_hosts(host: str, port: int) -> frozenset[str]:
     """The Host header values (lower case, with port) that address a server bound to ``host``:
     the bound address, plus every loopback name when it is loopback, plus on a wildcard bind the
-    machine's names and any IP literal (checked in :func:`host_allowed`)."""
+    machine's names and any IP literal (checked in :func:`host_allowed`); ``localhost`` only on
+    a loopback bind."""
     names = {url_host(host.lower())}
     if is_loopback(host):
         names.update(LOOPBACK_NAMES)
     if host in ANY_ADDRESS:
-        names.update({"localhost", socket.gethostname().lower(), socket.getfqdn().lower()})
+        names.update({socket.gethostname().lower(), socket.getfqdn().lower()} - {"localhost"})
     hosts = {f"{n}:{port}" for n in names}
     if port == 80:  # a browser leaves the default port out of Host
         hosts.update(names)
@@ -168,12 +173,18 @@ def guard(
     return guarded
 
 
+def bind_address(host: str) -> str:
+    """The address ``--host`` binds: a loopback name as its loopback address (never resolved:
+    ``LOOPBACK_BIND``), ``[::1]`` as ``::1``, anything else as given."""
+    bare = host.strip("[]")
+    return LOOPBACK_BIND.get(bare.lower(), bare)
+
+
 def is_loopback(host: str) -> bool:
-    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
+    """True for the loopback addresses (127.0.0.0/8, ::1) and the names bound as one
+    (``localhost``, :func:`bind_address`)."""
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(bind_address(host)).is_loopback
     except ValueError:
         return False
 
@@ -207,7 +218,7 @@ def make_dashboard(
     # Read-only storage unless edits are allowed; the guard (set once bound) adds the read-only
     # wrapper itself.
     app = optuna_dashboard.wsgi(get_storage(url, read_only=not allow_edits))
-    host = host.strip("[]")  # "[::1]" as typed in a URL binds ::1
+    host = bind_address(host)  # "[::1]" binds ::1, "localhost" 127.0.0.1 (not resolved)
     server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:
         server = make_server(host, port, read_only(app), server_class, _QuietHandler)
@@ -232,7 +243,7 @@ def serve(
     """Serve until interrupted; the first line printed is the address to open and whether the
     dashboard may change the storage."""
     server = make_dashboard(url, host, port, allow_edits=allow_edits)
-    shown = url_host(host.strip("[]"))
+    shown = url_host(server.server_address[0])  # the address bound, "localhost" as 127.0.0.1
     mode = "EDITS ALLOWED" if allow_edits else "read-only"
     say(
         f"optuna-dashboard for {mask(url)} on http://{shown}:{server.server_port}/dashboard "

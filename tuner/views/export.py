@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from tuner.errors import UsageError
+from tuner.views.terminal import printable
 
 PARAMS = ("temperature", "alpha", "divergence", "transfer_set", "position", "aggregation")
 FORMATS = ("json", "csv")
@@ -50,7 +51,9 @@ def render(rows: list[dict], fmt: str) -> str:
         for key, prefix in NESTED.items():
             if key in keys:
                 flat.update({f"{prefix}{p}": (row.get(key) or {}).get(p, "") for p in PARAMS})
-        writer.writerow({k: "" if v is None else v for k, v in flat.items()})
+        # Names from the storage may hold control characters; JSON escapes them already.
+        writer.writerow({k: "" if v is None else printable(v) if isinstance(v, str) else v
+                         for k, v in flat.items()})  # fmt: skip
     return out.getvalue()
 
 

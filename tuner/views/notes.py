@@ -127,10 +127,10 @@ def write_notes(
     The numbers come from the whole federation (the pooled noise needs every pair).
     """
     wanted = None if studies is None else set(studies)
-    by_federation: dict[str, list[str]] = {}
+    by_federation: dict[str, list[str]] = {}  # by federation hash: one name may hold two
     for s in pair_studies(storage):
         if wanted is None or s.study_name in wanted:
-            by_federation.setdefault(s.user_attrs.get("federation", ""), []).append(s.study_name)
+            by_federation.setdefault(s.user_attrs["federation_hash"], []).append(s.study_name)
     if not by_federation:
         return 0
     from optuna_dashboard import get_note, save_note  # heavy import (bottle): only where written

@@ -4,7 +4,11 @@ table stays behind ``status --wide`` (tuner.views.tables.status_table)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+
 from tuner.formats import config_line
+from tuner.views.terminal import printable
 
 WIDTH = 120
 
@@ -44,7 +48,7 @@ def line(row: dict) -> str:
     who = row.get("recommended_student") or row.get("student")
     teacher = row.get("recommended_teacher") or row.get("teacher")
     pair = f"{row['pair']} {who}<-{teacher}" if who is not None else row["pair"]
-    text = f"{pair:<10} {answer(row)}  | {state(row)}"
+    text = printable(f"{pair:<10} {answer(row)}  | {state(row)}")  # names come from storage
     return text if len(text) <= WIDTH else text[: WIDTH - 1] + "…"
 
 
@@ -63,3 +67,26 @@ def answer_table(rows: list[dict]) -> str:
     if not rows:
         return "no dkd-tune studies in this storage yet: run dkd-tune to start one\n"
     return "\n".join([summary(rows), *map(line, rows)]) + "\n"
+
+
+def by_federation(rows: list[dict], table: Callable[[list[dict]], str]) -> str:
+    """``table`` of the rows, one block per federation (its name and federation hash) headed by
+    both where the storage holds several, so no line adds up two federations. A name stored
+    under two hashes (two configs, which a run refuses since: tuner.kinds.base
+    federation_clash) is said first, in one line."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r.get("federation"), r.get("federation_hash")), []).append(r)
+    if len(groups) <= 1:
+        return table(rows)
+    twice = Counter(name for name, _ in groups)
+    out = [
+        printable(f"federation {name} is stored under {n} federation hashes "
+                  f"({', '.join(h for f, h in groups if f == name)}): different configs under one "
+                  "name, shown apart below; a run adds to neither")
+        for name, n in twice.items() if n > 1
+    ]  # fmt: skip
+    for (name, federation_hash), mine in groups.items():
+        out.append(printable(f"federation {name} ({federation_hash}):"))
+        out.append(table(mine).rstrip("\n"))
+    return "\n".join(out) + "\n"

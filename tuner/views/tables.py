@@ -9,10 +9,13 @@ from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.formats import config_line, pm
 from tuner.read.decision import FIRST_LEVEL
 from tuner.read.results import LEVEL, Cell
+from tuner.views.terminal import printable
 
 
 def layout(rows: Sequence[Sequence[str]], left: Sequence[int]) -> list[str]:
-    """Columns padded to their widest cell; the columns in ``left`` flush left, others right."""
+    """Columns padded to their widest cell; the columns in ``left`` flush left, others right.
+    Every cell goes through :func:`~tuner.views.terminal.printable`: names come from storage."""
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(
