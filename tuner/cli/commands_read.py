@@ -29,8 +29,7 @@ def cmd_status(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     # The library only now: ``--help`` and a bad flag answer without loading it.
     from tuner.read.results import client_rows, pair_rows
-    from tuner.views.status import answer_table
-    from tuner.views.tables import client_status_table, status_table
+    from tuner.views.status import render
 
     storage = existing_storage(a.storage)
     pairs, clients = pair_rows(storage, a.federation), client_rows(storage, a.federation)
@@ -39,9 +38,7 @@ def cmd_status(argv: Sequence[str]) -> int:
 
         print(render(pairs + clients, "json"), end="")
         return 0
-    if pairs or not clients:
-        print((status_table if a.wide else answer_table)(pairs), end="")
-    print(client_status_table(clients), end="")
+    print(render(pairs, clients, wide=a.wide), end="")
     return 0
 
 

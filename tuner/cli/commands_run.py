@@ -151,7 +151,7 @@ def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
     from tuner.read.results import client_rows, pair_rows
     from tuner.run.tuning import tune
     from tuner.store.db import open_storage
-    from tuner.views.tables import client_status_table, status_table
+    from tuner.views.status import render
 
     opts = TuneOptions(
         config=a.config,
@@ -182,13 +182,11 @@ def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
         f"run finished: {summary.finished} trials in {summary.seconds:.1f}s "
         f"({rate:.1f} trials/min, {len(summary.reports)} worker(s))"
     )
+    # The answer first, as ``dkd-tune status`` prints it (one renderer for both commands).
     storage = open_storage(opts.storage)
-    if opts.mode == "neighbourhood":
-        clients = client_rows(storage)
-        print(client_status_table([r for r in clients if r["study"] in summary.studies]), end="")
-        return 0
-    rows = [r for r in pair_rows(storage) if r["study"] in summary.studies]
-    print(status_table(rows), end="")
+    pairs, clients = ([r for r in rows if r["study"] in summary.studies]
+                      for rows in (pair_rows(storage), client_rows(storage)))  # fmt: skip
+    print(render(pairs, clients), end="")
     return 0
 
 

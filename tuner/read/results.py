@@ -18,7 +18,7 @@ from tuner.kinds import KINDS, kind_of
 from tuner.read.decision import LEVEL, difference_ci, look_levels, verdict
 from tuner.search.best import best_trial, default_for, defaults
 from tuner.store.adapter import FrozenStudy, study_id_of
-from tuner.store.db import count_trials
+from tuner.store.db import count_trials, trial_spans
 from tuner.store.storage import mask
 from tuner.strategies import strategy_of
 
@@ -104,6 +104,8 @@ def pair_rows(
     counts = count_trials(storage, [study_id_of(s) for s in studies])
     if recommended is None:
         recommended = recommendations(storage, studies)
+    confirming = {s.study_name: _confirm_name(s) for s in studies}
+    spans = trial_spans(storage, [*confirming, *confirming.values()])
     rows = []
     for s in studies:
         everything = storage.get_all_trials(study_id_of(s), deepcopy=False)
@@ -132,6 +134,7 @@ def pair_rows(
             "default_gain_a": _value(by_position.get("a")),
             "default_gain_b": _value(by_position.get("b")),
             **recommendation_fields(recommended.get(s.study_name)),
+            **_span(spans, s.study_name, confirming[s.study_name]),
         }
         if best is not None:
             default = default_for(trials, best)
@@ -146,6 +149,21 @@ def pair_rows(
             )
         rows.append(row)
     return rows
+
+
+def _confirm_name(study: FrozenStudy) -> str:
+    """The name of a pair study's confirmation study (it may not exist)."""
+    return KINDS["confirm"].study_name(study.user_attrs["federation"], study.user_attrs["pair"])
+
+
+def _span(spans: dict, *names: str) -> dict[str, str | None]:
+    """A pair row's wall-clock span over its study and its confirmation study: the first trial's
+    start and the last trial's completion (ISO 8601, None before any), what status's wall time
+    is read from."""
+    starts = [spans[n][0] for n in names if n in spans and spans[n][0] is not None]
+    ends = [spans[n][1] for n in names if n in spans and spans[n][1] is not None]
+    return {"first_trial_start": min(starts).isoformat() if starts else None,
+            "last_trial_complete": max(ends).isoformat() if ends else None}  # fmt: skip
 
 
 def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
@@ -430,7 +448,7 @@ def confirmation_states(
         if not s.user_attrs.get(PLAN_ATTR):
             out[s.study_name] = ([], None)
             continue
-        confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
+        confirm_name = _confirm_name(s)
         trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
         confirmations = (
             storage.get_all_trials(study_id_of(names[confirm_name]), deepcopy=False)
