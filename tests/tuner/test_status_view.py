@@ -66,6 +66,9 @@ def test_the_summary_gives_the_wall_time_from_the_first_start_to_the_last_comple
     rows[1]["last_trial_complete"] = "2026-12-05T10:05:42.250000"  # under a minute
     assert summary(rows[1:2]).endswith(", 11 rounds, wall time 42s")
     assert summary(rows[:1]).endswith(", 10 rounds, wall time 40m00s")
+    for row in rows:  # the fixed strategy: no rounds, its trials
+        row.update(rounds=None, stopped=None)
+    assert summary(rows).endswith(", 90 trials, wall time 40m00s")
 
 
 def test_status_of_a_stored_run_gives_its_wall_time(tuned, capsys) -> None:
