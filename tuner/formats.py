@@ -1,6 +1,6 @@
-"""How a configuration and a figure with its spread are written, once for every view (status
-table, worker log lines, report, dashboard notes, confirm's lines). No imports from the rest of
-the tuner: the kinds use it too."""
+"""How a configuration, a figure with its spread and a span of time are written, once for every
+view (status, worker log lines, report, dashboard notes, confirm's lines, progress). No imports
+from the rest of the tuner: the kinds use it too."""
 
 from __future__ import annotations
 
@@ -31,4 +31,14 @@ def pm(value: float | None, std: float | None = None, *, signed: bool = True,
     return text + (f" ± {std:.2f}" if std is not None else "")
 
 
-__all__ = ["config_line", "pm"]
+def duration(seconds: float) -> str:
+    """A span of time in a few characters: ``42s``, ``3m07s``, ``2h05m`` (an ETA, a wall time)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+__all__ = ["config_line", "duration", "pm"]

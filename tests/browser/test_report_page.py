@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tuner.views import status
 from tuner.views.report import write_report
 
 FIGURES = "figure .js-plotly-plot"
@@ -65,6 +66,12 @@ def test_report_plots_are_drawn(browser, until, run_db, shots) -> None:
     gains = sorted(d.default_gain for p in data.pairs for d in p.directions)
     assert shown == pytest.approx(gains, abs=0.051)  # one decimal on the cells
     text = browser.execute_script(BODY_TEXT)
+    # The first screen is the answer per pair, in status's words (before the poster's figures).
+    first = browser.execute_script(
+        "const s = document.querySelector('section'); return [s.id, s.innerText];"
+    )
+    assert first[0] == "answer" and status.summary(data.rows) in first[1]
+    assert all(status.answer(r) in first[1] for r in data.rows)
     s = data.summary
     assert f"{s.needs_tuning} of {s.compared}" in text
     for study in run_db["studies"]:

@@ -3,6 +3,7 @@ promises (self-contained, a caption per figure, read-only), and its bad input.""
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 from pathlib import Path
@@ -18,6 +19,7 @@ from tuner.read.report_data import NOISE_FALLBACK_PP, collect
 from tuner.store.storage import get_storage
 from tuner.views.html_parts import Section
 from tuner.views.report import SECTIONS, render
+from tuner.views.status import joined
 
 PAIRS = ("0-1", "0-2", "2-3")
 
@@ -129,7 +131,28 @@ def test_a_section_is_one_function(run_db) -> None:
 
     page = render(data, [*SECTIONS[:1], extra])
     assert '<section id="extra"><h2>An extra view</h2><p>3 pairs</p></section>' in page
-    assert page.index('id="summary"') < page.index('id="extra"')
+    assert page.index('id="answer"') < page.index('id="extra"')
+
+
+def test_the_report_leads_with_the_answers_status_prints(tuned, tmp_path: Path, capsys) -> None:
+    """The page's first section and the first lines ``dkd-tune report`` prints are status's
+    lines for the same storage, word for word (one owner: tuner.views.status)."""
+    assert main(["status", "--storage", tuned["url"]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "no answer yet" not in "".join(lines)  # two answered pairs
+    out = tmp_path / "report.html"
+    assert main(["report", "--storage", tuned["url"], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"wrote {out}" and printed[1:4] == lines
+    page = out.read_text()
+    first = re.search(r'<section id="([^"]+)"><h2>[^<]*</h2>(.*?)</section>', page, re.S)
+    assert first is not None and first.group(1) == "answer"
+    body = first.group(2)
+    assert html.unescape(re.search(r"<p>(.*?)</p>", body).group(1)) == lines[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>")[1])
+    cells = [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", r)] for r in rows]
+    assert [joined(*c) for c in cells] == lines[1:]
+    assert [c[0].split()[0] for c in cells] == ["0-1", "1-2"]
 
 
 def test_report_bad_input(run_db, tmp_path: Path, capsys) -> None:

@@ -29,8 +29,7 @@ def cmd_status(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     # The library only now: ``--help`` and a bad flag answer without loading it.
     from tuner.read.results import client_rows, pair_rows
-    from tuner.views.status import answer_table, by_federation
-    from tuner.views.tables import client_status_table, status_table
+    from tuner.views.status import render
 
     storage = existing_storage(a.storage)
     pairs, clients = pair_rows(storage, a.federation), client_rows(storage, a.federation)
@@ -39,10 +38,7 @@ def cmd_status(argv: Sequence[str]) -> int:
 
         print(render(pairs + clients, "json"), end="")
         return 0
-    # One block per federation (name and hash) where the storage holds several.
-    if pairs or not clients:
-        print(by_federation(pairs, status_table if a.wide else answer_table), end="")
-    print(by_federation(clients, client_status_table), end="")
+    print(render(pairs, clients, wide=a.wide), end="")
     return 0
 
 

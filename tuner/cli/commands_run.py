@@ -151,7 +151,7 @@ def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
     from tuner.read.results import client_rows, pair_rows
     from tuner.run.tuning import tune
     from tuner.store.db import open_storage
-    from tuner.views.tables import client_status_table, status_table
+    from tuner.views.status import render
 
     opts = TuneOptions(
         config=a.config,
@@ -182,12 +182,11 @@ def cmd_tune(argv: Sequence[str], commands: str = "") -> int:
         f"run finished: {summary.finished} trials in {summary.seconds:.1f}s "
         f"({rate:.1f} trials/min, {len(summary.reports)} worker(s))"
     )
-    # The run's studies in its mode's table: the rows (tuner.read) and the text (tuner.views)
-    # the views key by the kind's name, as a mode is named.
-    rows_of, table = {"pair": (pair_rows, status_table),
-                      "neighbourhood": (client_rows, client_status_table)}[opts.mode]  # fmt: skip
-    rows = [r for r in rows_of(open_storage(opts.storage)) if r["study"] in summary.studies]
-    print(table(rows), end="")
+    # The answer first, as ``dkd-tune status`` prints it (one renderer for both commands).
+    storage = open_storage(opts.storage)
+    pairs, clients = ([r for r in rows if r["study"] in summary.studies]
+                      for rows in (pair_rows(storage), client_rows(storage)))  # fmt: skip
+    print(render(pairs, clients), end="")
     return 0
 
 

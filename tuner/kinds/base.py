@@ -172,6 +172,12 @@ class StudyKind(ABC):
         the one that does (``--warm-start``); return how many. Default: no warm start."""
         return 0
 
+    #: The run's phase its studies are served in and what one trial is, in words (the progress
+    #: display: "tuning: 3/20 trials done"); a kind that races takes both from its strategy.
+    phase: ClassVar[str] = "tuning"
+    unit: ClassVar[str] = "trials"
+    #: True when the best value so far means something to the user (the progress display).
+    shows_best: ClassVar[bool] = True
     #: What the objective value is, for worker logs.
     value_name: ClassVar[str] = "gain"
     #: The objective's name and unit as the study records it (Optuna's metric name, which

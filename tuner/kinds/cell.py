@@ -46,6 +46,7 @@ def _key(params: dict[str, Any]) -> tuple:
 class CellKind(StudyKind):
     name = "compare"
     fixed = True
+    phase, unit = "compare", "cells"
     value_name = "accuracy"
     metric = "mean head-2 accuracy (%)"
 

@@ -40,6 +40,8 @@ class ConfirmationKind(StudyKind):
     batchable = True
     precisions = PRECISIONS
     per_pair = True
+    phase, unit = "confirmation", "runs"
+    shows_best = False  # the best single seed of any candidate answers nothing
 
     def study_name(self, federation: str, target: tuple[int, ...]) -> str:
         return f"{federation}/{target[0]}-{target[1]}/confirm"

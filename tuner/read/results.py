@@ -19,7 +19,7 @@ from tuner.read.answer import Answer, ConfirmationState, answer_fields, confirma
 from tuner.read.decision import LEVEL
 from tuner.search.best import best_trial, default_for, defaults
 from tuner.store.adapter import FrozenStudy, study_id_of
-from tuner.store.db import count_trials
+from tuner.store.db import count_trials, trial_spans
 from tuner.store.records import LEGACY_MIN_GAIN, ConfirmationPlan, RunRecord, budget_of
 from tuner.store.storage import mask
 from tuner.strategies import strategy_of
@@ -121,6 +121,8 @@ def pair_rows(
     counts = count_trials(storage, [study_id_of(s) for s in studies])
     if recommended is None:
         recommended = recommendations(storage, studies)
+    confirming = {s.study_name: _confirm_name(s) for s in studies}
+    spans = trial_spans(storage, [*confirming, *confirming.values()])
     rows = []
     for s in studies:
         everything = storage.get_all_trials(study_id_of(s), deepcopy=False)
@@ -149,6 +151,7 @@ def pair_rows(
             "default_gain_a": _value(by_position.get("a")),
             "default_gain_b": _value(by_position.get("b")),
             **answer_fields(recommended.get(s.study_name)),
+            **_span(spans, s.study_name, confirming[s.study_name]),
         }
         if best is not None:
             default = default_for(trials, best)
@@ -163,6 +166,21 @@ def pair_rows(
             )
         rows.append(row)
     return rows
+
+
+def _confirm_name(study: FrozenStudy) -> str:
+    """The name of a pair study's confirmation study (it may not exist)."""
+    return KINDS["confirm"].study_name(study.user_attrs["federation"], study.user_attrs["pair"])
+
+
+def _span(spans: dict, *names: str) -> dict[str, str | None]:
+    """A pair row's wall-clock span over its study and its confirmation study: the first trial's
+    start and the last trial's completion (ISO 8601, None before any), what status's wall time
+    is read from."""
+    starts = [spans[n][0] for n in names if n in spans and spans[n][0] is not None]
+    ends = [spans[n][1] for n in names if n in spans and spans[n][1] is not None]
+    return {"first_trial_start": min(starts).isoformat() if starts else None,
+            "last_trial_complete": max(ends).isoformat() if ends else None}  # fmt: skip
 
 
 def client_rows(storage: optuna.storages.RDBStorage, federation: str | None = None) -> list[dict]:
@@ -291,7 +309,7 @@ def confirmation_states(
         if ConfirmationPlan.from_attrs(s.user_attrs) is None:
             out[s.study_name] = ConfirmationState()
             continue
-        confirm_name = KINDS["confirm"].study_name(s.user_attrs["federation"], s.user_attrs["pair"])
+        confirm_name = _confirm_name(s)
         trials = storage.get_all_trials(study_id_of(s), deepcopy=False)
         confirmations = (
             storage.get_all_trials(study_id_of(names[confirm_name]), deepcopy=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import optuna
 import sqlalchemy
@@ -155,6 +156,33 @@ def best_value(storage: optuna.storages.RDBStorage, study_ids: Iterable[int]) ->
     return None if value is None else float(value)
 
 
+def trial_spans(
+    storage: optuna.storages.RDBStorage, names: Iterable[str]
+) -> dict[str, tuple[datetime | None, datetime | None]]:
+    """Per study name: its first trial's start and its last trial's completion (one query; a
+    study without trials is absent). The wall time a federation's run took is read from these."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    query = (
+        sqlalchemy.text(
+            "SELECT s.study_name AS name, min(t.datetime_start) AS first_start, "
+            "max(t.datetime_complete) AS last_complete FROM trials t "
+            "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name IN :names "
+            "GROUP BY s.study_name"
+        )
+        .bindparams(sqlalchemy.bindparam("names", expanding=True))
+        # typed, so that SQLite's stored text comes back as datetimes, as PostgreSQL's does
+        .columns(
+            name=sqlalchemy.String,
+            first_start=sqlalchemy.DateTime,
+            last_complete=sqlalchemy.DateTime,
+        )
+    )
+    with storage.engine.connect() as conn:
+        return {n: (a, b) for n, a, b in conn.execute(query, {"names": wanted})}
+
+
 def running_with_beats(
     storage: optuna.storages.RDBStorage, study_ids: Iterable[int]
 ) -> list[tuple[int, int, object]]:
@@ -182,4 +210,5 @@ __all__ = [
     "open_storage",
     "quiet_optuna",
     "running_with_beats",
+    "trial_spans",
 ]

@@ -62,6 +62,10 @@ class Strategy(ABC):
     #: True when :meth:`before_claim` reads the study's trials (a race); False spares every
     #: claim of its studies that read.
     decides_before_claim: ClassVar[bool] = False
+    #: The phase a run spends its pair studies' budget in and what one trial is, in words (the
+    #: progress display: "race: 3/10 pairs settled, 120 rounds done").
+    phase: ClassVar[str] = "tuning"
+    unit: ClassVar[str] = "trials"
     #: What it does, in a sentence (``--strategy``'s help).
     help: ClassVar[str] = ""
     #: What its confirmation runs, in words (the confirmation's first line).

@@ -30,6 +30,7 @@ class RaceStrategy(Strategy):
     sampler = "gp"
     round_attrs = ("race_seed",)
     decides_before_claim = True
+    phase, unit = "race", "rounds"
     help = ("a new configuration runs one seed and earns more only while it keeps up with the "
             "pair's best on the seeds they share; a pair stops when its last configurations all "
             "lost; then the best and its default run on --confirm fresh seeds.")

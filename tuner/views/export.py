@@ -9,7 +9,9 @@ deciding look's test level: 0.05 with one look, 0.01 or 0.04 for a race's two) a
 ``configurations``, the incumbent's trial, seeds and mean, and why it ``stopped``: ``settled`` or
 ``cap``; None for a fixed study), and the single-trial figures: trial counts, the best trial (its
 parameters, gain, student and teacher) and the default trial's gain for the same student, so
-``improvement`` is what the single best trial added over T = 1, α = 0.5 for that direction.
+``improvement`` is what the single best trial added over T = 1, α = 0.5 for that direction; and
+when the pair's trials ran (``first_trial_start``, ``last_trial_complete``: ISO 8601, over the
+pair study and its confirmation study).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from tuner.store.storage import mask
 from tuner.views.html_parts import Section, esc, num
 from tuner.views.report_kinds import compare_of, compare_section, neighbourhood_section
 from tuner.views.report_sections import (
+    answer_section,
     bars_section,
     distribution_section,
     forgetting_section,
@@ -35,6 +36,7 @@ from tuner.views.report_sections import (
     recommendation_section,
     summary_section,
 )
+from tuner.views.status import answer_table
 
 DEFAULT_OUT = "report.html"
 
@@ -42,6 +44,7 @@ SectionFn = Callable[[ReportData], Section | None]
 
 #: The page, in order. Append a function to add a section.
 SECTIONS: list[SectionFn] = [
+    answer_section,  # the first screen: the answer per pair, as dkd-tune status prints it
     summary_section,
     heatmap_section,
     bars_section,
@@ -98,11 +101,13 @@ def render(data: ReportData, sections: Sequence[SectionFn] = SECTIONS) -> str:
 
 
 def summary_lines(d: ReportData) -> list[str]:
-    """The headline figures as plain lines (what ``dkd-tune report`` prints)."""
+    """What ``dkd-tune report`` prints: the answer per pair (``dkd-tune status``'s lines, the
+    page's first section), then the headline figures."""
     s, g, a = d.summary, d.summary.gain_ratio, d.summary.accuracy_ratio
     share = f" ({s.share_needing_tuning:.0%})" if s.share_needing_tuning is not None else ""
     trials = f"{s.trials_min}" if s.trials_min == s.trials_max else f"{s.trials_min}-{s.trials_max}"
     return [
+        *answer_table(d.rows).splitlines(),
         f"pairs: {s.pairs}; finished trials per pair: {trials}; confirmed pairs: {s.confirmed}"
         + (f" ({'/'.join(map(str, s.repeats))} seeds)" if s.repeats else ""),
         f"best has T != 1 or alpha != 0.5 and beats the default beyond noise: "

@@ -1,6 +1,6 @@
-"""The pair run's sections of the report page (summary, heatmaps, bars, ratios, best
-configurations, importances, forgetting, every pair, recommendations): one function each, from the
-report's numbers (``report_data.ReportData``) to a ``Section``."""
+"""The pair run's sections of the report page (the answer per pair, summary, heatmaps, bars,
+ratios, best configurations, importances, forgetting, every pair, recommendations): one function
+each, from the report's numbers (``report_data.ReportData``) to a ``Section``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tuner.read.report_data import (
     student_role,
 )
 from tuner.read.results import LEVEL
+from tuner.views import status
 from tuner.views.html_parts import Section, esc, figure, num, pp, table
 from tuner.views.tables import race
 
@@ -61,6 +62,22 @@ def _noise_note(d: ReportData) -> str:
         + f", or {NOISE_FALLBACK_PP:.2f} pp (measured on the embedded Fashion-MNIST default) "
         "while no pair is confirmed."
     )
+
+
+def answer_section(d: ReportData) -> Section:
+    """The page's first screen: what ``dkd-tune status`` prints, from the same rows and the same
+    wording (tuner.views.status), one table row per pair."""
+    rows = [(status.pair(r), status.answer(r), status.state(r)) for r in d.rows]
+    head = ("pair student<-teacher", "answer: configuration, difference [interval] (seeds)",
+            "state")  # fmt: skip
+    body = (
+        f"<p>{esc(status.summary(d.rows))}</p>"
+        + table(head, rows, "answers")
+        + "<p class='note'>The lines of dkd-tune status. A tuned configuration is recommended "
+        "only where it beat the same-student default (T = 1, α = 0.5, kl, public) beyond noise "
+        "on fresh seeds; otherwise the answer is the default.</p>"
+    )
+    return Section("answer", "The answer per pair", body)
 
 
 def summary_section(d: ReportData) -> Section:

@@ -1,13 +1,16 @@
-"""``dkd-tune status``, answer first: one line per pair (at most 120 characters) with what to use,
-its confirmed difference and the pair's state, then a line for the federation. The single-trial
-table stays behind ``status --wide`` (tuner.views.tables.status_table)."""
+"""``dkd-tune status``, answer first: a line for the federation, then one line per pair (at most
+120 characters) with what to use, its confirmed difference and the pair's state. The single-trial
+table stays behind ``status --wide`` (tuner.views.tables.status_table). The one owner of the
+answer's wording: the run's closing lines and the report's first section are built from here."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 
-from tuner.formats import config_line
+from tuner.formats import config_line, duration
+from tuner.views.tables import client_status_table, status_table
 from tuner.views.terminal import printable
 
 WIDTH = 120
@@ -43,23 +46,51 @@ def answer(row: dict) -> str:
     return f"{params}  {diff:+.2f} pp [{low:+.2f}, {high:+.2f}] ({seeds})"
 
 
-def line(row: dict) -> str:
-    """One pair's status line, cut to WIDTH characters."""
-    who = row.get("recommended_student") or row.get("student")
-    teacher = row.get("recommended_teacher") or row.get("teacher")
-    pair = f"{row['pair']} {who}<-{teacher}" if who is not None else row["pair"]
-    text = printable(f"{pair:<10} {answer(row)}  | {state(row)}")  # names come from storage
+def pair(row: dict) -> str:
+    """The pair and the direction of its answer (``2-3 2<-3``; the pair alone before one)."""
+    who = row.get("recommended_student")
+    teacher = row.get("recommended_teacher")
+    if who is None:
+        who, teacher = row.get("student"), row.get("teacher")
+    return f"{row['pair']} {who}<-{teacher}" if who is not None else row["pair"]
+
+
+def joined(pair_: str, answer_: str, state_: str) -> str:
+    """A pair's three parts as one status line, cut to WIDTH characters."""
+    text = printable(f"{pair_:<10} {answer_}  | {state_}")  # names come from storage
     return text if len(text) <= WIDTH else text[: WIDTH - 1] + "…"
 
 
+def line(row: dict) -> str:
+    """One pair's status line."""
+    return joined(pair(row), answer(row), state(row))
+
+
+def wall_time(rows: list[dict]) -> float | None:
+    """Seconds from the first trial's start to the last trial's completion over the rows (their
+    pair and confirmation studies); None before any trial completed."""
+    starts = [datetime.fromisoformat(r["first_trial_start"]) for r in rows
+              if r.get("first_trial_start")]  # fmt: skip
+    ends = [datetime.fromisoformat(r["last_trial_complete"]) for r in rows
+            if r.get("last_trial_complete")]  # fmt: skip
+    if not starts or not ends:
+        return None
+    return (max(ends) - min(starts)).total_seconds()
+
+
 def summary(rows: list[dict]) -> str:
-    """The federation in one line: pairs answered, tuned recommendations, their mean gain."""
+    """The federation in one line: pairs answered, tuned recommendations, their mean gain, the
+    rounds (trials where no pair raced) and the wall time."""
     answered = [r for r in rows if r.get("recommended_gain_mean") is not None]
     tuned = [r for r in answered if not r["recommended_is_default"]]
     mean = sum(r["confirmed_difference"] for r in tuned) / len(tuned) if tuned else 0.0
-    rounds = sum(r.get("rounds") or 0 for r in rows)
+    raced = any(r.get("rounds") is not None for r in rows)
+    spent = sum((r.get("rounds") if raced else r.get("finished")) or 0 for r in rows)
+    seconds = wall_time(rows)
+    wall = "" if seconds is None else f", wall time {duration(seconds)}"
     return (f"{len(answered)}/{len(rows)} pairs answered, {len(tuned)} tuned recommendations "
-            f"(mean {mean:+.2f} pp over the default), {rounds} rounds")  # fmt: skip
+            f"(mean {mean:+.2f} pp over the default), {spent} {'rounds' if raced else 'trials'}"
+            f"{wall}")  # fmt: skip
 
 
 def answer_table(rows: list[dict]) -> str:
@@ -90,3 +121,12 @@ def by_federation(rows: list[dict], table: Callable[[list[dict]], str]) -> str:
         out.append(printable(f"federation {name} ({federation_hash}):"))
         out.append(table(mine).rstrip("\n"))
     return "\n".join(out) + "\n"
+
+
+def render(pairs: list[dict], clients: list[dict], *, wide: bool = False) -> str:
+    """What ``dkd-tune status`` and the end of a run print: the pair studies' answers (``wide``:
+    the single-trial table), then the client studies' table where there are any."""
+    # One block per federation (name and hash) where the storage holds several.
+    table = status_table if wide else answer_table
+    text = by_federation(pairs, table) if pairs or not clients else ""
+    return text + by_federation(clients, client_status_table)
