@@ -1,11 +1,11 @@
-"""Issue 26 item 1 (partial): how well one pair's true-gain landscape predicts another's.
+"""Issue 26 item 1: how well one pair's true-gain landscape predicts another's.
 
 Reads bench/results/search_truth.json (directed pairs student<-teacher, 5 truth seeds per
 configuration), keeps the configurations every full-grid pair has on all 5 seeds, and prints
 (a) Spearman correlation of mean true gains between pairs grouped by what they share,
 with split-half reliability of a pair's own landscape as the noise ceiling, and
 (b) regret of borrowing other pairs' best configuration vs. the default's regret.
-Pair descriptors (c) are not computed yet (they need the federation bundle).
+Pair descriptors (c), from the federation bundle: bench/pair_descriptors.py.
 Usage: python bench/federation_landscape.py
 """
 from __future__ import annotations
