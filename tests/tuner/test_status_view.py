@@ -98,3 +98,7 @@ def test_a_run_ends_with_the_lines_status_prints(tiny, tmp_path, capsys) -> None
     assert len(status) == 2 and status[0].startswith("1/1 pairs answered")
     assert run[-2:] == status and run[-3].startswith("run finished: ")
     assert not any("best configuration (single trials)" in line for line in run)
+
+
+def test_one_tuned_recommendation_is_said_in_the_singular() -> None:
+    assert ", 1 tuned recommendation (mean +2.50 pp" in summary([_row(0, 1, 0), _row(0, 2, 1)])

@@ -88,7 +88,8 @@ def summary(rows: list[dict]) -> str:
     spent = sum((r.get("rounds") if raced else r.get("finished")) or 0 for r in rows)
     seconds = wall_time(rows)
     wall = "" if seconds is None else f", wall time {duration(seconds)}"
-    return (f"{len(answered)}/{len(rows)} pairs answered, {len(tuned)} tuned recommendations "
+    recs = "recommendation" if len(tuned) == 1 else "recommendations"
+    return (f"{len(answered)}/{len(rows)} pairs answered, {len(tuned)} tuned {recs} "
             f"(mean {mean:+.2f} pp over the default), {spent} {'rounds' if raced else 'trials'}"
             f"{wall}")  # fmt: skip
 
