@@ -62,6 +62,10 @@ class Strategy(ABC):
     #: True when :meth:`before_claim` reads the study's trials (a race); False spares every
     #: claim of its studies that read.
     decides_before_claim: ClassVar[bool] = False
+    #: The claim (trial number) of a pair study that takes proposals from the other pair studies
+    #: of its federation (:meth:`shared`); None: the strategy takes none. One number: trial
+    #: numbers are unique per study, so exactly one claim does it, once.
+    share_at: ClassVar[int | None] = None
     #: What it does, in a sentence (``--strategy``'s help).
     help: ClassVar[str] = ""
     #: What its confirmation runs, in words (the confirmation's first line).
@@ -85,6 +89,19 @@ class Strategy(ABC):
         """What to enqueue before the next claim, or why the study is done. Default: nothing
         (the budget alone ends the study)."""
         return Claim()
+
+    def shared(
+        self,
+        own: dict[str, Any],
+        trials: Sequence[FrozenTrial],
+        space: Any,
+        siblings: Sequence[tuple[str, dict[str, Any], Sequence[FrozenTrial]]],
+    ) -> tuple[tuple[dict[str, Any], dict[str, Any]], ...]:
+        """What the claim numbered :attr:`share_at` enqueues (parameters, user attrs) in the pair
+        study with attrs ``own``, its ``trials`` and ``space``, from the ``siblings`` (name,
+        attrs, trials: the other pair studies of its federation whose race is over). Default:
+        nothing."""
+        return ()
 
     def summary(self, trials: Sequence[FrozenTrial], budget: int | None) -> dict[str, Any]:
         """A pair row's columns :data:`SUMMARY_KEYS` (None where the strategy has no such
