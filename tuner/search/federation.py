@@ -35,8 +35,9 @@ SHARE_AT = 0
 #: Sibling incumbents a pair takes (at most, once).
 PROPOSALS = 3
 #: Proposals (defaults and the federation's included) a pair whose federation proposals held
-#: makes at least before it may settle: the race's MIN_CONFIGURATIONS (8 with patience 4: 14 %
-#: fewer rounds, 0.2 pp further from the grid's best, 6 points less power; bench/RESULTS.md).
+#: makes at least before it may settle: the race's MIN_CONFIGURATIONS. With 8 and patience 4 the
+#: bench's pairs used 1.9 fewer rounds on average but the later pairs, the ones it shortens,
+#: ended 0.12 pp further from the grid's best and power fell a point (bench/RESULTS.md).
 FLOOR = 12
 #: Proposals in a row that must lose before such a pair settles: the race's PATIENCE.
 PATIENCE = 6

@@ -1,8 +1,8 @@
 """The federation strategy (docs/design.md §9): the race, each pair starting from what the
 other pair studies of its federation found. Before its own exploration a pair tries, once,
-the incumbents of the sibling pairs whose race is over (tuner.search.federation); where one of
-them or its default stays its incumbent, the pair may settle after fewer proposals. The
-confirmation on fresh seeds and ``--min-gain`` are the race's, unchanged."""
+the incumbents of the sibling pairs whose race is over (tuner.search.federation); it settles by
+the stop rule of tuner.search.federation.held (at the race's floor and patience: a lower one
+measured worse). The confirmation on fresh seeds and ``--min-gain`` are the race's, unchanged."""
 
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ class FederationStrategy(RaceStrategy):
     # optuna).
     share_at = 0
     help = (
-        "the race, each pair first trying the best configurations of the pairs of its "
-        "federation that already settled (carried by the student's role); a pair whose "
-        "incumbent is one of them or its default settles after fewer proposals."
+        "the race, each pair first trying once the best configurations of the pairs of its "
+        "federation that already settled (carried by the student's role)."
     )
 
     def budget(self, trials: int) -> str:
