@@ -28,12 +28,25 @@ Arms (per pair and sampler seed, divergence kl, transfer set public, T ∈ [0.25
   ``race-tpe``: multivariate TPE instead of the GP; ``race-1look``: one look at 6 fresh seeds
   (the race's confirmation before it was sequential).
 
+* ``federation``: ``--strategy federation`` — the race, each pair first trying the incumbents
+  of the pairs that already settled (``PairKind.share`` at the claim of its first trial), the
+  lower floor where they hold. The 11 pairs are one federation in one in-memory storage per
+  sampler seed, raced **one at a time** in an order drawn per sampler seed (the k-th pair sees
+  k − 1 settled siblings; in lockstep there is nothing to share), each confirmed as the race is.
+  ``federation-K-F-P``: the same with K proposals, a floor of F proposals and patience P where
+  they hold (``federation-K-12-6``: the proposals alone, the race's stop).
+  A sibling's configuration is carried by the student's role, from the participants' accuracies
+  (``ACCURACY``); in the bench's space (the student at position a) a configuration from a pair
+  whose student has the other role does not fit and is skipped.
+
 With a race arm, the confirmation rules of ``RULES`` (one look at 4, 6 or 8 fresh seeds, two
 looks at other seeds and levels) are applied to the same race runs, on the same fresh seeds:
 their rounds, claims and power, beside what dkd-tune's own rule gave.
 
 Run: ``.venv/bin/python bench/search_simulated.py`` (prints the table of bench/RESULTS.md and
-writes ``bench/results/search_simulated.json``).
+writes ``bench/results/search_simulated.json``); the federation against the race:
+``.venv/bin/python bench/search_simulated.py --sampler-seeds 12 --arms
+race,federation,federation-3-8-4 --out bench/results/search_simulated_federation.json``.
 """
 
 from __future__ import annotations
@@ -57,7 +70,8 @@ from search_efficiency import parse_pairs as parse_pair_list
 from objectives import load_config
 from tuner.kinds import KINDS, Task
 from tuner.read.decision import LEVEL, decide, look_levels, verdict
-from tuner.search import race
+from tuner.search import federation, race
+from tuner.search.federation import FEDERATION_ATTR
 from tuner.search.race import SEED_ATTR
 from tuner.search.sampler import make_sampler
 from tuner.search.space import parse_space
@@ -69,6 +83,11 @@ PAIRS = "0-1,2-5,3-7,4-6,6-8,4-5,0-9,1-2,2-7"
 NULL_PAIRS = "4-6,6-8"
 #: The race-1look arm's fresh seeds: the race's confirmation before it was sequential.
 ONE_LOOK_SEEDS = 6
+#: Each participant's accuracy before KD (%): the bundle's meta.json of the federation whose
+#: rounds the truth cache holds (fashion-mnist-n10, 86cc71623b5df4df). The federation arm's
+#: studies record them, as PairKind.record does: they give each student's role.
+ACCURACY = {0: 72.92, 1: 77.24, 2: 66.72, 3: 56.33, 4: 57.4, 5: 63.54, 6: 40.25, 7: 74.2,
+            8: 73.44, 9: 74.12}  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -193,6 +212,21 @@ def run_fixed(rounds: Rounds, space, seed: int, trials: int, confirm: int) -> di
     return {**out, "search_rounds": search, "rounds": rounds.count}
 
 
+def _race(study: optuna.Study, rounds: Rounds, space, task: Task) -> None:
+    """A pair study's search as a worker runs it: the strategy's step before each claim
+    (enqueue, or stop), the claim, what the claim takes from the federation, the round."""
+    for params in space.defaults():
+        study.enqueue_trial(params, user_attrs={"default": params["position"], SEED_ATTR: 0})
+    kind = KINDS["pair"]
+    while kind.before_claim(study, task) is None:  # the product's own step: enqueue, or stop
+        trial = study.ask()
+        kind.share(study, task, trial.number)  # as tuner.worker.lifecycle claims
+        params = space.suggest(trial)
+        index = int(trial.user_attrs.get(SEED_ATTR, 0))
+        trial.set_user_attr(SEED_ATTR, index)
+        study.tell(trial, rounds.gain(params, ("race", index)))
+
+
 def run_race(
     rounds: Rounds,
     space,
@@ -204,30 +238,71 @@ def run_race(
     sequential: bool = True,
 ) -> dict[str, Any]:
     study = _study(make_sampler(sampler, space, seed, race=True))
-    for params in space.defaults():
-        study.enqueue_trial(params, user_attrs={"default": params["position"], SEED_ATTR: 0})
-    config = load_config("fashion-mnist")
-    task = Task("sim", "pair", (0, 1), config, space, cap, strategy="race")
-    kind = KINDS["pair"]
-    while kind.before_claim(study, task) is None:  # the product's own step: enqueue, or stop
-        trial = study.ask()
-        params = space.suggest(trial)
-        index = int(trial.user_attrs.get(SEED_ATTR, 0))
-        trial.set_user_attr(SEED_ATTR, index)
-        study.tell(trial, rounds.gain(params, ("race", index)))
+    task = Task("sim", "pair", (0, 1), load_config("fashion-mnist"), space, cap, strategy="race")
+    _race(study, rounds, space, task)
+    return _raced(study, rounds, cap, confirm, min_gain, sequential, "race")
+
+
+def _raced(
+    study: optuna.Study,
+    rounds: Rounds,
+    cap: int,
+    confirm: int,
+    min_gain: float,
+    sequential: bool,
+    name: str,
+) -> dict[str, Any]:
+    """A raced pair's confirmation and row (``name``: its strategy)."""
     state = race.race_state(study.trials)
     search = rounds.count
-    chosen = STRATEGIES["race"].candidates(study.trials)
+    chosen = STRATEGIES[name].candidates(study.trials)
     out = _confirm(rounds, chosen, confirm, min_gain, sequential)
     # The same fresh seeds for the confirmation rules compared in `rules` (not spent: the arm's
     # own confirmation above is what its rounds count).
     fresh = [[rounds.gain(t.params, ("fresh", k), count=False) for k in range(RULE_SEEDS)]
              for t in chosen]  # fmt: skip
+    shared = [c for c in state.configs if FEDERATION_ATTR in c.first.user_attrs]
     return {**out, "search_rounds": search, "rounds": rounds.count,
-            "stopped": state.stop_reason(cap), "incumbent_seeds": state.incumbent.n,
+            "stopped": STRATEGIES[name].summary(study.trials, cap)["stopped"],
+            "incumbent_seeds": state.incumbent.n,
             "configurations": len(state.configs),
             "fresh": fresh if len(chosen) == 2 else None,
-            "incumbent_true": _true(rounds.land, chosen[0].params)}  # fmt: skip
+            "incumbent_true": _true(rounds.land, chosen[0].params),
+            "from_federation": len(shared),
+            "incumbent_from_federation": FEDERATION_ATTR in state.incumbent.first.user_attrs,
+            "held": federation.held(state)}  # fmt: skip
+
+
+def run_federation(
+    lands: dict[str, Landscape],
+    space,
+    seed: int,
+    cap: int,
+    confirm: int,
+    min_gain: float,
+) -> list[dict[str, Any]]:
+    """One federation run: every pair a study of ``--strategy federation`` in one storage,
+    raced one at a time in an order drawn from ``seed``, each confirmed once it settled."""
+    storage = optuna.storages.InMemoryStorage()
+    config = load_config("fashion-mnist")
+    order = random.Random(f"order|{seed}").sample(list(lands), len(lands))
+    rows = []
+    for k, p in enumerate(order):
+        land = lands[p]
+        a, b = land.pair
+        study = optuna.create_study(storage=storage, study_name=f"sim/{p}", direction="maximize",
+                                    sampler=make_sampler("gp", space, seed, race=True))  # fmt: skip
+        attrs = {"mode": "pair", "strategy": "federation", "pair": [a, b], "federation": "sim",
+                 "federation_hash": "sim", "accuracy_a": ACCURACY[a] / 100,
+                 "accuracy_b": ACCURACY[b] / 100}  # fmt: skip
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        rounds = Rounds(land, f"{p}|{seed}")  # the race arm's noise
+        task = Task(f"sim/{p}", "pair", (a, b), config, space, cap, strategy="federation")
+        _race(study, rounds, space, task)
+        row = _raced(study, rounds, cap, confirm, min_gain, True, "federation")
+        rows.append({"pair": p, "order": k, **row})
+    return rows
 
 
 def _true(land: Landscape, params: dict[str, Any]) -> float:
@@ -311,7 +386,22 @@ def summarise(rows: list[dict], lands: dict) -> dict[str, dict]:
             "null_claims": sum(r["claim"] for r in nulls),
         }
         s = out[arm]
-        if arm.startswith("race"):
+        if arm.startswith("federation"):
+            s["from_federation_median"] = statistics.median(r["from_federation"] for r in mine)
+            s["incumbent_from_federation"] = sum(r["incumbent_from_federation"] for r in mine)
+            s["held"] = sum(r["held"] for r in mine)
+            late = [r for r in mine if r["order"] >= len(lands) // 2]
+            s["late_runs"] = len(late)
+            s["late_rounds_median"] = statistics.median(r["rounds"] for r in late)
+            s["late_gap_median"] = statistics.median(r["grid_best"] - r["true"] for r in late)
+            print(
+                f"{arm:>22}: proposals from the federation median {s['from_federation_median']:.0f}"
+                f"; incumbent from the federation in {s['incumbent_from_federation']} runs; held "
+                f"(the lower floor) in {s['held']}; the later half of the order "
+                f"({len(late)} runs): rounds median {s['late_rounds_median']:.0f}, gap "
+                f"{s['late_gap_median']:.2f} pp"
+            )
+        if arm.startswith(("race", "federation")):
             s["search_rounds_median"] = statistics.median(r["search_rounds"] for r in mine)
             s["configurations_median"] = statistics.median(r["configurations"] for r in mine)
             s["incumbent_seeds_median"] = statistics.median(r["incumbent_seeds"] for r in mine)
@@ -333,16 +423,40 @@ def summarise(rows: list[dict], lands: dict) -> dict[str, dict]:
     return out
 
 
+def federation_arm(arm: str, lands: dict, space, args: argparse.Namespace) -> list[dict]:
+    """The rows of a ``federation`` or ``federation-K-F-P`` arm, one federation run per sampler
+    seed (the strategy's constants set for the arm, then restored)."""
+    saved = federation.PROPOSALS, federation.FLOOR, federation.PATIENCE
+    if arm != "federation":
+        federation.PROPOSALS, federation.FLOOR, federation.PATIENCE = map(int, arm.split("-")[1:])
+    rows = []
+    try:
+        for seed in range(args.first_seed, args.first_seed + args.sampler_seeds):
+            for r in run_federation(lands, space, seed, args.cap, args.race_confirm,
+                                    args.min_gain):  # fmt: skip
+                land = lands[r["pair"]]
+                truth = {"true": land.truth(r["T"], r["alpha"]),
+                         "default_true": land.means[DEFAULT], "grid_best": land.best}  # fmt: skip
+                rows.append({"arm": arm, "sampler_seed": seed, **r, **truth})
+    finally:
+        federation.PROPOSALS, federation.FLOOR, federation.PATIENCE = saved
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=parse_pair_list, default=parse_pair_list(PAIRS))
     parser.add_argument("--null-pairs", type=parse_pair_list, default=parse_pair_list(NULL_PAIRS))
     parser.add_argument("--sampler-seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="sampler seeds first-seed, first-seed + 1, … (the noise follows "
+                        "them: another first seed is another draw)")  # fmt: skip
     parser.add_argument(
         "--arms",
         default="fixed-100,fixed-30,race,race-tpe",
         help="fixed-N, race (the GP sampler), race-tpe, race-1look (one look at 6 fresh "
-        "seeds: the confirmation before the sequential one)",
+        "seeds: the confirmation before the sequential one), federation, federation-K-F-P "
+        "(K proposals, floor F, patience P where they hold)",
     )
     parser.add_argument("--cap", type=int, default=200, help="the race's --trials")
     parser.add_argument("--race-confirm", type=int, default=STRATEGIES["race"].confirm)
@@ -377,8 +491,12 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     for arm in args.arms.split(","):
+        if arm.startswith("federation"):
+            rows += federation_arm(arm, lands, space, args)
+            print(f"  {arm} done ({time.perf_counter() - started:.0f} s)", flush=True)
+            continue
         for p, land in lands.items():
-            for seed in range(args.sampler_seeds):
+            for seed in range(args.first_seed, args.first_seed + args.sampler_seeds):
                 rounds = Rounds(land, f"{p}|{seed}")  # the same noise for every arm
                 if arm.startswith("race"):  # race (GP, the default), race-tpe, race-1look
                     variant = arm.split("-")[1:]

@@ -88,6 +88,19 @@ def test_every_method_answers_for_a_study_with_no_trials(s: Strategy) -> None:
 
 
 @EVERY
+def test_what_a_strategy_takes_from_the_federation_is_nothing_without_siblings(s: Strategy) -> None:
+    assert s.share_at is None or s.share_at >= 0
+    own = {"accuracy_a": 0.5, "accuracy_b": 0.6}
+    assert s.shared(own, _study(), parse_space(None, "test"), []) == ()
+
+
+def test_the_federation_strategy_shares_at_the_claim_its_rule_names() -> None:
+    from tuner.search.federation import SHARE_AT
+
+    assert STRATEGIES["federation"].share_at == SHARE_AT  # a literal there: see its comment
+
+
+@EVERY
 @pytest.mark.parametrize("seeds", [2, 3, 8])
 def test_the_looks_end_at_every_seed_and_grow(s: Strategy, seeds: int) -> None:
     looks = s.looks(seeds)
@@ -132,20 +145,28 @@ def test_a_sampler_for_every_sampler_name(s: Strategy, name: str) -> None:
     assert isinstance(s.make_sampler(name, space, 3), optuna.samplers.BaseSampler)
 
 
+#: Strategy names that are also keys of a study's attrs or a config's sections (``federation``:
+#: a pair study's federation name): a lookup by them is no branch on a strategy; a comparison is.
+KEYS_TOO = {"federation"}
+
+
 def _compared_names(tree: ast.AST) -> list[str]:
     """Strategy names a module compares with or looks up by (``== "race"``, ``["fixed"]``,
     ``.get("strategy", "fixed")``)."""
     found = []
     for node in ast.walk(tree):
         consts: list[ast.AST] = []
+        keys: list[ast.AST] = []
         if isinstance(node, ast.Compare):
             consts = [node.left, *node.comparators]
         elif isinstance(node, ast.Subscript):
-            consts = [node.slice]
+            keys = [node.slice]
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get":
-            consts = node.args
+            keys, consts = node.args[:1], node.args[1:]
         found += [c.value for c in consts
                   if isinstance(c, ast.Constant) and c.value in STRATEGIES]  # fmt: skip
+        found += [c.value for c in keys if isinstance(c, ast.Constant)
+                  and c.value in STRATEGIES and c.value not in KEYS_TOO]  # fmt: skip
     return found
 
 
@@ -159,3 +180,5 @@ def test_no_module_outside_the_strategies_branches_on_a_strategy_name(tmp_path: 
     # The check can fail.
     assert _compared_names(ast.parse('if task.strategy == "race": pass')) == ["race"]
     assert _compared_names(ast.parse('x = attrs.get("strategy", "fixed")')) == ["fixed"]
+    assert _compared_names(ast.parse('if name == "federation": pass')) == ["federation"]
+    assert _compared_names(ast.parse('x = attrs["federation"]')) == []  # the attr, no strategy

@@ -167,6 +167,12 @@ class StudyKind(ABC):
         """Suggest (or read back) the trial's parameters and say how to run it. Raises nothing
         for a task it set up: a trial's own trouble belongs in the job's ``call``."""
 
+    def share(self, study: optuna.Study, task: Task, number: int) -> int:
+        """Enqueue what the task's strategy takes from the kind's other studies of the
+        federation if the claim numbered ``number`` is the one that does; return how many.
+        Default: nothing."""
+        return 0
+
     def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:
         """Enqueue what the kind's other studies found good if the claim numbered ``number`` is
         the one that does (``--warm-start``); return how many. Default: no warm start."""

@@ -21,7 +21,7 @@ from objectives.trial import PRECISIONS
 from tuner.formats import config_line
 from tuner.options import TuneOptions, parse_pairs
 from tuner.search.space import parse_space
-from tuner.search.warm import WARM_TRIALS, enqueue_warm, warm_at
+from tuner.search.warm import WARM_TRIALS, enqueue_warm, siblings, warm_at
 from tuner.store.db import STOPPED_ATTR
 from tuner.strategies import strategy, strategy_of
 
@@ -198,6 +198,19 @@ class PairKind(TunedKind):
         for params, attrs in claim.enqueue:
             study.enqueue_trial(params, user_attrs=attrs)
         return None
+
+    def share(self, study: optuna.Study, task: Task, number: int) -> int:
+        plan = strategy(task.strategy)
+        if number != plan.share_at:  # one claim, once: trial numbers are unique per study
+            return 0
+        # Only pairs whose race is over: a racing pair's incumbent may yet change.
+        own, others = siblings(
+            study, lambda attrs: mode_of(attrs) == self.name and bool(attrs.get(STOPPED_ATTR))
+        )
+        todo = plan.shared(own, study.get_trials(deepcopy=False), task.space, others)
+        for params, attrs in todo:
+            study.enqueue_trial(params, user_attrs=attrs)
+        return len(todo)
 
     def warm_start(self, study: optuna.Study, task: Task, number: int) -> int:
         if number != warm_at(task.space):

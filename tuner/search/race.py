@@ -58,7 +58,7 @@ PATIENCE = 6
 MIN_CONFIGURATIONS = 12
 #: Why a race stops, in words (RaceState.stop_reason gives the key).
 STOPS = {
-    "settled": f"the last {PATIENCE} proposals lost to the incumbent",
+    "settled": "its last proposals all lost to the incumbent",
     "cap": "its cap of rounds (--trials) was reached",
 }
 _PENDING = (TrialState.WAITING, TrialState.RUNNING)
@@ -124,23 +124,33 @@ class RaceState:
     @property
     def settled(self) -> bool:
         """True when more rounds cannot change the answer (the stop rule)."""
+        return self.settles()
+
+    def settles(self, patience: int | None = None, floor: int | None = None) -> bool:
+        """The stop rule with a ``patience`` and a ``floor`` of proposals (None: the race's
+        ``PATIENCE`` and ``MIN_CONFIGURATIONS``, read when called: the bench sets them)."""
         return (
             self.incumbent is not None
             and not self.needed
             and not self.pending
-            and self.streak >= PATIENCE
-            and self.proposals >= MIN_CONFIGURATIONS
+            and self.streak >= (PATIENCE if patience is None else patience)
+            and self.proposals >= (MIN_CONFIGURATIONS if floor is None else floor)
         )
 
-    def stop_reason(self, budget: int | None) -> str | None:
-        """Why the race is over, a key of ``STOPS`` (None while it is not)."""
-        if self.settled:
+    def stop_reason(
+        self, budget: int | None, patience: int | None = None, floor: int | None = None
+    ) -> str | None:
+        """Why the race is over, a key of ``STOPS`` (None while it is not); ``patience`` and
+        ``floor`` as :meth:`settles`."""
+        if self.settles(patience, floor):
             return "settled"
         if budget is not None and self.rounds >= budget:
             return "cap"
         return None
 
-    def summary(self, budget: int | None) -> dict[str, Any]:
+    def summary(
+        self, budget: int | None, patience: int | None = None, floor: int | None = None
+    ) -> dict[str, Any]:
         """What a pair row shows of its race: rounds, configurations, the incumbent, why it
         stopped (``stopped``: a key of ``STOPS``, None while racing)."""
         inc = self.incumbent
@@ -151,7 +161,7 @@ class RaceState:
             "incumbent_trial": None if inc is None else inc.first.number,
             "incumbent_seeds": None if inc is None else inc.n,
             "incumbent_gain_mean": None if inc is None else inc.mean(),
-            "stopped": self.stop_reason(budget),
+            "stopped": self.stop_reason(budget, patience, floor),
         }
 
 

@@ -57,7 +57,8 @@ def _position(attrs: dict[str, Any], role: str) -> str:
     return "a" if _role(attrs, "a") == role else "b"
 
 
-def _fits(params: dict[str, Any], space: SearchSpace) -> bool:
+def fits(params: dict[str, Any], space: SearchSpace) -> bool:
+    """Whether a configuration lies in the study's space (ranges and choices)."""
     if not (space.temperature[0] <= params["temperature"] <= space.temperature[1]
             and space.alpha[0] <= params["alpha"] <= space.alpha[1]):  # fmt: skip
         return False
@@ -66,11 +67,30 @@ def _fits(params: dict[str, Any], space: SearchSpace) -> bool:
     return all(params[k] in getattr(space, k) for k in ("divergence", "transfer_set", "position"))
 
 
+#: Another pair study of the federation as a study reads it: (name, user attrs, trials).
+Sibling = tuple[str, dict[str, Any], Sequence[FrozenTrial]]
+
+
+def carried(own: dict[str, Any], attrs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The configuration ``params`` of the pair study with attrs ``attrs`` in the terms of the
+    study with attrs ``own``: its student's role kept (the position that has it here)."""
+    out = {p: params[p] for p in _PARAMS if p in params}
+    out["position"] = _position(own, _role(attrs, params["position"]))
+    if out["transfer_set"] not in MULTI_TEACHER:
+        out.pop("aggregation", None)
+    return out
+
+
+def tried(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
+    """The configurations a study has run or queued (suggested, or enqueued not yet run)."""
+    return [dict(t.params) for t in trials] + [fixed_params(t) or {} for t in trials]
+
+
 def choose(
     own: dict[str, Any],
     own_trials: Sequence[FrozenTrial],
     space: SearchSpace,
-    others: Sequence[tuple[str, dict[str, Any], Sequence[FrozenTrial]]],
+    others: Sequence[Sibling],
     k: int = WARM_TRIALS,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Up to ``k`` (params, user attrs) to enqueue in the study with attrs ``own``, from the
@@ -78,21 +98,34 @@ def choose(
     ranked = []
     for name, attrs, trials in others:
         for gain, t in improvements(trials):
-            params = {p: t.params[p] for p in _PARAMS if p in t.params}
-            params["position"] = _position(own, _role(attrs, t.params["position"]))
-            if params["transfer_set"] not in MULTI_TEACHER:
-                params.pop("aggregation", None)
-            ranked.append((-gain, name, t.number, params))
-    seen = [dict(t.params) for t in own_trials]
-    seen += [fixed_params(t) or {} for t in own_trials]
+            ranked.append((-gain, name, t.number, carried(own, attrs, t.params)))
+    seen = tried(own_trials)
     out: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for _neg, name, number, params in sorted(ranked, key=lambda r: r[:3]):
         if len(out) == k:
             break
-        if _fits(params, space) and params not in seen:
+        if fits(params, space) and params not in seen:
             seen.append(params)
             out.append((params, {WARM_ATTR: f"{name}#{number}", "attempt": 1}))
     return out
+
+
+def siblings(
+    study: optuna.Study, is_pair: Callable[[dict[str, Any]], bool]
+) -> tuple[dict[str, Any], list[Sibling]]:
+    """The study's own user attrs, and the other pair studies (those whose attrs satisfy
+    ``is_pair``, the kind's rule) with the same federation hash in its storage."""
+    storage = storage_of(study)
+    own_id = study_id_of(study)
+    own = storage.get_study_user_attrs(own_id)
+    others = [
+        (s.study_name, s.user_attrs, storage.get_all_trials(study_id_of(s), deepcopy=False))
+        for s in storage.get_all_studies()
+        if study_id_of(s) != own_id
+        and is_pair(s.user_attrs)
+        and s.user_attrs.get("federation_hash") == own.get("federation_hash")
+    ]
+    return own, others
 
 
 def enqueue_warm(
@@ -106,20 +139,24 @@ def enqueue_warm(
     (called once per study, by the claim numbered :func:`warm_at`)."""
     if k <= 0:
         return 0
-    storage = storage_of(study)
-    own_id = study_id_of(study)
-    own = storage.get_study_user_attrs(own_id)
-    others = [
-        (s.study_name, s.user_attrs, storage.get_all_trials(study_id_of(s), deepcopy=False))
-        for s in storage.get_all_studies()
-        if study_id_of(s) != own_id
-        and is_pair(s.user_attrs)
-        and s.user_attrs.get("federation_hash") == own.get("federation_hash")
-    ]
-    todo = choose(own, storage.get_all_trials(own_id, deepcopy=False), space, others, k)
+    own, others = siblings(study, is_pair)
+    todo = choose(own, study.get_trials(deepcopy=False), space, others, k)
     for params, attrs in todo:
         study.enqueue_trial(params, user_attrs=attrs)
     return len(todo)
 
 
-__all__ = ["WARM_AFTER", "WARM_ATTR", "WARM_TRIALS", "choose", "enqueue_warm", "role", "warm_at"]
+__all__ = [
+    "WARM_AFTER",
+    "WARM_ATTR",
+    "WARM_TRIALS",
+    "Sibling",
+    "carried",
+    "choose",
+    "enqueue_warm",
+    "fits",
+    "role",
+    "siblings",
+    "tried",
+    "warm_at",
+]

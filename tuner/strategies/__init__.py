@@ -11,11 +11,14 @@ May import: tuner.search.
 from __future__ import annotations
 
 from .base import SUMMARY_KEYS, Claim, Round, Strategy
+from .federation import FederationStrategy
 from .fixed import FixedStrategy
 from .race import RaceStrategy
 
 #: Every strategy by its name (the value of ``--strategy`` and of a pair study's attr ``strategy``).
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (RaceStrategy(), FixedStrategy())}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s for s in (RaceStrategy(), FixedStrategy(), FederationStrategy())
+}
 #: The strategy of a run that names none (``--strategy``'s default).
 DEFAULT = "race"
 #: How a study, task or run that names no strategy is read: pair studies written before the race

@@ -66,6 +66,10 @@ class Strategy(ABC):
     #: progress display: "race: 3/10 pairs settled, 120 rounds done").
     phase: ClassVar[str] = "tuning"
     unit: ClassVar[str] = "trials"
+    #: The claim (trial number) of a pair study that takes proposals from the other pair studies
+    #: of its federation (:meth:`shared`); None: the strategy takes none. One number: trial
+    #: numbers are unique per study, so exactly one claim does it, once.
+    share_at: ClassVar[int | None] = None
     #: What it does, in a sentence (``--strategy``'s help).
     help: ClassVar[str] = ""
     #: What its confirmation runs, in words (the confirmation's first line).
@@ -89,6 +93,19 @@ class Strategy(ABC):
         """What to enqueue before the next claim, or why the study is done. Default: nothing
         (the budget alone ends the study)."""
         return Claim()
+
+    def shared(
+        self,
+        own: dict[str, Any],
+        trials: Sequence[FrozenTrial],
+        space: Any,
+        siblings: Sequence[tuple[str, dict[str, Any], Sequence[FrozenTrial]]],
+    ) -> tuple[tuple[dict[str, Any], dict[str, Any]], ...]:
+        """What the claim numbered :attr:`share_at` enqueues (parameters, user attrs) in the pair
+        study with attrs ``own``, its ``trials`` and ``space``, from the ``siblings`` (name,
+        attrs, trials: the other pair studies of its federation whose race is over). Default:
+        nothing."""
+        return ()
 
     def summary(self, trials: Sequence[FrozenTrial], budget: int | None) -> dict[str, Any]:
         """A pair row's columns :data:`SUMMARY_KEYS` (None where the strategy has no such

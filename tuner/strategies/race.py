@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from tuner.search.race import RaceState
+
 #: Fresh seeds of the race's first confirmation look (tuner.read.decision gives it the level
 #: FIRST_LEVEL of the error budget).
 FIRST_LOOK = 3
@@ -57,7 +59,7 @@ class RaceStrategy(Strategy):
         from tuner.search.race import SEED_ATTR, STOPS, race_state
 
         state = race_state(trials)
-        reason = state.stop_reason(budget)
+        reason = state.stop_reason(budget, *self.stop_rule(state))
         if reason is not None:
             return Claim(stopped=reason, reason=f"race over, {STOPS[reason]}")
         # A default's later rounds are not marked ``default``: that mark names the one enqueued
@@ -67,8 +69,14 @@ class RaceStrategy(Strategy):
     def summary(self, trials: Sequence[FrozenTrial], budget: int | None) -> dict[str, Any]:
         from tuner.search.race import race_state
 
-        summary = race_state(trials).summary(budget)
+        state = race_state(trials)
+        summary = state.summary(budget, *self.stop_rule(state))
         return {k: summary[k] for k in SUMMARY_KEYS}
+
+    def stop_rule(self, state: RaceState) -> tuple[int | None, int | None]:
+        """The patience and the floor of proposals a pair in ``state`` settles by (None: the
+        race's ``PATIENCE`` and ``MIN_CONFIGURATIONS``)."""
+        return None, None
 
     def candidates(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         """The incumbent (its first round) and its same-student default (the default alone when

@@ -149,8 +149,9 @@ def _claim(study: optuna.Study, task: Task, s: Settings) -> optuna.Trial | Outco
         else:
             with contextlib.suppress(Exception):  # best effort: the heartbeat thread beats soon
                 storage_of(study).record_heartbeat(trial_id_of(trial))
-            if s.warm_start:
-                with interrupts_held():  # the enqueue happens whole or, if interrupted, not at all
+            with interrupts_held():  # the enqueue happens whole or, if interrupted, not at all
+                KINDS[task.kind].share(study, task, trial.number)  # --strategy federation
+                if s.warm_start:
                     KINDS[task.kind].warm_start(study, task, trial.number)
             return trial
     except BaseException as exc:
