@@ -120,3 +120,22 @@ def test_a_stop_signal_caught_during_the_first_is_ignored_quietly() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == "interrupted once\n"
     assert out.stderr == ""
+
+
+def test_a_trial_cut_by_a_stop_signal_is_failed_as_interrupted_whatever_surfaced(
+    monkeypatch,
+) -> None:
+    """Seen once under xdist load (tests/tuner/test_scale_sqlite.py): a Ctrl-C that lands inside
+    SQLAlchemy surfaced as a bare AssertionError, and the trial's fail_reason called a Ctrl-C a
+    bug. After a stop signal a worker's fail reason says it was interrupted, and keeps what
+    surfaced; before one, an exception is named as it is."""
+    from tuner.worker import interrupts
+
+    monkeypatch.setattr(interrupts._Stopping, "seen", False)
+    assert interrupts.reason(AssertionError()) == "AssertionError: "
+    interrupts.see_stop()
+    assert interrupts.stop_seen()
+    assert interrupts.reason(AssertionError()) == (
+        "interrupted (Ctrl-C; surfaced as AssertionError: )"
+    )
+    assert interrupts.reason(KeyboardInterrupt()) == "KeyboardInterrupt: "

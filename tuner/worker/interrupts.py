@@ -19,6 +19,32 @@ class _Swallowed:
     pending = False
 
 
+class _Stopping:
+    """Set by the worker's first stop signal (tuner.worker.process)."""
+
+    seen = False
+
+
+def stop_seen() -> bool:
+    """True once this process was told to stop (Ctrl-C, SIGTERM)."""
+    return _Stopping.seen
+
+
+def see_stop() -> None:
+    _Stopping.seen = True
+
+
+def reason(exc: BaseException) -> str:
+    """A trial's fail reason for ``exc``. After a stop signal it says so whatever the exception:
+    an interrupt that lands inside a library (SQLAlchemy, a DataLoader) can surface there as
+    another error (an AssertionError from a half-done operation, seen under load), and the
+    trial was cut short by the Ctrl-C, not by a bug."""
+    what = f"{exc.__class__.__name__}: {exc}"
+    if stop_seen() and not isinstance(exc, KeyboardInterrupt):
+        return f"interrupted (Ctrl-C; surfaced as {what})"
+    return what
+
+
 def hook(info: Any) -> None:
     """``sys.unraisablehook``: a KeyboardInterrupt is recorded; anything else printed as usual."""
     if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
@@ -38,4 +64,4 @@ def raise_swallowed() -> None:
         raise KeyboardInterrupt
 
 
-__all__ = ["hook", "install", "raise_swallowed"]
+__all__ = ["hook", "install", "raise_swallowed", "reason", "see_stop", "stop_seen"]

@@ -32,8 +32,8 @@ from objectives.batched import run_trials
 from tuner.kinds import KINDS, Job, Task
 from tuner.store.adapter import fixed_params, storage_of, trial_id_of
 from tuner.store.records import is_default
+from tuner.worker import interrupts
 from tuner.worker.budget import claim_is_within_budget, enqueue_retry
-from tuner.worker.interrupts import raise_swallowed
 
 HOST = socket.gethostname()
 #: The start of the fail_reason a heartbeat check writes on a trial whose worker went silent.
@@ -129,7 +129,7 @@ def _claim(study: optuna.Study, task: Task, s: Settings) -> optuna.Trial | Outco
     with ``--warm-start``, the kind may enqueue what other studies found good
     (tuner.search.warm)."""
     retries = s.retries
-    raise_swallowed()  # before a claim: nothing to clean up yet
+    interrupts.raise_swallowed()  # before a claim: nothing to clean up yet
     done = KINDS[task.kind].before_claim(study, task)  # a race enqueues its next rounds here
     if done is not None:
         return Outcome(-1, "stopped", {}, reason=done)
@@ -199,7 +199,7 @@ def pruning(trial: optuna.Trial, job: Job):
     """The callback a job reports its evaluation points to (reports, and prunes if it may)."""
 
     def on_eval(point: EvalPoint) -> None:
-        raise_swallowed()  # an interrupt a callback swallowed ends the trial here
+        interrupts.raise_swallowed()  # an interrupt a callback swallowed ends the trial here
         trial.report(point.gain, point.index)
         if job.prunable and not point.final and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at evaluation {point.index}/{point.points}")
@@ -225,7 +225,7 @@ def _close(
         _fail(study, trial, str(result), retries)
         return Outcome(trial.number, "failed", params, reason=str(result))
     if isinstance(result, BaseException):  # a bug or an interrupt: record it, then end the worker
-        _fail(study, trial, f"{result.__class__.__name__}: {result}", retries)
+        _fail(study, trial, interrupts.reason(result), retries)
         raise result
     value, attrs = job.finish(result)
     if not math.isfinite(value):
@@ -259,7 +259,7 @@ def _abandon(study: optuna.Study, trial: optuna.Trial, exc: BaseException, retri
     close the trial, or it would hold budget until its heartbeat lapses."""
     with contextlib.suppress(Exception):
         if storage_of(study).get_trial(trial_id_of(trial)).state == TrialState.RUNNING:
-            _fail(study, trial, f"{exc.__class__.__name__}: {exc}", retries)
+            _fail(study, trial, interrupts.reason(exc), retries)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, retries: int) -> None:
@@ -301,7 +301,7 @@ def run_one(study: optuna.Study, task: Task, bundle: FederationBundle, s: Settin
         except (optuna.TrialPruned, DkdError) as exc:
             result = exc
         except BaseException as exc:  # a bug or an interrupt: record it, then end the worker
-            _fail(study, trial, f"{exc.__class__.__name__}: {exc}", s.retries)
+            _fail(study, trial, interrupts.reason(exc), s.retries)
             raise
         return _close(study, trial, job, result, s.retries, s.max_forgetting)
     except BaseException as exc:

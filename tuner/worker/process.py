@@ -20,12 +20,6 @@ from tuner.worker import interrupts
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class _Stopping:
-    """Set by the first stop signal: every later one is ignored."""
-
-    seen = False
-
-
 def _interrupt(_signum: int, _frame: object) -> None:
     """The first SIGINT/SIGTERM interrupts (once the trial being claimed is registered, see
     lifecycle.interrupts_held); later ones are ignored, so that a second Ctrl-C — or the
@@ -36,9 +30,9 @@ def _interrupt(_signum: int, _frame: object) -> None:
     Ignored by this handler returning, not by SIG_IGN: a signal the C handler caught while this
     one ran would otherwise find SIG_IGN when Python dispatches it and be printed as a traceback
     ("Signal 15 ignored due to race condition")."""
-    if _Stopping.seen:
+    if interrupts.stop_seen():
         return
-    _Stopping.seen = True
+    interrupts.see_stop()
     lifecycle = sys.modules.get("tuner.worker.lifecycle")  # not imported yet: no trial to protect
     if lifecycle is not None and lifecycle.defer_interrupt():
         return
@@ -61,7 +55,7 @@ def main(result_fd: int) -> int:
         interrupts.raise_swallowed()  # one swallowed while importing
         report = work(pickle.load(sys.stdin.buffer))
     except KeyboardInterrupt:
-        _Stopping.seen = True  # as in _interrupt: later signals must not cut the clean-up short
+        interrupts.see_stop()  # as in _interrupt: later signals must not cut the clean-up short
         # not imported yet: no trial was claimed
         lifecycle = sys.modules.get("tuner.worker.lifecycle")
         if lifecycle is not None:
