@@ -26,7 +26,7 @@ What lives where (each module imports only those above it; this package re-expor
   config_path, load_config).
 """
 
-from .hashing import BUNDLE_FORMAT
+from .hashing import BUNDLE_FORMAT, pair_change
 from .loading import DEFAULT_STUDY, STUDIES_DIR, config_path, load_config, shipped_configs
 from .parsing import apply_overrides, parse_config, suggest
 from .schema import (
@@ -82,6 +82,7 @@ __all__ = [
     "config_path",
     "is_user_dataset",
     "load_config",
+    "pair_change",
     "parse_config",
     "parse_partition",
     "parse_partitions",

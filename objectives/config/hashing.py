@@ -36,10 +36,99 @@ _SYNTHETIC_KEYS = ("dataset", "train_size", "test_size", "classes", "image_size"
 
 
 def federation_hash(key: dict[str, Any]) -> str:
-    """The federation hash of a :func:`federation_key`: the first 16 hex digits of the SHA-256
-    of the key as sorted JSON."""
+    """The federation hash of a :func:`federation_key` (or the pair hash of a :func:`pair_key`):
+    the first 16 hex digits of the SHA-256 of the key as sorted JSON."""
     blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def partition_digests(path: str) -> dict[str, Any]:
+    """The SHA-256 of each row of the user's partition file (``public`` and each participant's
+    sorted indices), so a pair's key covers its two participants' data and not the others'."""
+    try:
+        with open(path) as f:
+            blob = json.load(f)
+        rows = [blob["public"], *blob["participants"]]
+        digests = [_rows_sha256(r) for r in rows]
+    except OSError:
+        raise FederationError(
+            f"partition file {path} not found: fix [federation].partition (relative to the "
+            "config file)"
+        ) from None
+    except (ValueError, TypeError, KeyError):
+        raise FederationError(
+            f'partition file {path} must be {{"participants": [[indices], ...], "public": '
+            "[indices]}"
+        ) from None
+    return {"public": digests[0], "participants": digests[1:]}
+
+
+def _rows_sha256(indices: list[int]) -> str:
+    return hashlib.sha256(json.dumps(sorted(int(i) for i in indices)).encode()).hexdigest()
+
+
+def pair_key(
+    key: dict[str, Any], rows: dict[str, Any] | None, pair: tuple[int, int]
+) -> dict[str, Any]:
+    """What identifies the KD round of participants ``pair`` (docs/design.md §10, a federation
+    that grows): of :func:`federation_key` ``key``, only what the round of these two reads.
+
+    That split exists for the user's own participants with a partition file (``rows``: its
+    :func:`partition_digests`): there each participant's data is its own row, and adding or
+    removing another participant changes nothing of this pair's round. A drawn partition
+    (Dirichlet, shards, iid) is redrawn for every participant when their number changes, so
+    there the pair's key is the whole federation's."""
+    if rows is None or "participants" not in key:
+        return {"federation": federation_hash(key), "pair": list(pair)}
+    federation = {k: v for k, v in key["federation"].items() if k not in ("participants",
+                                                                          "partition")}  # fmt: skip
+    return {
+        "format": key["format"],
+        "seed": key["seed"],
+        "data": key["data"],
+        "federation": federation,
+        "public_sha256": rows["public"],
+        "participants": {
+            str(i): {**key["participants"][i], "data_sha256": rows["participants"][i]} for i in pair
+        },
+    }
+
+
+#: How :func:`pair_change` names each part of a :func:`pair_key`.
+_PARTS = {
+    "pair": "pair",
+    "format": "bundle format (dkd-tune's)",
+    "seed": "seed",
+    "data": "dataset",
+    "public_sha256": "public set",
+}
+_PARTICIPANT_PARTS = {
+    "checkpoint_sha256": "checkpoint",
+    "model": "model",
+    "kwargs": "model kwargs",
+    "data_sha256": "data (its row of the partition file)",
+}
+
+
+def pair_change(stored: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """What differs between two :func:`pair_key` values, in words (``public set, participant
+    2's checkpoint``); None when they are equal."""
+    changed = []
+    for part in sorted((set(stored) | set(new)) - {"participants"}):
+        if part == "federation" and stored.get(part) != new.get(part):
+            changed.append(
+                f"federation hash ({stored.get(part)}, now {new.get(part)}: with a drawn "
+                "partition every pair's data depends on the whole federation)"
+            )
+        elif stored.get(part) != new.get(part):
+            changed.append(_PARTS.get(part, part))
+    old_p, new_p = stored.get("participants", {}), new.get("participants", {})
+    for i in sorted(set(old_p) | set(new_p), key=int):
+        a, b = old_p.get(i, {}), new_p.get(i, {})
+        for part in sorted(set(a) | set(b)):
+            if a.get(part) != b.get(part):
+                changed.append(f"participant {i}'s {_PARTICIPANT_PARTS.get(part, part)}")
+    return ", ".join(dict.fromkeys(changed)) or None
 
 
 def federation_key(

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..topology import neighbours
-from .hashing import federation_hash, federation_key
+from .hashing import federation_hash, federation_key, pair_key, partition_digests
 from .schema import (
     CompareConfig,
     DataConfig,
@@ -29,6 +29,7 @@ from .schema import (
     ParticipantConfig,
     TopologyConfig,
     TrainRecipe,
+    partition_file,
 )
 
 
@@ -58,7 +59,11 @@ class StudyConfig:
         For the user's own data, partition file and participants it covers the files' content
         (so it reads them once per process); a built-in federation hashes as it always has.
         """
-        key = federation_key(
+        return federation_hash(self._federation_key)
+
+    @functools.cached_property
+    def _federation_key(self) -> dict[str, Any]:
+        return federation_key(
             seed=self.seed,
             data=self.data,
             federation=self.federation,
@@ -66,7 +71,21 @@ class StudyConfig:
             pretrain=self.pretrain,
             participants=self.participants,
         )
-        return federation_hash(key)
+
+    @functools.cached_property
+    def _partition_rows(self) -> dict[str, Any] | None:
+        path = partition_file(self.federation.partition)
+        return partition_digests(path) if path is not None and self.participants else None
+
+    def pair_key(self, a: int, b: int) -> dict[str, Any]:
+        """What identifies the KD round of participants ``a`` and ``b`` in this federation, as
+        plain data (:func:`~objectives.config.hashing.pair_key`): the part of the federation
+        hash that a pair study keeps when participants join or leave."""
+        return pair_key(self._federation_key, self._partition_rows, (a, b))
+
+    def pair_hash(self, a: int, b: int) -> str:
+        """The hash of :meth:`pair_key`, as the federation hash is of the federation's key."""
+        return federation_hash(self.pair_key(a, b))
 
     def check_two_heads(self, mode: str = "the neighbourhood mode") -> None:
         """``mode`` trains a second head: refuse a one-head model, and the user's own

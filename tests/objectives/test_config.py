@@ -91,3 +91,38 @@ def test_hash_covers_the_federation_not_the_round():
         {"name": "x", "kd": {"lr": 0.5}, "search": {"trials": 3}, "data": {"root": "/elsewhere"}}
     )
     assert same.federation_hash == base.federation_hash
+
+
+def test_a_pair_key_covers_its_two_participants_only_where_the_partition_is_a_file(
+    own_federation, tmp_path
+):
+    """docs/design.md §10 (a federation that grows): with the user's partition file a pair's key
+    is its two participants' models, checkpoints and rows, the public set and the dataset; with
+    a drawn partition, which a new participant count redraws for all, it is the federation's."""
+    import json
+    import shutil
+
+    from objectives import load_config
+    from objectives.config import pair_change
+
+    drawn = load_config("fashion-mnist-n3")
+    more = load_config("fashion-mnist-n3", ["federation.participants=4"])
+    assert drawn.pair_hash(0, 1) != more.pair_hash(0, 1)
+    assert pair_change(drawn.pair_key(0, 1), more.pair_key(0, 1)).startswith("federation hash (")
+
+    own = load_config(own_federation["config"])
+    copy = tmp_path / "own"
+    shutil.copytree(own_federation["folder"], copy, ignore=shutil.ignore_patterns("data"))
+    blob = json.loads((copy / "partition.json").read_text())
+    blob["participants"][2] = blob["participants"][2][:-5]  # participant 2's row changes
+    (copy / "partition.json").write_text(json.dumps(blob))
+    text = (copy / "own-federation.toml").read_text()
+    root = own_federation["folder"] / "data"
+    (copy / "own-federation.toml").write_text(text.replace('root = "data"', f'root = "{root}"'))
+    changed = load_config(copy / "own-federation.toml")
+    assert changed.federation_hash != own.federation_hash
+    assert changed.pair_hash(0, 1) == own.pair_hash(0, 1)  # 2's row is not 0-1's round
+    assert pair_change(own.pair_key(1, 2), changed.pair_key(1, 2)) == (
+        "participant 2's data (its row of the partition file)"
+    )
+    assert pair_change(own.pair_key(0, 1), own.pair_key(0, 1)) is None

@@ -35,7 +35,8 @@ def test_pair_run_with_two_workers_then_a_changed_checkpoint_is_refused(
     # claim is closed at once, before it names a student)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == 4 and all(t.user_attrs["student"] in (0, 1) for t in done)
-    # One participant re-trained (here: one bias nudged): a new federation hash, refused.
+    # One participant re-trained (here: one bias nudged): a new federation hash, and its pair
+    # changed, so refused in one line naming what changed (tuner.kinds.growth).
     copy = tmp_path / "changed"
     shutil.copytree(own_federation["folder"], copy, ignore=shutil.ignore_patterns("data"))
     text = (copy / "own-federation.toml").read_text()
@@ -52,7 +53,8 @@ def test_pair_run_with_two_workers_then_a_changed_checkpoint_is_refused(
             str(bundles), "--pairs", "0-1", "--trials", "5", "--progress", "quiet"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "federation hash" in err and err.count("\n") == 1
+    assert "(study own-test/0-1), and this config changes its participant 0's checkpoint" in err
+    assert err.count("\n") == 1
     assert db_digest(url) == before
     assert sorted(p.name for p in bundles.iterdir() if not p.name.startswith(".")) == [
         f"own-test-{config.federation_hash}"

@@ -1,5 +1,6 @@
 """Study kinds (docs/design.md §5): the contract in ``base``, one module per kind (``pair``,
-``client``, ``cell``, ``confirmation``), and the one study set-up for every kind (``setup``).
+``client``, ``cell``, ``confirmation``), the one study set-up for every kind (``setup``) and
+the rule of a federation name, which a growing federation relaxes (``growth``).
 
 May import: tuner.store, tuner.search, tuner.strategies.
 """
@@ -12,13 +13,13 @@ from .base import (
     Task,
     TunedKind,
     config_record,
-    federation_clash,
     mode_of,
     own_configs,
 )
 from .cell import CellKind
 from .client import ClientKind
 from .confirmation import ConfirmationKind
+from .growth import federation_clash, has_left
 from .pair import PairKind
 
 #: Every kind by the name its studies record in the user attr ``mode``.
@@ -47,6 +48,7 @@ __all__ = [
     "TunedKind",
     "config_record",
     "federation_clash",
+    "has_left",
     "kind_of",
     "own_configs",
 ]

@@ -25,7 +25,7 @@ trial fails (retried later) and the worker stops with it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import EvalPoint, FederationBundle, StudyConfig, parse_config
 from objectives.batched import TrialSpec
 from tuner.errors import StorageError, StoredCodeError
-from tuner.store.adapter import FrozenStudy, fixed_params
+from tuner.store.adapter import fixed_params
 from tuner.store.db import Counts
 from tuner.store.records import DefaultMark
 from tuner.store.storage import mask
@@ -315,38 +315,4 @@ def conflict(
         label = key.split(".")[-1]
         phrase = phrases.get(key, "was run with {label} = {have}, the config gives {want}")
         return f"study {name} {phrase.format(label=label, have=have, want=wanted)}: {fix}"
-    return None
-
-
-def federation_clash(
-    name: str, federation_hash: str | None, studies: Iterable[FrozenStudy], url: str
-) -> str | None:
-    """Why a run may not write studies of federation ``name`` to a storage holding ``studies``:
-    the name is stored there under another federation hash (one line, with the fix); None if it
-    may. ``federation_hash``: the run's config's; None for a worker or ``confirm`` that joins
-    what is stored (refused when the name is stored under two hashes).
-
-    The one place this rule lives (docs/design.md §10): a name is one federation, so two
-    configs never share a name and the read side never pools their studies. Issue 26 (a
-    federation that grows: participants added, its tuned pairs kept) relaxes it here, by
-    admitting a stored hash whose config the new one extends."""
-    example: dict[str, str] = {}  # a study of each stored hash, to name in the line
-    for s in sorted(studies, key=lambda s: s.study_name):
-        a = s.user_attrs
-        if a.get("federation") == name and "federation_hash" in a:
-            example.setdefault(a["federation_hash"], s.study_name)
-    others = sorted(h for h in example if h != federation_hash)
-    shown = ", ".join(f"{h} (e.g. study {example[h]})" for h in others)
-    if federation_hash is not None and others:
-        return (
-            f"federation {name} is already in {mask(url)} under federation hash {shown}; this "
-            f"config's is {federation_hash}, another federation under the same name: use another "
-            "federation name (`name` in the config, or --set name=...) or another --storage"
-        )
-    if federation_hash is None and len(others) > 1:
-        return (
-            f"federation {name} is stored in {mask(url)} under {len(others)} federation hashes, "
-            f"{shown}: different configs under one name, and a run adds to neither; rerun one "
-            "with another federation name (`name` in its config) or in another --storage"
-        )
     return None

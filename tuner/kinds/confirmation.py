@@ -18,6 +18,7 @@ from objectives.trial import PRECISIONS
 from tuner.search.space import T_LIMITS
 
 from .base import Job, Queued, StudyKind, Task, config_record, missing, stored_config
+from .growth import pair_identity
 from .pair import kd_job
 
 MAX_TRIAL = 10**9
@@ -61,6 +62,7 @@ class ConfirmationKind(StudyKind):
             "pair": list(task.target),
             "federation": task.config.name,
             "config": config_record(task.config),
+            **pair_identity(task.config, task.target),  # what a grown federation keeps it by
             **self.expected(task),
         }
 

@@ -37,6 +37,7 @@ from .base import (
     mode_of,
     stored_config,
 )
+from .growth import pair_identity
 
 #: Result fields a completed pair trial records as user attrs.
 RESULT_ATTRS = (
@@ -157,6 +158,7 @@ class PairKind(TunedKind):
             "pair": [a, b],
             "federation": task.config.name,
             "federation_hash": bundle.hash,
+            **pair_identity(task.config, task.target),  # what a grown federation keeps it by
             "accuracy_a": round(float(bundle.accuracy[a]), 4),
             "accuracy_b": round(float(bundle.accuracy[b]), 4),
             "local_accuracy_a": round(float(bundle.local_accuracy[a]), 4),

@@ -24,7 +24,8 @@ from optuna.study import StudyDirection
 
 from objectives import FederationBundle
 from tuner.errors import StorageError
-from tuner.kinds import KINDS, Task, federation_clash
+from tuner.kinds import KINDS, Task
+from tuner.kinds.growth import Growth, plan
 from tuner.store.adapter import study_id_of
 from tuner.store.records import RunRecord
 
@@ -48,16 +49,20 @@ def wait_ready(
         time.sleep(0.2)
 
 
-def check_existing(storage: optuna.storages.RDBStorage, url: str, tasks: Sequence[Task]) -> None:
+def check_existing(
+    storage: optuna.storages.RDBStorage, url: str, tasks: Sequence[Task]
+) -> dict[str, Growth]:
     """Refuse (StorageError, nothing written) if an existing study conflicts with its task, or
-    a task's federation name is stored under another hash (:func:`~.base.federation_clash`)."""
+    a task's federation name is stored under another hash that the config does not grow
+    (:func:`~.growth.plan`). Returns each federation's growth, for :func:`~.growth.grow` to
+    write once the run's bundle is loaded."""
     studies = storage.get_all_studies()
-    for name, federation_hash in dict.fromkeys(
-        (t.config.name, t.config.federation_hash) for t in tasks
-    ):
-        reason = federation_clash(name, federation_hash, studies, url)
-        if reason:
-            raise StorageError(reason)
+    growths: dict[str, Growth] = {}
+    for config in {t.config.name: t.config for t in tasks}.values():
+        growths[config.name] = growth = plan(config.name, config, studies, url)
+        if growth.refusal:
+            raise StorageError(growth.refusal)
+    kept = {s.study_name for g in growths.values() for s in g.keep}
     existing = {s.study_name: s for s in studies}
     for task in tasks:
         if task.study not in existing:
@@ -67,9 +72,12 @@ def check_existing(storage: optuna.storages.RDBStorage, url: str, tasks: Sequenc
             attrs = wait_ready(storage, study_id_of(existing[task.study])) or attrs
         if "federation_hash" not in attrs:
             continue  # its creator died before writing it: setup_study takes over and checks
+        if task.study in kept:  # its pair is unchanged: it joins the config's federation hash
+            attrs = {**attrs, "federation_hash": task.config.federation_hash}
         reason = KINDS[task.kind].conflict(task.study, attrs, task, url)
         if reason:
             raise StorageError(reason)
+    return growths
 
 
 def setup_study(

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.errors import StorageError, UsageError
-from tuner.kinds import KINDS, federation_clash, kind_of
+from tuner.kinds import KINDS, federation_clash, has_left, kind_of
 from tuner.read.answer import Answer, ConfirmationState, answer_fields, confirmation_state
 from tuner.read.decision import LEVEL
 from tuner.search.best import best_trial, default_for, defaults
@@ -29,11 +29,13 @@ def studies_of(
     storage: optuna.storages.RDBStorage, kind: str | None = None, federation: str | None = None
 ) -> list[FrozenStudy]:
     """dkd-tune's studies (of one kind, of one federation: ``federation`` is its name or its
-    federation hash), sorted by federation (name, then hash) and name."""
+    federation hash), sorted by federation (name, then hash) and name. A study whose participant
+    left its federation (tuner.kinds.growth) is no longer one of them."""
     studies = [
         s
         for s in storage.get_all_studies()
         if "federation_hash" in s.user_attrs
+        and not has_left(s.user_attrs)
         and (found := kind_of(s.user_attrs)) is not None
         and (kind is None or found.name == kind)
         and (federation is None or federation in federation_of(s.user_attrs))
@@ -43,8 +45,8 @@ def studies_of(
 
 def federation_of(attrs: dict[str, Any]) -> tuple[str, str]:
     """A stored study's federation: its name and federation hash. The read side groups by both,
-    so two configs stored under one name (which a run refuses since, tuner.kinds.base
-    federation_clash) are never pooled."""
+    so two configs stored under one name (which a run refuses unless it grows the
+    federation, tuner.kinds.growth) are never pooled."""
     return str(attrs.get("federation", "")), str(attrs["federation_hash"])
 
 
@@ -73,7 +75,7 @@ def one_federation(
     """The studies of the one federation in the storage (or of ``federation``, a name or a
     hash); one line if there is none, or several and no ``--federation``. ``writes`` (a worker,
     ``confirm``): refused, before anything is written, where the federation's name is stored
-    under another hash too (tuner.kinds.base.federation_clash)."""
+    under another hash too (tuner.kinds.growth.federation_clash)."""
     studies = studies_of(storage, kind, federation)
     names = sorted({s.user_attrs["federation"] for s in studies})
     if not names:

@@ -21,6 +21,7 @@ import optuna
 from objectives import FederationBundle, StudyConfig, bundle_path, check_federation, load_config
 from tuner.errors import RunError, StorageError, UsageError
 from tuner.kinds import KINDS, TUNED, StudyKind, Task, config_record, kind_of
+from tuner.kinds.growth import grow
 from tuner.kinds.setup import check_existing, enqueue, record_run, setup_study
 from tuner.options import (
     TuneOptions,
@@ -39,7 +40,14 @@ from tuner.store.records import RunRecord
 from tuner.store.storage import check_storage, mask
 from tuner.views.notes import write_notes
 from tuner.worker.budget import enqueue_missing_retries
-from tuner.worker.fleet import SETTINGS_ATTR, check_bundle, record_bundle, record_settings
+from tuner.worker.fleet import (
+    DIGEST_ATTR,
+    SETTINGS_ATTR,
+    bundle_digest,
+    check_bundle,
+    record_bundle,
+    record_settings,
+)
 from tuner.worker.interrupts import raise_swallowed
 from tuner.worker.lifecycle import abandon_running
 from tuner.worker.pool import (
@@ -113,7 +121,7 @@ def start(
     check_storage(opts.storage)
     with database_errors(opts.storage):
         storage = open_storage(opts.storage)
-        check_existing(storage, opts.storage, tasks)
+        growths = check_existing(storage, opts.storage, tasks)
         # Nothing was written up to here. From now on the run creates what it needs.
         say(headline)
         bundles = {
@@ -123,6 +131,9 @@ def start(
         for name, bundle in bundles.items():
             check_bundle(storage, opts.storage, [t.study for t in tasks if t.config.name == name],
                          bundle)  # fmt: skip
+        for name, growth in growths.items():  # a federation grown: its unchanged pairs join it
+            config = next(t.config for t in tasks if t.config.name == name)
+            grow(storage, config, growth, {DIGEST_ATTR: bundle_digest(bundles[name])})
         ids = {t.study: _set_up(storage, opts, t, bundles[t.config.name]) for t in tasks}
         return run_tasks(opts, tasks, devices, storage, ids, say)
 

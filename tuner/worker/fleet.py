@@ -59,10 +59,13 @@ def check_bundle(
     bundle: FederationBundle,
 ) -> None:
     """Refuse (StorageError, nothing written) when one of the studies ``names`` that exist was
-    tuned with another bundle."""
+    tuned with another bundle of the same federation hash. One of another hash is a pair that
+    a grown federation keeps (tuner.kinds.growth checked it): it takes this bundle."""
     mine, wanted = bundle_digest(bundle), set(names)
     for study in storage.get_all_studies():
         recorded = study.user_attrs.get(DIGEST_ATTR)
+        if study.user_attrs.get("federation_hash") != bundle.hash:
+            continue
         if study.study_name in wanted and recorded is not None and recorded != mine:
             where = bundle.path or "memory"
             raise StorageError(
