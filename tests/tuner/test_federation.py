@@ -4,16 +4,19 @@ them once, from the stored rounds of the pair before it."""
 
 from __future__ import annotations
 
+import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from tuner_helpers import trials_of
 
 from tuner.cli import main
+from tuner.read.results import pair_rows
 from tuner.search import federation, race
 from tuner.search.federation import FEDERATION_ATTR, held, proposals
 from tuner.search.race import SEED_ATTR, race_state
 from tuner.search.space import parse_space
 from tuner.strategies import STRATEGIES
+from tuner.views.tables import race as race_words
 
 DIST = {
     "temperature": FloatDistribution(0.05, 100.0, log=True),
@@ -116,3 +119,27 @@ def test_a_second_pair_starts_from_the_first_pairs_stored_rounds_once(opts, monk
     rerun = trials_of(o.storage, "tiny/0-2")
     assert len(rerun) > len(second)
     assert [t.number for t in rerun if FEDERATION_ATTR in t.user_attrs] == [2]
+    # Shown (issue 26 item 5): the pair's row says what the federation contributed, the first
+    # pair's row that it raced before anything had settled.
+    storage = optuna.storages.RDBStorage(o.storage)
+    rows = {r["pair"]: r for r in pair_rows(storage)}
+    storage.engine.dispose()
+    state = race_state(rerun)
+    assert rows["0-2"]["federation_proposals"] == 1
+    assert rows["0-2"]["federation_incumbent"] == state.incumbent.first.user_attrs.get(
+        FEDERATION_ATTR)  # fmt: skip
+    # Its best guess's lead, from the trials: the proposal and its same-student default, each
+    # a mean over the seeds (race rounds) both finished.
+    def by_seed(params: dict) -> dict[int, float]:
+        return {t.user_attrs[SEED_ATTR]: t.value for t in rerun
+                if t.state == TrialState.COMPLETE and t.params == params}  # fmt: skip
+
+    guess = by_seed(taken[0].params)
+    position = taken[0].params["position"]
+    default = by_seed(next(t.params for t in rerun if t.user_attrs.get("default") == position))
+    seeds = sorted(set(guess) & set(default))[: min(len(guess), len(default))]
+    expected = sum(guess[i] - default[i] for i in seeds) / len(seeds)
+    assert abs(rows["0-2"]["federation_guess_lead"] - expected) < 1e-4
+    assert rows["0-1"]["federation_proposals"] == 0 and rows["0-1"]["federation_incumbent"] is None
+    assert "1 from the federation, its best guess" in race_words(rows["0-2"])
+    assert "nothing from the federation" in race_words(rows["0-1"])

@@ -102,3 +102,24 @@ def test_a_run_ends_with_the_lines_status_prints(tiny, tmp_path, capsys) -> None
 
 def test_one_tuned_recommendation_is_said_in_the_singular() -> None:
     assert ", 1 tuned recommendation (mean +2.50 pp" in summary([_row(0, 1, 0), _row(0, 2, 1)])
+
+
+def test_a_pair_whose_incumbent_came_from_the_federation_says_so() -> None:
+    """Issue 26 item 5: why a pair settled early is visible in its status line (the source is a
+    sibling study's name, shown by its pair) and in its race words (status --wide, report,
+    note), which also say what the federation's best guess did there."""
+    from tuner.views.status import state
+    from tuner.views.tables import race
+
+    row = {**_row(0, 2, 0), "configurations": 9, "incumbent_seeds": 4,
+           "federation_proposals": 2, "federation_incumbent": "fmnist/0-1#14",
+           "federation_guess_lead": 1.234}  # fmt: skip
+    assert state(row) == "settled after 10 rounds (incumbent from 0-1#14)"
+    assert race(row).endswith(
+        "; 2 from the federation, its best guess +1.23 pp over the default here, incumbent "
+        "from fmnist/0-1#14"
+    )
+    alone = {**row, "federation_proposals": None, "federation_incumbent": None}
+    assert state(alone) == "settled after 10 rounds" and "federation" not in race(alone)
+    lines = answer_table([row] * 45).splitlines()
+    assert max(map(len, lines)) <= WIDTH

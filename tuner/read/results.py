@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import AGGREGATIONS, DIVERGENCES
 from tuner.errors import StorageError, UsageError
 from tuner.kinds import KINDS, federation_clash, has_left, kind_of
+from tuner.kinds.growth import GROWN_FROM
 from tuner.read.answer import Answer, ConfirmationState, answer_fields, confirmation_state
 from tuner.read.decision import LEVEL
 from tuner.search.best import best_trial, default_for, defaults
@@ -142,6 +143,7 @@ def pair_rows(
             **_counts(counts[study_id_of(s)]),
             "budget": budget,
             "strategy": strategy.name,
+            "grown_from": s.user_attrs.get(GROWN_FROM) or None,  # the federation's earlier hashes
             **strategy.summary(everything, budget),
             "student": None,
             "teacher": None,

@@ -92,6 +92,29 @@ def proposals(
     return out
 
 
+def contribution(state: RaceState) -> dict[str, Any]:
+    """What the federation contributed to a pair, for its row (status, export, report, note):
+    how many proposals it took, where its incumbent came from (``<study>#<trial>``, None when
+    its own search found it), and how the federation's best guess (the first proposal: the
+    largest lead among the siblings) did here, its lead over its same-student default in pp on
+    the seeds both finished (None before)."""
+    taken = sorted((c for c in state.configs if FEDERATION_ATTR in c.first.user_attrs),
+                   key=lambda c: c.first.number)  # fmt: skip
+    inc = state.incumbent
+    lead = None
+    if taken:
+        guess = taken[0]
+        default = _default_of(state.configs, guess)
+        if default is not None and default.n and guess.n:
+            n = min(guess.n, default.n)
+            lead = round(guess.mean(n) - default.mean(n), 4)
+    return {
+        "federation_proposals": len(taken),
+        "federation_incumbent": None if inc is None else inc.first.user_attrs.get(FEDERATION_ATTR),
+        "federation_guess_lead": lead,
+    }
+
+
 def held(state: RaceState) -> bool:
     """True when the study took proposals from the federation and its incumbent is its default
     or one of them: what the federation knew still stands here."""
@@ -107,6 +130,7 @@ __all__ = [
     "PATIENCE",
     "PROPOSALS",
     "SHARE_AT",
+    "contribution",
     "held",
     "margin",
     "proposals",

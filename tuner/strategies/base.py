@@ -20,9 +20,12 @@ if TYPE_CHECKING:  # optuna is imported by the methods that use it: options only
     import optuna
     from optuna.trial import FrozenTrial
 
-#: The columns a pair row shows of how its study spent its budget (:meth:`Strategy.summary`).
+#: The columns a pair row shows of how its study spent its budget (:meth:`Strategy.summary`),
+#: and what its federation contributed (a strategy that shares: proposals taken, where the
+#: incumbent came from, how the first proposal did here against the default).
 SUMMARY_KEYS = ("rounds", "configurations", "incumbent_trial", "incumbent_seeds",
-                "incumbent_gain_mean", "stopped")  # fmt: skip
+                "incumbent_gain_mean", "stopped", "federation_proposals", "federation_incumbent",
+                "federation_guess_lead")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,11 @@ class FederationStrategy(RaceStrategy):
 
         return tuple(proposals(own, trials, space, siblings, PROPOSALS))
 
+    def contribution(self, state: RaceState) -> dict[str, Any]:
+        from tuner.search.federation import contribution
+
+        return contribution(state)
+
     def stop_rule(self, state: RaceState) -> tuple[int | None, int | None]:
         from tuner.search import federation
 

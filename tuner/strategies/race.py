@@ -70,8 +70,13 @@ class RaceStrategy(Strategy):
         from tuner.search.race import race_state
 
         state = race_state(trials)
-        summary = state.summary(budget, *self.stop_rule(state))
-        return {k: summary[k] for k in SUMMARY_KEYS}
+        summary = {**state.summary(budget, *self.stop_rule(state)), **self.contribution(state)}
+        return {k: summary.get(k) for k in SUMMARY_KEYS}
+
+    def contribution(self, state: RaceState) -> dict[str, Any]:
+        """What the federation contributed to the pair (SUMMARY_KEYS' federation columns);
+        nothing for a pair that races alone."""
+        return {}
 
     def stop_rule(self, state: RaceState) -> tuple[int | None, int | None]:
         """The patience and the floor of proposals a pair in ``state`` settles by (None: the

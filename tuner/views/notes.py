@@ -78,7 +78,8 @@ def note_text(p: PairResult, data: ReportData, export_row: dict | None) -> str:
         keep = ("pair", "student", "teacher", "best_params", "best_gain", "default_gain",
                 "recommended_params", "recommended_gain_mean", "confirmed_difference",
                 "confirmed_difference_ci", "p_value", "beyond_noise", "rounds",
-                "stopped")  # fmt: skip
+                "stopped", "federation_proposals", "federation_incumbent",
+                "federation_guess_lead", "grown_from")  # fmt: skip
         shown = {k: export_row[k] for k in keep if k in export_row}
         lines += [
             "",

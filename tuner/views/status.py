@@ -29,6 +29,9 @@ def state(row: dict) -> str:
         spent = f"at its cap after {rounds} rounds"
     else:
         return f"racing, {rounds} rounds"
+    source = row.get("federation_incumbent")
+    if source:  # why a pair may settle early: the federation's guess held
+        spent += f" (incumbent from {source.rpartition('/')[2]})"
     if answered:
         return spent
     return f"{spent}, running" if row.get("running") else f"{spent}, not confirmed yet"

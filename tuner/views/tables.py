@@ -53,7 +53,23 @@ def race(row: dict) -> str:
     state = {"settled": "settled", "cap": "at its cap"}.get(row["stopped"], "racing")
     seeds = row["incumbent_seeds"]
     return (f"{row['rounds']} rounds, {row['configurations']} configs, incumbent "
-            f"{seeds if seeds is not None else '-'} seeds, {state}")  # fmt: skip
+            f"{seeds if seeds is not None else '-'} seeds, {state}{shared(row)}")  # fmt: skip
+
+
+def shared(row: dict) -> str:
+    """What the federation contributed to a pair (``--strategy federation``), in a few words:
+    the proposals it took, the first one's lead over the default here, where the incumbent came
+    from; "" for a pair that raced alone."""
+    n = row.get("federation_proposals")
+    if n is None:
+        return ""
+    if n == 0:
+        return "; nothing from the federation (no settled pair led its default yet)"
+    lead = row.get("federation_guess_lead")
+    guess = f", its best guess {lead:+.2f} pp over the default here" if lead is not None else ""
+    source = row.get("federation_incumbent")
+    kept = f", incumbent from {source}" if source else ", incumbent its own"
+    return f"; {n} from the federation{guess}{kept}"
 
 
 def recommended(row: dict) -> str:
