@@ -40,10 +40,12 @@ def _federation(own: dict, folder: Path, participants: int, public_cut: int = 0)
     return folder / "own-federation.toml"
 
 
-def _run(config: Path, url: str, bundles: Path) -> None:
+def _run(config: Path, url: str, bundles: Path) -> list[str]:
     opts = TuneOptions(config=str(config), bundles=str(bundles), storage=url, pairs="all",
                        trials=TRIALS, confirm=0, progress="quiet")  # fmt: skip
-    tune(opts, say=lambda _m: None)
+    said: list[str] = []
+    tune(opts, say=said.append)
+    return said
 
 
 def _snapshot(url: str, name: str) -> list[tuple]:
@@ -67,7 +69,8 @@ def test_a_participant_joins_then_leaves_and_a_changed_public_set_is_refused(
     assert finished(trials_of(url, "own-test/0-1")) == TRIALS
 
     # Participant 2 joins: 0-1 is kept as it was (no round rerun), 0-2 and 1-2 are raced.
-    _run(three, url, bundles)
+    said = _run(three, url, bundles)
+    assert f"federation own-test grows from hash {h2}: pairs 0-1 kept as tuned" in said
     assert _snapshot(url, "own-test/0-1") == before
     storage = optuna.storages.RDBStorage(url)
     studies = {s.study_name: s.user_attrs for s in pair_studies(storage)}
@@ -86,7 +89,9 @@ def test_a_participant_joins_then_leaves_and_a_changed_public_set_is_refused(
 
     # Participant 2 leaves (removed from the end): 0-1 goes on under the two-participant hash,
     # the studies of 2 stay in the storage, marked, out of the federation's answer.
-    _run(two, url, bundles)
+    said = _run(two, url, bundles)
+    assert (f"federation own-test grows from hash {h3}: pairs 0-1 kept as tuned; pairs 0-2, 1-2 "
+            "left (their participant is not in the config)") in said  # fmt: skip
     assert _snapshot(url, "own-test/0-1") == before
     studies = {s.study_name: s.user_attrs for s in storage.get_all_studies()}
     assert studies["own-test/0-1"]["federation_hash"] == h2

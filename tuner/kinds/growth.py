@@ -140,6 +140,23 @@ def federation_clash(
     )
 
 
+def summary(name: str, growth: Growth) -> str | None:
+    """The run's line on what it kept and let leave (None when the federation did not change):
+    ``federation X grows from hash H: pairs 0-1, 0-2 kept as tuned; pair 2-3 left``."""
+    if not growth.changes:
+        return None
+
+    def pairs(studies: tuple[FrozenStudy, ...]) -> str:
+        found = sorted({tuple(s.user_attrs["pair"]) for s in studies if "pair" in s.user_attrs})
+        return ", ".join(f"{a}-{b}" for a, b in found) or "none"
+
+    hashes = sorted({s.user_attrs["federation_hash"] for s in growth.keep + growth.leave})
+    parts = [f"pairs {pairs(growth.keep)} kept as tuned"] if growth.keep else []
+    parts += [f"pairs {pairs(growth.leave)} left (their participant is not in the config)"
+              ] if growth.leave else []  # fmt: skip
+    return f"federation {name} grows from hash {', '.join(hashes)}: {'; '.join(parts)}"
+
+
 def grow(
     storage: optuna.storages.RDBStorage,
     config: StudyConfig,
@@ -176,4 +193,5 @@ __all__ = [
     "members",
     "pair_identity",
     "plan",
+    "summary",
 ]

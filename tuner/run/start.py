@@ -22,6 +22,7 @@ from objectives import FederationBundle, StudyConfig, bundle_path, check_federat
 from tuner.errors import RunError, StorageError, UsageError
 from tuner.kinds import KINDS, TUNED, StudyKind, Task, config_record, kind_of
 from tuner.kinds.growth import grow
+from tuner.kinds.growth import summary as growth_line
 from tuner.kinds.setup import check_existing, enqueue, record_run, setup_study
 from tuner.options import (
     TuneOptions,
@@ -134,6 +135,8 @@ def start(
         for name, growth in growths.items():  # a federation grown: its unchanged pairs join it
             config = next(t.config for t in tasks if t.config.name == name)
             grow(storage, config, growth, {DIGEST_ATTR: bundle_digest(bundles[name])})
+            if line := growth_line(name, growth):
+                say(line)
         ids = {t.study: _set_up(storage, opts, t, bundles[t.config.name]) for t in tasks}
         return run_tasks(opts, tasks, devices, storage, ids, say)
 
