@@ -143,3 +143,27 @@ def test_a_second_pair_starts_from_the_first_pairs_stored_rounds_once(opts, monk
     assert rows["0-1"]["federation_proposals"] == 0 and rows["0-1"]["federation_incumbent"] is None
     assert "1 from the federation, its best guess" in race_words(rows["0-2"])
     assert "nothing from the federation" in race_words(rows["0-1"])
+
+
+def test_one_run_serves_its_pairs_in_turn_so_the_later_ones_take_from_the_earlier(
+    opts, monkeypatch
+) -> None:
+    """--pairs all in one run: the federation strategy staggers its pairs (the pool serves the
+    first with work left), so pair 0-2 starts after 0-1 settled and takes its incumbent. Under
+    the race's most-work-left order both would start at once and 0-2 would take nothing. The
+    short race of the test above (its constants patched: --workers 1 runs in this process)."""
+    monkeypatch.setattr(race, "MIN_CONFIGURATIONS", 5)
+    monkeypatch.setattr(race, "PATIENCE", 2)
+    o = opts()
+    argv = ["--config", o.config, "--bundles", o.bundles, "--storage", o.storage, "--strategy",
+            "federation", "--confirm", "0", "--workers", "1", "--seed", "2", "--progress",
+            "quiet", "--pairs", "0-1,0-2", "--trials", "16"]  # fmt: skip
+    assert main(argv) == 0
+    first, second = trials_of(o.storage, "tiny/0-1"), trials_of(o.storage, "tiny/0-2")
+    assert min(t.datetime_start for t in second) >= max(t.datetime_complete for t in first)
+    state = race_state(first)
+    assert federation.margin(state) is not None
+    taken = [t for t in second if FEDERATION_ATTR in t.user_attrs]
+    assert [t.user_attrs[FEDERATION_ATTR] for t in taken] == [
+        f"tiny/0-1#{state.incumbent.first.number}"
+    ]

@@ -73,6 +73,10 @@ class Strategy(ABC):
     #: of its federation (:meth:`shared`); None: the strategy takes none. One number: trial
     #: numbers are unique per study, so exactly one claim does it, once.
     share_at: ClassVar[int | None] = None
+    #: True when a worker serves its pair studies one after another, in the run's pair order
+    #: (the first with work left), instead of the one with the most work left: pairs then
+    #: settle in turn and a later pair's share claim finds the earlier ones settled.
+    staggered: ClassVar[bool] = False
     #: What it does, in a sentence (``--strategy``'s help).
     help: ClassVar[str] = ""
     #: What its confirmation runs, in words (the confirmation's first line).

@@ -23,6 +23,9 @@ class FederationStrategy(RaceStrategy):
     # (tuner.search.federation.SHARE_AT; kept here as a literal: options import this room without
     # optuna).
     share_at = 0
+    # Pairs raced together (the pool's most-work-left order) all start before any settled, and
+    # then take nothing: served one after another, each finds the ones before it settled.
+    staggered = True
     help = (
         "the race, each pair first trying once the best configurations of the pairs of its "
         "federation that already settled (carried by the student's role)."

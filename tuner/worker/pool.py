@@ -4,7 +4,8 @@ one device, taking trials until every study it serves has its work done.
 A worker serves tasks (tuner.kinds.Task: a study of any kind). It loads each federation's bundle
 once, opens the process's single storage, and then repeatedly takes one trial from the study
 with the most work left (ties broken at random, so workers spread over studies and all progress
-together); trials of a batchable kind are taken K at once with ``--batch-trials K``. Everything
+together; a strategy that staggers its pairs has them served in the run's order instead); trials
+of a batchable kind are taken K at once with ``--batch-trials K``. Everything
 it decides on is read from the database, so workers of other processes or machines
 (``dkd-tune worker``) cooperate without talking.
 """
@@ -163,6 +164,7 @@ def _take_trials(
     retry is enqueued after the FAIL)."""
     rng = random.Random(hash((spec.opts.seed, spec.index)))
     tasks = {t.study: t for t in spec.tasks}
+    rank = {t.study: i for i, t in enumerate(spec.tasks)}
     failures: dict[str, int] = dict.fromkeys(tasks, 0)
     o = spec.opts
     settings = Settings(spec.device, o.seed, o.retries, o.precision, o.max_forgetting, o.warm_start)
@@ -170,7 +172,8 @@ def _take_trials(
         counts = count_trials(storage, ids.values())
         live = [t for t in spec.tasks if failures[t.study] < MAX_CONSECUTIVE_FAILURES]
         left = {t.study: KINDS[t.kind].work_left(counts[ids[t.study]], t) for t in live}
-        open_ = [(n, rng.random(), name) for name, n in left.items() if n > 0]
+        open_ = [(_priority(tasks[name], n, rank[name]), rng.random(), name)
+                 for name, n in left.items() if n > 0]  # fmt: skip
         if not open_:
             # Trials still RUNNING elsewhere may fail yet (a dead worker's, once the heartbeat
             # finds it) and reopen their study: wait for them, or the study could end short.
@@ -205,6 +208,15 @@ def _take_trials(
                 failures[name] = 0
             if spec.log and outcome.state not in ("surplus", "empty"):
                 print(_log_line(name, outcome, tasks[name], spec), flush=True)
+
+
+def _priority(task: Task, left: int, rank: int) -> tuple[int, int]:
+    """How much a worker wants to serve ``task`` next (higher first; ties at random): the most
+    work left, or, for a strategy that staggers its pairs, the first in the run's order (ahead
+    of any study that does not stagger)."""
+    if strategy(task.strategy).staggered:
+        return (1, -rank)
+    return (0, left)
 
 
 def pick_slots(left: dict[str, int], k: int, order: list[str]) -> list[str]:
