@@ -5,8 +5,15 @@ Fashion-MNIST PNGs, a partition file, checkpoints of two architectures trained f
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 from pathlib import Path
+
+# Before torch loads its OpenMP runtime (objectives imports torch), which reads this once: idle
+# OpenMP threads sleep instead of spinning. On two cores shared with another test process (xdist)
+# or a job, a spinning thread takes the core the other one needs: tests/objectives/test_batched.py
+# took 112 s of CPU instead of 9 that way. Set here, it also reaches every process a test starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
