@@ -17,12 +17,19 @@ from pathlib import Path
 # or a job, a spinning thread takes the core the other one needs: tests/objectives/test_batched.py
 # took 112 s of CPU instead of 9 that way. Set here, it also reaches every process a test starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under xdist each test process gets its share of the cores (tuner.options.cpu_cores reads the
+# same variable, so a run a test starts splits that share among its workers): two processes of
+# two threads each on two cores only trade the cores back and forth (10 % more CPU measured).
+_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _PROCESSES > 1:
+    _SHARE = max(1, len(os.sched_getaffinity(0)) // _PROCESSES)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_SHARE))
 
-import pytest
+import pytest  # noqa: E402 (after the environment above)
 
-from objectives import load_config, prepare_federation
-from objectives.data import FASHION_MNIST_DIR
-from tuner import TuneOptions, tune
+from objectives import load_config, prepare_federation  # noqa: E402
+from objectives.data import FASHION_MNIST_DIR  # noqa: E402
+from tuner import TuneOptions, tune  # noqa: E402
 
 # A suite started as a background job of a non-interactive shell (`nohup make test &`) inherits
 # SIGINT ignored, and every process it starts would too (an ignored signal survives exec): the
