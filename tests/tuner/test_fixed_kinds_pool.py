@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -30,15 +31,38 @@ HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-grace", "3"]
 SPAWN = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
 
 
+#: The test's own engine per server database, kept while the module runs: the steps poll every
+#: 20 ms, and each new server connection would start a server process (a dropped database's
+#: connections are ended by its DROP ... WITH (FORCE); pool_pre_ping replaces one ended so).
+_SERVER_ENGINES: dict[str, sqlalchemy.Engine] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dispose_server_engines() -> Iterator[None]:
+    yield
+    for engine in _SERVER_ENGINES.values():
+        engine.dispose()
+    _SERVER_ENGINES.clear()
+
+
 def _rows(url: str, sql: str) -> list[tuple]:
-    engine = sqlalchemy.create_engine(url)
+    """The rows of ``sql`` (none where the tables do not exist yet). SQLite: a fresh engine each
+    time, so that the test holds no connection to the run's file between polls."""
+    server = not url.startswith("sqlite")
+    if server:
+        engine = _SERVER_ENGINES.get(url) or _SERVER_ENGINES.setdefault(
+            url, sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=1)
+        )
+    else:
+        engine = sqlalchemy.create_engine(url)
     try:
         with engine.connect() as conn:
             return [tuple(r) for r in conn.exec_driver_sql(sql)]
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):  # no tables yet
         return []
     finally:
-        engine.dispose()
+        if not server:
+            engine.dispose()
 
 
 def _running_by(url: str, pids: set[int]) -> int | None:
