@@ -38,9 +38,11 @@ browser:
 	  echo "no apt-get here: install Chromium and chromedriver as /usr/bin/chromium and /usr/bin/chromedriver"; \
 	fi
 
+# Two test processes (pytest-xdist), one per core. --dist loadfile keeps each file's tests in
+# one of them, so its module fixtures are built once (session fixtures: once per process).
 test: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,8 +2,6 @@
 ConfigError line that names the field and says what to write, quickly, before anything runs."""
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -143,19 +141,26 @@ def test_plain_names_still_load(tmp_path: Path):
     ],
 )
 def test_cli_refuses_in_one_line_and_creates_no_database(
-    tmp_path: Path, name_line: str | None, override: str | None, named: str
-):
-    """Through the product path: ``python -m tuner --config bad.toml --storage sqlite:///x.db``."""
+    tmp_path: Path, name_line: str | None, override: str | None, named: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+):  # fmt: skip
+    """Through the product path: ``dkd-tune --config bad.toml --storage sqlite:///x.db`` in the
+    config's folder, through the entry point in this process (the same line and exit code as the
+    real process; tests/tuner/test_cli.py runs refused commands as real processes too)."""
+    from tuner.cli import main
+
     copy_config(tmp_path, name_line)
-    command = [sys.executable, "-m", "tuner", "--config", "bad.toml", "--storage", "sqlite:///x.db"]
+    monkeypatch.chdir(tmp_path)
+    command = ["--config", "bad.toml", "--storage", "sqlite:///x.db"]
     if override:
         command += ["--set", override]
     start = time.monotonic()
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert len(done.stderr.splitlines()) == 1 and named in done.stderr
-    assert "\x1b" not in done.stderr and "\x07" not in done.stderr
-    assert "Traceback" not in done.stderr
+    code = main(command)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.splitlines()) == 1 and named in err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "Traceback" not in err
     assert not (tmp_path / "x.db").exists()
     assert time.monotonic() - start < 60
 

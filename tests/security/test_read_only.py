@@ -1,10 +1,14 @@
 """Reading never writes (issue 27): status, export and report open a database so that nothing can
-change it; a file or database without Optuna's tables is one line and exit 2, left as it was."""
+change it; a file or database without Optuna's tables is one line and exit 2, left as it was.
+
+Most cases call the CLI's entry point (``tuner.cli.main``) in this process: the same line and
+exit code, without the seconds of imports a fresh interpreter costs. Each command also runs once
+as a real process (exit status and files as a shell leaves them): status and export on the
+read-only WAL file, report on an empty file."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import sqlite3
 import subprocess
@@ -16,19 +20,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-ROOT = Path(__file__).resolve().parents[2]
+from tuner.cli import main
 
-# The tuner suite's session fixtures: a real dkd-tune run on the tiny federation (conftest is not
-# importable by name in importlib mode, so it is loaded from its file).
-_spec = importlib.util.spec_from_file_location("tuner_conftest", ROOT / "tests/tuner/conftest.py")
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-tiny, tuned, tuned_copy = _conftest.tiny, _conftest.tuned, _conftest.tuned_copy
+ROOT = Path(__file__).resolve().parents[2]
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def dkd(*args: str) -> subprocess.CompletedProcess[str]:
+    """``dkd-tune ARGS`` as a real process."""
     return subprocess.run(
         [sys.executable, "-m", "tuner", *args],
         capture_output=True,
@@ -36,6 +36,13 @@ def dkd(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def dkd_here(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess[str]:
+    """``dkd-tune ARGS`` through the entry point in this process: its exit code and output."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["dkd-tune", *args], code, out, err)
 
 
 def fingerprint(path: Path) -> tuple[str, int, list[str]]:
@@ -46,20 +53,23 @@ def fingerprint(path: Path) -> tuple[str, int, list[str]]:
 
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_status_and_export_leave_a_read_only_file_unchanged(
-    tuned_copy: dict, tmp_path: Path, journal: str
+    tuned_copy: dict, tmp_path: Path, journal: str, capsys: pytest.CaptureFixture
 ) -> None:
     """A chmod-444 copy of a real run (in WAL mode as dkd-tune leaves it, and in rollback mode as
-    plain Optuna writes it) is read; not one byte, its mtime or the folder changes."""
+    plain Optuna writes it) is read; not one byte, its mtime or the folder changes. The WAL file
+    is read by real processes (a reader that left its connection open would leave -wal/-shm
+    files beside it until it exits), the rollback one in this process."""
+    run = dkd if journal == "wal" else lambda *args: dkd_here(capsys, *args)
     path: Path = tuned_copy["path"]
     con = sqlite3.connect(path)
     con.execute(f"PRAGMA journal_mode={journal}")
     con.close()
     path.chmod(0o444)
     before = fingerprint(path)
-    status = dkd("status", "--storage", tuned_copy["url"])
+    status = run("status", "--storage", tuned_copy["url"])
     assert status.returncode == 0, status.stderr
     assert "0-1" in status.stdout and "1-2" in status.stdout
-    export = dkd("export", "--storage", tuned_copy["url"], "--format", "json")
+    export = run("export", "--storage", tuned_copy["url"], "--format", "json")
     assert export.returncode == 0, export.stderr
     assert '"tiny/0-1"' in export.stdout or "0-1" in export.stdout
     assert fingerprint(path) == before
@@ -75,10 +85,11 @@ def _unrelated(path: Path) -> None:
 @pytest.mark.parametrize("content", ["empty", "unrelated table"])
 @pytest.mark.parametrize("command", ["status", "export", "report"])
 def test_a_file_without_optuna_tables_is_one_line_and_unchanged(
-    tmp_path: Path, content: str, command: str
+    tmp_path: Path, content: str, command: str, capsys: pytest.CaptureFixture
 ) -> None:
     """A 0-byte file, or a SQLite file of something else, is refused in one line; no table is
-    created, the file and its folder stay as they were."""
+    created, the file and its folder stay as they were. (report on the empty file: as a real
+    process, report's one; the others in this process.)"""
     path = tmp_path / "other.db"
     if content == "empty":
         path.touch()
@@ -86,7 +97,9 @@ def test_a_file_without_optuna_tables_is_one_line_and_unchanged(
         _unrelated(path)
     before = fingerprint(path)
     extra = ["--out", str(tmp_path / "r.html")] if command == "report" else []
-    proc = dkd(command, "--storage", f"sqlite:///{path}", *extra)
+    args = (command, "--storage", f"sqlite:///{path}", *extra)
+    real = command == "report" and content == "empty"
+    proc = dkd(*args) if real else dkd_here(capsys, *args)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "no Optuna study tables" in proc.stderr
@@ -109,9 +122,16 @@ def empty_pg() -> Iterator[str]:
         pytest.skip(f"no PostgreSQL server: {exc.orig}")
     name = f"dkd_ro_{uuid.uuid4().hex[:10]}"
     conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield url
     finally:
+        from tuner.store import storage as tuner_storage
+
+        # The reader a command opened in this process (the database is dropped: never reused).
+        cached = tuner_storage._STORAGES.pop(f"read-only:{url}", None)
+        if cached is not None:
+            cached.engine.dispose()
         conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
         conn.close()
         admin.dispose()
@@ -131,10 +151,10 @@ def _tables(url: str) -> list[str]:
 
 @pytest.mark.parametrize("command", ["status", "export"])
 def test_an_empty_postgresql_database_is_one_line_and_stays_empty(
-    empty_pg: str, command: str
+    empty_pg: str, command: str, capsys: pytest.CaptureFixture
 ) -> None:
     """status/export on a database without Optuna's tables: one line, exit 2, no table created."""
-    proc = dkd(command, "--storage", empty_pg)
+    proc = dkd_here(capsys, command, "--storage", empty_pg)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "no Optuna study tables" in proc.stderr
@@ -171,12 +191,14 @@ def test_dkd_tune_rewrites_only_its_own_part_of_a_note(tuned_copy: dict) -> None
     assert second.count(OWN_START) == 1 and second.count("Student **") == first.count("Student **")
 
 
-def test_a_postgresql_database_with_optuna_tables_is_read(empty_pg: str) -> None:
+def test_a_postgresql_database_with_optuna_tables_is_read(
+    empty_pg: str, capsys: pytest.CaptureFixture
+) -> None:
     """The read-only session (default_transaction_read_only) still reads a set-up database."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(storage=empty_pg, study_name="not-dkd")
-    proc = dkd("status", "--storage", empty_pg)
+    proc = dkd_here(capsys, "status", "--storage", empty_pg)
     assert proc.returncode == 0, proc.stderr
     assert "no dkd-tune studies" in proc.stdout

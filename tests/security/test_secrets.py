@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
+from tuner.cli import main
 from tuner.store.storage import mask
 
 
@@ -30,14 +28,10 @@ def test_export_out_atomic_and_private(tmp_path: Path) -> None:
     optuna.create_study(storage=f"sqlite:///{db}", study_name="not-dkd")
     out = tmp_path / "best.json"
     out.write_text("previous")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tuner", "export", "--storage", f"sqlite:///{db}",
-         "--format", "json", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-    )
-    assert proc.returncode == 0, proc.stderr
+    # Through the entry point in this process (export as a real process:
+    # tests/security/test_read_only.py).
+    code = main(["export", "--storage", f"sqlite:///{db}", "--format", "json", "--out", str(out)])
+    assert code == 0
     assert out.read_text().strip() == "[]"
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -1,7 +1,10 @@
 """A stored config never runs code (issue 27): a participant's ``module:callable`` model comes
 only from the user's own config file, never from a study's attrs alone. A real tiny run of the
 user's own federation in SQLite, a copy whose pair study was tampered with (``os:system``), and
-``dkd-tune worker`` / ``confirm`` as real processes: refused in one line, no command run."""
+``dkd-tune worker`` / ``confirm``: refused in one line, no command run. The refusal of the stored
+code alone runs as real processes (nothing of the model's is imported there); the cases with the
+user's own config call the entry point, ``tuner.cli.main``, in this process (the same line and
+exit code, without the seconds of imports a fresh interpreter costs)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import pytest
 
 from objectives import load_config
 from tuner import TuneOptions, tune
+from tuner.cli import main
 
 STUDY = "own-test/0-1"
 
@@ -59,10 +63,20 @@ def _tampered(run_db: dict, tmp_path: Path, marker: Path, federation_hash: str |
 
 
 def _dkd(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``dkd-tune ARGV`` as a real process started in ``cwd``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
         str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "tuner", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def _dkd_here(*argv: str, cwd: Path, monkeypatch: pytest.MonkeyPatch,
+              capsys: pytest.CaptureFixture) -> subprocess.CompletedProcess:  # fmt: skip
+    """``dkd-tune ARGV`` through the entry point in this process, working in ``cwd``."""
+    monkeypatch.chdir(cwd)
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["dkd-tune", *argv], code, out, err)
 
 
 @pytest.mark.parametrize("command", [["worker"], ["confirm", "--repeats", "2"]])
@@ -82,26 +96,30 @@ def test_stored_code_model_is_refused_before_anything_is_imported(
     check()  # the database byte for byte as it was
 
 
-def test_worker_with_own_config_uses_it_not_the_stored_code(run_db, tmp_path):
+def test_worker_with_own_config_uses_it_not_the_stored_code(run_db, tmp_path, monkeypatch, capsys):
     """The tamper leaves the stored federation hash: the user's file gives it, so the worker
     runs with the user's participants (the run is done: nothing left to do) and runs nothing
     the database names."""
     marker = tmp_path / "MARKER"
     url = _tampered(run_db, tmp_path, marker)
-    done = _dkd("worker", "--storage", url, "--bundles", str(run_db["bundles"]),
-                "--config", str(run_db["config"]), "--progress", "quiet", cwd=tmp_path)  # fmt: skip
+    done = _dkd_here("worker", "--storage", url, "--bundles", str(run_db["bundles"]),
+                     "--config", str(run_db["config"]), "--progress", "quiet", cwd=tmp_path,
+                     monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("command", [["worker"], ["confirm", "--repeats", "2"]])
-def test_own_config_of_another_federation_hash_is_refused(run_db, tmp_path, command, untouched):
+def test_own_config_of_another_federation_hash_is_refused(
+    run_db, tmp_path, command, untouched, monkeypatch, capsys
+):
     """Every study's stored hash is checked against ``--config`` before anything runs."""
     marker = tmp_path / "MARKER"
     url = _tampered(run_db, tmp_path, marker, federation_hash="0123456789abcdef")
     check = untouched(tmp_path / "copy.db")
-    done = _dkd(*command, "--storage", url, "--bundles", str(run_db["bundles"]),
-                "--config", str(run_db["config"]), "--progress", "quiet", cwd=tmp_path)  # fmt: skip
+    done = _dkd_here(*command, "--storage", url, "--bundles", str(run_db["bundles"]),
+                     "--config", str(run_db["config"]), "--progress", "quiet", cwd=tmp_path,
+                     monkeypatch=monkeypatch, capsys=capsys)  # fmt: skip
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr

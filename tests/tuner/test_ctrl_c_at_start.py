@@ -12,18 +12,48 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 from tuner_helpers import cli
 
-#: Seconds after the run's first line: the workers start within the first second or two here.
-MOMENTS = (0.3, 0.8, 1.4)
+
+def _workers(pid: int) -> set[int]:
+    """The run's worker processes (its children, whichever of its threads started them)."""
+    found: set[int] = set()
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found |= {int(c) for c in path.read_text().split()}
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
 
 
-@pytest.mark.parametrize("delay", MOMENTS)
-def test_ctrl_c_while_workers_start(tiny, tmp_path, delay: float) -> None:
+def _torch_loaded(pid: int) -> bool:
+    """The process has loaded torch's library: its imports are done or nearly (a worker imports
+    torch with tuner.worker.pool, right before it opens the storage and claims a trial)."""
+    try:
+        return "libtorch_cpu" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:  # it ended meanwhile
+        return False
+
+
+#: The moments of the start-up, as states of the run's process tree rather than delays after its
+#: first line (on a busy machine, or beside another test process under xdist, a delay lands in
+#: another moment each time): the first poll that sees a worker process still importing, both
+#: started and neither past torch's import, a worker past it (opening the storage, claiming).
+MOMENTS: dict[str, Callable[[int], bool]] = {
+    "a-worker-importing": lambda pid: any(not _torch_loaded(w) for w in _workers(pid)),
+    "two-importing": lambda pid: len(w := _workers(pid)) >= 2 and not any(map(_torch_loaded, w)),
+    "torch-loaded": lambda pid: any(map(_torch_loaded, _workers(pid))),
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_ctrl_c_while_workers_start(tiny, tmp_path, moment: str) -> None:
     url = f"sqlite:///{tmp_path / 'run.db'}"
     args = cli("--config", tiny["config"], "--bundles", tiny["bundles"], "--storage", url,
                "--pairs", "0-1,0-2", "--trials", "6", "--workers", "2")  # fmt: skip
@@ -31,7 +61,11 @@ def test_ctrl_c_while_workers_start(tiny, tmp_path, delay: float) -> None:
                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     first = run.stdout.readline()  # the headline: the studies are set up, the pool starts next
     assert first.startswith("federation tiny"), (first, run.poll())
-    time.sleep(delay)
+    deadline = time.monotonic() + 120
+    while not MOMENTS[moment](run.pid):
+        assert run.poll() is None, ("the run ended before the moment", moment, run.communicate())
+        assert time.monotonic() < deadline, moment
+        time.sleep(0.005)
     os.killpg(run.pid, signal.SIGINT)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130, (out, err)

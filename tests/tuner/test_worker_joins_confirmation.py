@@ -1,9 +1,12 @@
 """A ``dkd-tune worker`` that joins a pair run while its studies are tuned follows the run into
 its confirmation, as the process that started it does, instead of leaving the confirmation to
-that process alone: both as real processes on one SQLite file, every confirmation run once."""
+that process alone: the run as a real process, the worker through the CLI's entry point in this
+process (what it shares with the run is the SQLite file, not a process: a second interpreter
+would add seconds of imports and nothing this test checks), every confirmation run once."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections import Counter
@@ -13,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 from tuner_helpers import cli
 
+from tuner.cli import main
 from tuner.read.results import pair_studies, recommendations
 from tuner.store.records import PLAN_ATTR
 
@@ -21,7 +25,7 @@ PAIRS = ("0-1", "0-2", "1-2")
 SLOW = ["--set", "kd.epochs=4"]
 
 
-def test_a_joining_worker_serves_the_confirmation_too(tiny, tmp_path) -> None:
+def test_a_joining_worker_serves_the_confirmation_too(tiny, tmp_path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'run.db'}"
     common = ["--bundles", tiny["bundles"], "--storage", url]
     log = (tmp_path / "starter.log").open("w+")
@@ -32,11 +36,10 @@ def test_a_joining_worker_serves_the_confirmation_too(tiny, tmp_path) -> None:
     while not Path(log.name).read_text().startswith("federation tiny"):  # the studies are set up
         assert starter.poll() is None and time.monotonic() < deadline, starter.communicate()
         time.sleep(0.1)
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    worker = subprocess.Popen(cli("worker", *common, "--progress", "log"), **pipes)
-    w_out, w_err = worker.communicate(timeout=600)
+    code = main(["worker", *common, "--progress", "log"])
+    w_out, w_err = capsys.readouterr()
     _, s_err = starter.communicate(timeout=600)
-    assert starter.returncode == 0 and worker.returncode == 0, (s_err, w_err)
+    assert starter.returncode == 0 and code == 0, (s_err, w_err)
     # Which line says it depends on timing: a worker that starts after the confirmation studies
     # exist joins them with the pair studies ("joining 6 studies"); one that starts before
     # follows the run into them ("joining the confirmation of"). Either way it runs their trials.
@@ -55,6 +58,6 @@ def test_a_joining_worker_serves_the_confirmation_too(tiny, tmp_path) -> None:
             assert seeds == plan["seeds"][: len(seeds)], pair
             assert sorted(keys) == sorted((c, s) for c in plan["candidates"] for s in seeds), pair
             pids.update(t.user_attrs["worker_pid"] for t in done)
-        assert worker.pid in pids and starter.pid in pids, pids  # both served it
+        assert os.getpid() in pids and starter.pid in pids, pids  # both served it
     finally:
         storage.engine.dispose()
