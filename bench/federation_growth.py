@@ -1,5 +1,6 @@
 """A participant joins a tuned federation, on real rounds: how many rounds do its new pairs
-take, and do their answers hold on fresh seeds? (issue 26 items 4 and 6)
+take, and do their answers hold on fresh seeds? (issue 26 items 4 and 6; ``--scenario all``:
+every pair of the federation in one ``--pairs all`` run instead)
 
 A federation of the user's own (examples/own-federation/build_federation.py: real Fashion-MNIST
 images, a partition file, checkpoints of two architectures) with ``--participants`` N is built
@@ -85,10 +86,10 @@ def tune(config: Path, db: Path, arm: str, seed: int, bundles: Path) -> float:
     return time.perf_counter() - start
 
 
-def new_pairs(db: Path, last: int) -> list[dict]:
-    """The rows of the pairs with participant ``last``, with their rounds."""
+def measured_pairs(db: Path, last: int | None) -> list[dict]:
+    """The rows of the pairs with participant ``last`` (every pair: None), with their rounds."""
     storage = open_storage(f"sqlite:///{db}")
-    rows = [r for r in pair_rows(storage) if str(last) in r["pair"].split("-")]
+    rows = [r for r in pair_rows(storage) if last is None or str(last) in r["pair"].split("-")]
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     for r in rows:
         search = r["complete"] + r["pruned"]
@@ -132,6 +133,9 @@ def main() -> None:
     parser.add_argument("--arms", default="race,federation")
     parser.add_argument("--sampler-seeds", type=int, default=3)
     parser.add_argument("--truth-seeds", type=int, default=5)
+    parser.add_argument("--scenario", choices=("grow", "all"), default="grow",
+                        help="grow: tune N-1 participants, then add the last (its pairs are "
+                        "measured); all: every pair of the N in one --pairs all run")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     work = Path(args.work)
@@ -143,9 +147,9 @@ def main() -> None:
             db = work / f"{arm}-seed{seed}.db"
             for path in work.glob(f"{db.name}*"):
                 path.unlink()
-            first = tune(before, db, arm, seed, work / "bundles")
+            first = tune(before, db, arm, seed, work / "bundles") if args.scenario == "grow" else 0
             grown = tune(after, db, arm, seed, work / "bundles")
-            rows = new_pairs(db, last)
+            rows = measured_pairs(db, last if args.scenario == "grow" else None)
             truth(after, rows, args.truth_seeds)
             keep = ("pair", "total_rounds", "search_rounds", "confirm_rounds",
                     "recommended_is_default", "confirmed_difference", "true_difference",
@@ -155,12 +159,14 @@ def main() -> None:
                 "pairs": [{k: r.get(k) for k in keep} for r in rows],
             })  # fmt: skip
             rounds = [r["total_rounds"] for r in rows]
-            print(f"{arm} seed {seed}: before {first:.0f} s, grown {grown:.0f} s; new pairs' "
+            print(f"{arm} seed {seed}: before {first:.0f} s, run {grown:.0f} s; measured pairs' "
                   f"rounds {rounds} (median {statistics.median(rounds)})", flush=True)  # fmt: skip
     print()
-    print("| arm | new pairs × seeds | rounds per new pair, median (range) | search + confirm, "
+    print(f"scenario {args.scenario}: {args.participants} participants, "
+          f"{args.sampler_seeds} sampler seeds, {args.truth_seeds} truth seeds")
+    print("| arm | pairs × seeds | rounds per pair, median (range) | search + confirm, "
           "median | tuned answers | false claims (true difference ≤ 0) | took from the "
-          "federation | incumbent from it | grown run, median s |")
+          "federation | incumbent from it | run, median s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for arm, runs in results.items():
         pairs = [p for run in runs for p in run["pairs"]]
