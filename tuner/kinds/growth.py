@@ -117,15 +117,10 @@ def _another(name: str, mine: str, theirs: str, study: FrozenStudy, url: str) ->
     )
 
 
-def federation_clash(
-    name: str, config: StudyConfig | None, studies: Iterable[FrozenStudy], url: str
-) -> str | None:
-    """Why a run may not write studies of federation ``name`` to a storage holding ``studies``
-    (one line, with the fix); None if it may. ``config``: the run's; None for a worker or
-    ``confirm`` that joins what is stored (refused when the name holds two hashes, left studies
-    aside)."""
-    if config is not None:
-        return plan(name, config, studies, url).refusal
+def federation_clash(name: str, studies: Iterable[FrozenStudy], url: str) -> str | None:
+    """Why a worker or ``confirm``, which join what is stored, may not write studies of
+    federation ``name`` to a storage holding ``studies``: the name holds two hashes, left
+    studies aside (one line, with the fix); None if it may. A run's config is :func:`plan`'s."""
     example: dict[str, str] = {}  # a study of each stored hash, to name in the line
     for s in members(name, studies):
         if not has_left(s.user_attrs):

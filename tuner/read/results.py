@@ -90,7 +90,7 @@ def one_federation(
             f"the storage holds several federations ({', '.join(names)}): pass --federation NAME"
         )
     if writes:
-        reason = federation_clash(names[0], None, studies_of(storage, None, names[0]), url)
+        reason = federation_clash(names[0], studies_of(storage, None, names[0]), url)
         if reason:
             raise StorageError(reason)
     hashes = sorted({federation_of(s.user_attrs)[1] for s in studies})
