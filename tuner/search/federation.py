@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.search.race import SEED_ATTR, Config, RaceState, race_state
 from tuner.search.space import SearchSpace
-from tuner.search.warm import Sibling, carried, fits, tried
+from tuner.search.warm import Ranked, Sibling, carried, take
 
 #: The user attr naming where a configuration from the federation came from:
 #: ``<sibling study>#<trial number of its incumbent's first round>``.
@@ -74,22 +74,16 @@ def proposals(
     incumbents of the ``others`` (the sibling pair studies whose race is over: the caller's
     choice) that lead their default, the largest lead first; those outside the space or
     already tried here skipped."""
-    ranked = []
+    ranked: list[Ranked] = []
     for name, attrs, trials in others:
         state = race_state(trials)
         lead = margin(state)
         if lead is not None and state.incumbent is not None:
             first = state.incumbent.first
             ranked.append((-lead, name, first.number, carried(own, attrs, state.incumbent.params)))
-    seen = tried(own_trials)
-    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for _lead, name, number, params in sorted(ranked, key=lambda r: r[:3]):
-        if len(out) == k:
-            break
-        if fits(params, space) and params not in seen:
-            seen.append(params)
-            out.append((params, {FEDERATION_ATTR: f"{name}#{number}", SEED_ATTR: 0, "attempt": 1}))
-    return out
+    return take(ranked, own_trials, space, k,
+                lambda name, number: {FEDERATION_ATTR: f"{name}#{number}", SEED_ATTR: 0,
+                                      "attempt": 1})  # fmt: skip
 
 
 def contribution(state: RaceState) -> dict[str, Any]:

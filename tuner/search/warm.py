@@ -99,14 +99,32 @@ def choose(
     for name, attrs, trials in others:
         for gain, t in improvements(trials):
             ranked.append((-gain, name, t.number, carried(own, attrs, t.params)))
+    return take(ranked, own_trials, space, k,
+                lambda name, number: {WARM_ATTR: f"{name}#{number}", "attempt": 1})  # fmt: skip
+
+
+#: A configuration ranked for another study: (sort key, sibling name, its trial, params).
+Ranked = tuple[float, str, int, dict[str, Any]]
+
+
+def take(
+    ranked: Sequence[Ranked],
+    own_trials: Sequence[FrozenTrial],
+    space: SearchSpace,
+    k: int,
+    attrs: Callable[[str, int], dict[str, Any]],
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The first ``k`` of ``ranked`` (by key, then name and trial: the same on every worker)
+    that fit ``space`` and the study has not tried, each with the user attrs ``attrs`` gives
+    for its source (sibling name, trial number)."""
     seen = tried(own_trials)
     out: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for _neg, name, number, params in sorted(ranked, key=lambda r: r[:3]):
+    for _key, name, number, params in sorted(ranked, key=lambda r: r[:3]):
         if len(out) == k:
             break
         if fits(params, space) and params not in seen:
             seen.append(params)
-            out.append((params, {WARM_ATTR: f"{name}#{number}", "attempt": 1}))
+            out.append((params, attrs(name, number)))
     return out
 
 
@@ -150,6 +168,7 @@ __all__ = [
     "WARM_AFTER",
     "WARM_ATTR",
     "WARM_TRIALS",
+    "Ranked",
     "Sibling",
     "carried",
     "choose",
@@ -157,6 +176,7 @@ __all__ = [
     "fits",
     "role",
     "siblings",
+    "take",
     "tried",
     "warm_at",
 ]
