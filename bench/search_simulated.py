@@ -37,7 +37,11 @@ Arms (per pair and sampler seed, divergence kl, transfer set public, T ∈ [0.25
   they hold (``federation-K-12-6``: the proposals alone, the race's stop).
   A sibling's configuration is carried by the student's role, from the participants' accuracies
   (``ACCURACY``); in the bench's space (the student at position a) a configuration from a pair
-  whose student has the other role does not fit and is skipped.
+  whose student has the other role does not fit and is skipped. ``federation-model[-K-F-P]``:
+  the proposals are the guesses of the model over all pairs' rounds of bench/federation_prior.py
+  (it reads each pair's teacher−student accuracy gap from ``ACCURACY``). Each row records the
+  true gain of every proposal it took (``guesses_true``): how good the guesses were, apart from
+  the race's noise.
 
 With a race arm, the confirmation rules of ``RULES`` (one look at 4, 6 or 8 fresh seeds, two
 looks at other seeds and levels) are applied to the same race runs, on the same fresh seeds:
@@ -63,6 +67,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import federation_prior
 import optuna
 from search_efficiency import DEFAULT, GRID_ALPHA, GRID_T, HERE, NARROW, TRUTH_SEED_BASE, TruthCache
 from search_efficiency import parse_pairs as parse_pair_list
@@ -76,6 +81,7 @@ from tuner.search.race import SEED_ATTR
 from tuner.search.sampler import make_sampler
 from tuner.search.space import parse_space
 from tuner.strategies import STRATEGIES
+from tuner.strategies.federation import FederationStrategy
 
 PAIRS = "0-1,2-5,3-7,4-6,6-8,4-5,0-9,1-2,2-7"
 #: Pairs whose null copy is added: their noise, no configuration better than the default (the
@@ -261,7 +267,8 @@ def _raced(
     # own confirmation above is what its rounds count).
     fresh = [[rounds.gain(t.params, ("fresh", k), count=False) for k in range(RULE_SEEDS)]
              for t in chosen]  # fmt: skip
-    shared = [c for c in state.configs if FEDERATION_ATTR in c.first.user_attrs]
+    shared = sorted((c for c in state.configs if FEDERATION_ATTR in c.first.user_attrs),
+                    key=lambda c: c.first.number)  # fmt: skip
     return {**out, "search_rounds": search, "rounds": rounds.count,
             "stopped": STRATEGIES[name].summary(study.trials, cap)["stopped"],
             "incumbent_seeds": state.incumbent.n,
@@ -269,6 +276,8 @@ def _raced(
             "fresh": fresh if len(chosen) == 2 else None,
             "incumbent_true": _true(rounds.land, chosen[0].params),
             "from_federation": len(shared),
+            # What the federation guessed, judged by the truth: each proposal's true gain.
+            "guesses_true": [_true(rounds.land, c.params) for c in shared],
             "incumbent_from_federation": FEDERATION_ATTR in state.incumbent.first.user_attrs,
             "held": federation.held(state)}  # fmt: skip
 
@@ -390,6 +399,19 @@ def summarise(rows: list[dict], lands: dict) -> dict[str, dict]:
             s["from_federation_median"] = statistics.median(r["from_federation"] for r in mine)
             s["incumbent_from_federation"] = sum(r["incumbent_from_federation"] for r in mine)
             s["held"] = sum(r["held"] for r in mine)
+            guessed = [r for r in mine if r["guesses_true"]]
+            s["guessed_runs"] = len(guessed)
+            s["guess1_gap_median"] = statistics.median(
+                r["grid_best"] - r["guesses_true"][0] for r in guessed) if guessed else None
+            s["best_guess_gap_median"] = statistics.median(
+                r["grid_best"] - max(r["guesses_true"]) for r in guessed) if guessed else None
+            s["best_guess_beats_default"] = sum(
+                max(r["guesses_true"]) > r["default_true"] for r in guessed)
+            if guessed:
+                print(f"{arm:>22}: {len(guessed)} runs took proposals; the first one's true gain "
+                      f"{s['guess1_gap_median']:.2f} pp below the grid's best (median), the best "
+                      f"of them {s['best_guess_gap_median']:.2f} pp; the best beat the default "
+                      f"in {s['best_guess_beats_default']}")
             late = [r for r in mine if r["order"] >= len(lands) // 2]
             s["late_runs"] = len(late)
             s["late_rounds_median"] = statistics.median(r["rounds"] for r in late)
@@ -424,11 +446,17 @@ def summarise(rows: list[dict], lands: dict) -> dict[str, dict]:
 
 
 def federation_arm(arm: str, lands: dict, space, args: argparse.Namespace) -> list[dict]:
-    """The rows of a ``federation`` or ``federation-K-F-P`` arm, one federation run per sampler
-    seed (the strategy's constants set for the arm, then restored)."""
+    """The rows of a ``federation[-model][-K-F-P]`` arm, one federation run per sampler seed (the
+    strategy's constants set for the arm, then restored; ``-model``: the proposals of the model
+    of bench/federation_prior.py in place of the settled pairs' incumbents)."""
     saved = federation.PROPOSALS, federation.FLOOR, federation.PATIENCE
-    if arm != "federation":
-        federation.PROPOSALS, federation.FLOOR, federation.PATIENCE = map(int, arm.split("-")[1:])
+    shared = FederationStrategy.shared
+    numbers = [int(x) for x in arm.split("-")[1:] if x != "model"]
+    if numbers:
+        federation.PROPOSALS, federation.FLOOR, federation.PATIENCE = numbers
+    if "-model" in arm:
+        FederationStrategy.shared = lambda self, own, trials, space, siblings: tuple(
+            federation_prior.proposals(own, trials, space, siblings, federation.PROPOSALS))
     rows = []
     try:
         for seed in range(args.first_seed, args.first_seed + args.sampler_seeds):
@@ -440,6 +468,7 @@ def federation_arm(arm: str, lands: dict, space, args: argparse.Namespace) -> li
                 rows.append({"arm": arm, "sampler_seed": seed, **r, **truth})
     finally:
         federation.PROPOSALS, federation.FLOOR, federation.PATIENCE = saved
+        FederationStrategy.shared = shared
     return rows
 
 

@@ -43,7 +43,7 @@ FLOOR = 12
 PATIENCE = 6
 
 
-def _default_of(configs: Sequence[Config], c: Config) -> Config | None:
+def default_of(configs: Sequence[Config], c: Config) -> Config | None:
     """The same-student default among ``configs`` (None when it has not run yet)."""
     position = c.params.get("position")
     return next((d for d in configs if d.is_default and d.params.get("position") == position), None)
@@ -55,7 +55,7 @@ def margin(state: RaceState) -> float | None:
     inc = state.incumbent
     if inc is None or inc.is_default:
         return None
-    default = _default_of(state.configs, inc)
+    default = default_of(state.configs, inc)
     if default is None or not default.n:
         return None
     n = min(inc.n, default.n)
@@ -98,7 +98,7 @@ def contribution(state: RaceState) -> dict[str, Any]:
     lead = None
     if taken:
         guess = taken[0]
-        default = _default_of(state.configs, guess)
+        default = default_of(state.configs, guess)
         if default is not None and default.n and guess.n:
             n = min(guess.n, default.n)
             lead = round(guess.mean(n) - default.mean(n), 4)
@@ -125,6 +125,7 @@ __all__ = [
     "PROPOSALS",
     "SHARE_AT",
     "contribution",
+    "default_of",
     "held",
     "margin",
     "proposals",
