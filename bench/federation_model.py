@@ -8,8 +8,9 @@ pair's whole grid — far more than a race leaves behind, so this is the model's
 guesses for the held-out pair are scored by the held-out pair's true gain: how far below the
 grid's best the first guess and the best of the first three lie. Beside it, simpler rules on the
 same siblings: the model without the gap, copying the best cell of the sibling with the nearest
-gap (what ``--strategy federation`` did before the model), the cell with the best mean lead over
-the siblings, and the default itself.
+gap (a copy rule that reads the descriptor; the shipped ``--strategy federation`` copies the
+settled pairs' incumbents by their lead), the cell with the best mean lead over the siblings, and
+the default itself.
 
 Run: ``.venv/bin/python bench/federation_model.py`` (seconds; reads the truth cache, writes
 ``bench/results/federation_model.json``).
@@ -17,19 +18,13 @@ Run: ``.venv/bin/python bench/federation_model.py`` (seconds; reads the truth ca
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
-from pathlib import Path
 
 import numpy as np
 from federation_prior import Encoder, candidates, fit
-from search_efficiency import DEFAULT, HERE, NARROW, TRUTH_SEED_BASE, TruthCache, parse_pairs
-from search_simulated import ACCURACY, PAIRS, Landscape
-from search_simulated import fit as landscape
-
-from objectives import load_config
-from tuner.search.space import parse_space
+from search_efficiency import DEFAULT, HERE, parse_pairs
+from search_simulated import ACCURACY, PAIRS, Landscape, landscapes
 
 #: The noise of a true lead (pp²): the se of a 5-seed mean, 0.26 pp (bench/RESULTS.md, item 1),
 #: for the lead and the default it is measured against.
@@ -43,13 +38,7 @@ def gap(land: Landscape) -> float:
 
 
 def main() -> None:
-    config = load_config("fashion-mnist", list(NARROW))
-    space = parse_space(config.search, "bench")
-    cache = TruthCache(Path(HERE / "results" / "search_truth.json"),
-                       {"federation": config.federation_hash,
-                        "kd": dataclasses.asdict(config.kd)})  # fmt: skip
-    seeds = [TRUTH_SEED_BASE + i for i in range(5)]
-    lands = [landscape(cache, p, seeds) for p in parse_pairs(PAIRS)]
+    space, lands = landscapes(parse_pairs(PAIRS))
     encoder = Encoder(space)
     pool = [p for p in candidates(space) if p["position"] == "a"]  # the bench's space: a learns
 

@@ -445,6 +445,20 @@ def summarise(rows: list[dict], lands: dict) -> dict[str, dict]:
     return out
 
 
+def landscapes(
+    pairs: list[tuple[int, int]], truth_seeds: int = 5, cache: Path = HERE / "results" /
+    "search_truth.json"
+) -> tuple[Any, list[Landscape]]:
+    """The bench's search space (the default federation, T and α searched) and each pair's
+    noise model fitted to its grid's rounds at the first ``truth_seeds`` truth seeds."""
+    config = load_config("fashion-mnist", [f"{item}" for item in NARROW])
+    truth = TruthCache(
+        cache, {"federation": config.federation_hash, "kd": dataclasses.asdict(config.kd)}
+    )
+    seeds = [TRUTH_SEED_BASE + i for i in range(truth_seeds)]
+    return parse_space(config.search, "bench"), [fit(truth, p, seeds) for p in pairs]
+
+
 def federation_arm(arm: str, lands: dict, space, args: argparse.Namespace) -> list[dict]:
     """The rows of a ``federation[-model][-K-F-P]`` arm, one federation run per sampler seed (the
     strategy's constants set for the arm, then restored; ``-model``: the proposals of the model
@@ -501,16 +515,10 @@ def main() -> None:
     race.PATIENCE = args.patience  # the race reads both when it decides
     race.MAX_SEEDS = args.max_seeds
     race.MIN_CONFIGURATIONS = args.min_configurations
-    config = load_config("fashion-mnist", [f"{item}" for item in NARROW])
-    space = parse_space(config.search, "bench")
-    cache = TruthCache(
-        Path(args.cache),
-        {"federation": config.federation_hash, "kd": dataclasses.asdict(config.kd)},
-    )
-    seeds = [TRUTH_SEED_BASE + i for i in range(args.truth_seeds)]
-    lands = {land.name: land for land in (fit(cache, p, seeds) for p in args.pairs)}
-    for p in args.null_pairs:
-        null = dataclasses.replace(fit(cache, p, seeds), null=True)
+    space, fitted = landscapes(args.pairs + args.null_pairs, args.truth_seeds, Path(args.cache))
+    lands = {land.name: land for land in fitted[: len(args.pairs)]}
+    for land in fitted[len(args.pairs) :]:  # the null copies
+        null = dataclasses.replace(land, null=True)
         lands[null.name] = null
     for p, land in lands.items():
         print(

@@ -6,30 +6,17 @@ figures rest on these."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
+from tuner_helpers import bench_module
 
 from tuner.search.federation import FEDERATION_ATTR
 from tuner.search.race import SEED_ATTR
 from tuner.search.space import parse_space
 
-
-def _bench_prior():
-    """bench/federation_prior.py, the module the bench's figures come from (one copy)."""
-    path = Path(__file__).resolve().parents[2] / "bench" / "federation_prior.py"
-    spec = importlib.util.spec_from_file_location("bench_federation_prior", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-prior = _bench_prior()
+prior = bench_module("federation_prior")  # the model the bench's figures come from
 SPREAD, Encoder, guesses, observations = (prior.SPREAD, prior.Encoder, prior.guesses,
                                           prior.observations)  # fmt: skip
 

@@ -10,33 +10,18 @@ The scenario runs once (module fixture); each test checks one promise of it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
-from tuner_helpers import finished, trials_of
+from tuner_helpers import bench_module, finished, trials_of
 
 from tuner.store.storage import SERVER_CONNECTIONS
 from tuner.worker.lifecycle import LOST
 
-
-def _bench_fleet():
-    """bench/fleet.py, whose PostgreSQL scenario (run_fleet) this module asserts on: one copy
-    of the harness, so what the benchmark measures is what the suite checks."""
-    path = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
-    spec = importlib.util.spec_from_file_location("bench_fleet", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-fleet_bench = _bench_fleet()
+fleet_bench = bench_module("fleet")  # the PostgreSQL scenario (run_fleet) asserted on here
 #: Trials of a tenth of a second on 36 pair studies: the run is about workers.
 BUDGET = 3
 PAIRS = 36

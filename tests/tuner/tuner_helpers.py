@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import sqlite3
 import sys
 from pathlib import Path
@@ -42,3 +43,14 @@ def finished(trials: list[optuna.trial.FrozenTrial]) -> int:
 def cli(*args: str) -> list[str]:
     """The command line of ``dkd-tune ARGS`` in this interpreter."""
     return [sys.executable, "-m", "tuner", *args]
+
+
+def bench_module(name: str):
+    """``bench/<name>.py`` loaded as a module, for a test that asserts on what the bench measures
+    (one copy of the harness or model: what the benchmark measures is what the suite checks)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
