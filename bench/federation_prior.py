@@ -41,7 +41,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
 from tuner.search.federation import FEDERATION_ATTR, default_of
-from tuner.search.race import SEED_ATTR, race_state
+from tuner.search.race import SEED_ATTR, configurations
 from tuner.search.space import MULTI_TEACHER, SearchSpace
 from tuner.search.warm import Ranked, Sibling, take
 
@@ -93,7 +93,7 @@ def observations(
     leads: list[tuple[list[float], float, int]] = []  # (row, lead, seeds)
     sq, dof, used = 0.0, 0, 0
     for _name, attrs, trials in others:
-        configs = race_state(trials).configs
+        configs = configurations(trials)  # the rounds by configuration; no race verdict needed
         before = len(leads)
         for c in configs:
             d = default_of(configs, c)
